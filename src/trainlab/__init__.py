@@ -1,0 +1,13 @@
+"""trainlab: train, watch, evaluate and use image classifiers on MNIST, Fashion-MNIST, CIFAR-10 and image trees."""
+
+__version__ = "0.1.0"
+
+from trainlab.callbacks import Callback  # noqa: E402
+from trainlab.data import Dataset, load_dataset, load_image_tree  # noqa: E402
+from trainlab.errors import TrainlabError  # noqa: E402
+from trainlab.recipes import Recipe, load_recipe, preset_names  # noqa: E402
+from trainlab.runs import Predictions, Run, load_run  # noqa: E402
+from trainlab.train import train  # noqa: E402
+
+__all__ = ["Callback", "Dataset", "Predictions", "Recipe", "Run", "TrainlabError", "load_dataset",
+           "load_image_tree", "load_recipe", "load_run", "preset_names", "train", "__version__"]

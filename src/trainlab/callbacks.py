@@ -1,0 +1,75 @@
+"""Callbacks: hooks the training loop calls, plus early stopping and reduce-LR-on-plateau."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from trainlab.recipes import EarlyStoppingConfig, ReduceLRConfig
+
+if TYPE_CHECKING:
+    from trainlab.train import TrainState
+
+
+class Callback:
+    """Override what you need. `on_batch_end` is called about 10 times a second with running
+    `loss` and `acc` (epoch averages so far) and `batch_loss`; set `per_batch = True` to get every batch."""
+
+    per_batch = False
+
+    def on_train_begin(self, state: "TrainState") -> None: ...
+    def on_epoch_begin(self, state: "TrainState", epoch: int) -> None: ...
+    def on_batch_end(self, state: "TrainState", batch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, state: "TrainState", epoch: int, logs: dict) -> None: ...
+    def on_train_end(self, state: "TrainState") -> None: ...
+
+
+def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved for `patience` epochs; optionally restore the best weights."""
+
+    def __init__(self, cfg: EarlyStoppingConfig):
+        self.cfg = cfg
+        self.mode = "max" if cfg.monitor.endswith("acc") else "min"
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.best_weights: dict | None = None
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, state, epoch, logs):
+        value = logs[self.cfg.monitor]
+        if _better(self.mode, value, self.best, self.cfg.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.cfg.restore_best:
+                self.best_weights = copy.deepcopy(state.model.state_dict())
+        else:
+            self.wait += 1
+            if self.wait > self.cfg.patience:
+                state.stop_training = True
+                self.stopped_epoch = epoch
+
+    def on_train_end(self, state):
+        if self.cfg.restore_best and self.best_weights is not None and self.best_epoch != state.epoch:
+            state.model.load_state_dict(self.best_weights)
+            state.notes.append(f"restored the weights of epoch {self.best_epoch + 1} "
+                               f"({self.cfg.monitor} {self.best:.4f})")
+
+
+class ReduceLROnPlateau(Callback):
+    """torch's ReduceLROnPlateau driven by an epoch metric, with Keras' absolute min_delta."""
+
+    def __init__(self, cfg: ReduceLRConfig, optimizer: torch.optim.Optimizer):
+        self.cfg = cfg
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max" if cfg.monitor.endswith("acc") else "min", factor=cfg.factor,
+            patience=cfg.patience, threshold=1e-4, threshold_mode="abs", min_lr=cfg.min_lr)
+
+    def on_epoch_end(self, state, epoch, logs):
+        self.sched.step(logs[self.cfg.monitor])

@@ -1,0 +1,155 @@
+"""Models: a recipe's layer list becomes a plain `nn.Sequential`; `summary` prints it as Keras does.
+
+A final softmax is not built into the module: the model returns logits and the loss applies
+log-softmax (the numerically stable equivalent of Keras' softmax + categorical cross-entropy).
+`predict` applies the softmax.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainlab.errors import RecipeError
+from trainlab.recipes import (ActivationLayer, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool,
+                              ModelConfig)
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU,
+    "selu": nn.SELU, "silu": nn.SiLU, "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "softmax": lambda: nn.Softmax(dim=1),
+}
+_KERAS_NAMES = {Dense: "dense", Conv2D: "conv2d", MaxPool: "max_pooling2d", AvgPool: "average_pooling2d",
+                Flatten: "flatten", Dropout: "dropout", BatchNorm: "batch_normalization",
+                ActivationLayer: "activation"}
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    trainable: int
+
+
+def _pool_args(spec) -> tuple[int, int, bool]:
+    """(stride, padding, ceil_mode) giving Keras' output size: 'same' means ceil(size / stride)."""
+    stride = spec.strides or spec.pool_size
+    if spec.padding == "valid":
+        return stride, 0, False
+    if stride == spec.pool_size:
+        return stride, 0, True
+    if stride == 1 and spec.pool_size % 2 == 1:
+        return stride, spec.pool_size // 2, False
+    raise RecipeError(f"model: {spec.type} padding 'same' needs strides equal to pool_size, or strides 1 with an odd pool_size")
+
+
+def _make(spec, shape: tuple[int, ...], is_last: bool) -> list[nn.Module]:
+    """Modules for one layer spec given the input shape (without batch)."""
+    act = getattr(spec, "activation", "linear")
+    mods: list[nn.Module] = []
+    if isinstance(spec, Dense):
+        if len(shape) != 1:
+            raise RecipeError(f"model: dense gets input of shape {shape}; put a flatten layer before it "
+                              f"or set data.flatten: true")
+        mods.append(nn.Linear(shape[0], spec.units, bias=spec.use_bias))
+    elif isinstance(spec, Conv2D):
+        if len(shape) != 3:
+            raise RecipeError(f"model: conv2d needs (C, H, W) input but gets {shape}; set data.flatten: false")
+        if spec.padding == "same" and spec.strides != 1:
+            raise RecipeError("model: conv2d padding 'same' needs strides 1")
+        mods.append(nn.Conv2d(shape[0], spec.filters, spec.kernel_size, spec.strides, padding=spec.padding,
+                              bias=spec.use_bias))
+    elif isinstance(spec, MaxPool):
+        stride, pad, ceil = _pool_args(spec)
+        mods.append(nn.MaxPool2d(spec.pool_size, stride, pad, ceil_mode=ceil))
+    elif isinstance(spec, AvgPool):
+        if spec.global_:
+            mods.append(nn.AdaptiveAvgPool2d(1))
+        else:
+            stride, pad, ceil = _pool_args(spec)
+            mods.append(nn.AvgPool2d(spec.pool_size, stride, pad, ceil_mode=ceil, count_include_pad=False))
+        if spec.global_:
+            mods.append(nn.Flatten())
+    elif isinstance(spec, Flatten):
+        mods.append(nn.Flatten())
+    elif isinstance(spec, Dropout):
+        mods.append(nn.Dropout(spec.rate))
+    elif isinstance(spec, BatchNorm):
+        bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        mods.append(bn(shape[0], eps=spec.epsilon, momentum=1.0 - spec.momentum))
+    if act != "linear" and not (is_last and act == "softmax"):
+        mods.append(_ACTIVATIONS[act]())
+    return mods
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Sequential, list[LayerInfo]]:
+    """The model for `cfg` on inputs of `input_shape` (C, H, W) or (D,), and one LayerInfo per spec."""
+    modules: OrderedDict[str, nn.Module] = OrderedDict()
+    infos: list[LayerInfo] = []
+    counts: dict[str, int] = {}
+    shape = tuple(input_shape)
+    for i, spec in enumerate(cfg.layers):
+        base = _KERAS_NAMES[type(spec)]
+        name = base if base not in counts else f"{base}_{counts[base]}"
+        counts[base] = counts.get(base, 0) + 1
+        mods = _make(spec, shape, is_last=i == len(cfg.layers) - 1)
+        block = mods[0] if len(mods) == 1 else nn.Sequential(*mods)
+        with torch.no_grad():
+            try:
+                out = block.eval()(torch.zeros(2, *shape))
+            except RuntimeError as exc:
+                raise RecipeError(f"model.layers[{i}] ({spec.type}): cannot take input of shape {shape} ({exc}); "
+                                  f"the feature map is too small for it, remove a pooling layer or use padding: same") from None
+        shape = tuple(out.shape[1:])
+        modules[name] = block
+        params = sum(p.numel() for p in block.parameters())
+        buffers = sum(b.numel() for n, b in block.named_buffers() if "running" in n)
+        infos.append(LayerInfo(name, type(spec).__name__ if spec.type != "activation" else "Activation",
+                               shape, params + buffers, params))
+    if shape != (num_classes,):
+        raise RecipeError(f"model: the last layer outputs shape {shape} but the data has {num_classes} classes; "
+                          f"end with a dense layer of {num_classes} units")
+    model = nn.Sequential(modules)
+    if cfg.init == "keras":
+        keras_init(model)
+    return model, infos
+
+
+def keras_init(model: nn.Module) -> None:
+    """Glorot-uniform kernels and zero biases, as Keras initialises Dense and Conv2D."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def is_convolutional(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def summary_text(title: str, infos: list[LayerInfo], input_shape: tuple[int, ...]) -> str:
+    """A Keras `model.summary()`-style table (shapes are PyTorch's channels-first)."""
+    rows = [("Layer (type)", "Output Shape", "Param #")]
+    rows += [(f"{li.name} ({li.kind})", str((None, *li.output_shape)), f"{li.params:,}") for li in infos]
+    w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+    total = sum(li.params for li in infos)
+    trainable = sum(li.trainable for li in infos)
+    line = "─" * (sum(w) + 2)
+    out = [f'Model: "{title}"   input: {(None, *input_shape)}', line]
+    for k, r in enumerate(rows):
+        out.append(f"{r[0]:<{w[0]}} {r[1]:<{w[1]}} {r[2]:>{w[2]}}")
+        if k == 0:
+            out.append(line)
+    out += [line, f" Total params: {total:,}", f" Trainable params: {trainable:,}",
+            f" Non-trainable params: {total - trainable:,}"]
+    return "\n".join(out)

@@ -1,0 +1,93 @@
+"""Progress: a rich bar in a terminal, one plain line per epoch elsewhere (CI, pipes, notebooks)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from trainlab.callbacks import Callback
+
+
+def in_notebook() -> bool:
+    try:
+        from IPython import get_ipython  # type: ignore
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def resolve_mode(mode: str) -> str:
+    """auto -> bar in a terminal, plain otherwise (a notebook gets plain lines: no flood of redraws)."""
+    if mode != "auto":
+        return mode
+    return "bar" if sys.stdout.isatty() and not in_notebook() else "plain"
+
+
+def epoch_line(epoch: int, epochs: int, logs: dict, steps: int) -> str:
+    """Keras-style: 'Epoch 3/12 - 600/600 - 1.8s 3.0ms/step - loss: 0.1234 - acc: 0.9634 - ...'."""
+    secs = logs["seconds"]
+    parts = [f"Epoch {epoch + 1}/{epochs}", f"{steps}/{steps}", f"{secs:.1f}s {1000 * secs / max(steps, 1):.1f}ms/step"]
+    for key in ("loss", "acc", "val_loss", "val_acc"):
+        if logs.get(key) is not None:
+            parts.append(f"{key}: {logs[key]:.4f}")
+    parts.append(f"lr: {logs['lr']:.3g}")
+    return " - ".join(parts)
+
+
+class ProgressPrinter(Callback):
+    """Prints progress: `mode` is bar, plain or none."""
+
+    def __init__(self, mode: str = "auto", file=None):
+        self.mode = resolve_mode(mode)
+        self.file = file or sys.stdout
+        self._bar = None
+        self._task = None
+
+    def on_train_begin(self, state):
+        if self.mode == "none":
+            return
+        r = state.recipe
+        n_val = 0 if state.data.x_val is None else len(state.data.x_val)
+        print(f"Training {r.name} on {state.data.name}: {len(state.data.x_train)} train, {n_val} val, "
+              f"{len(state.data.x_test)} test examples; {state.steps_per_epoch} steps/epoch, "
+              f"{r.epochs} epochs, batch {r.batch_size}, device {state.device}", file=self.file, flush=True)
+
+    def on_epoch_begin(self, state, epoch):
+        if self.mode != "bar":
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        self._bar = Progress(TextColumn(f"Epoch {epoch + 1}/{state.recipe.epochs}"), BarColumn(), MofNCompleteColumn(),
+                             TaskProgressColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                             console=Console(file=self.file), transient=True, refresh_per_second=8)
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=state.steps_per_epoch, stats="")
+
+    def on_batch_end(self, state, batch, logs):
+        if self._bar is not None:
+            self._bar.update(self._task, completed=batch + 1,
+                             stats=f"loss: {logs['loss']:.4f} - acc: {logs['acc']:.4f}")
+
+    def on_epoch_end(self, state, epoch, logs):
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self.mode != "none":
+            print(epoch_line(epoch, state.recipe.epochs, logs, state.steps_per_epoch), file=self.file, flush=True)
+
+    def on_train_end(self, state):
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self.mode != "none":
+            for note in state.notes:
+                print(note, file=self.file, flush=True)
+
+
+class Stopwatch:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0

@@ -1,0 +1,263 @@
+"""Run records: `runs/<run_id>/` with recipe.yaml, history.csv, metrics.json, model.safetensors and
+run.json. Every file is written to a temp file and renamed, so no file is ever half-written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import re
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from trainlab import __version__
+from trainlab.callbacks import Callback
+from trainlab.errors import RunNotFound, TrainlabError
+from trainlab.preprocess import Preprocess
+from trainlab.recipes import Recipe, validate
+
+HISTORY_FIELDS = ["epoch", "loss", "acc", "val_loss", "val_acc", "lr", "seconds"]
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
+    return Path(runs_dir or os.environ.get("TRAINLAB_RUNS") or "runs").expanduser().resolve()
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def history_csv(history: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_FIELDS})
+    return buf.getvalue()
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [{k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in r.items()} for r in rows]
+
+
+def versions() -> dict:
+    return {"trainlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(recipe_name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9-]+", "-", recipe_name).strip("-")[:40] or "run"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(3)}"
+
+
+class RunWriter:
+    """Writes one run's folder as training goes: run.json at start, history each epoch, all at the end."""
+
+    def __init__(self, run_dir: Path, run_id: str, recipe: Recipe, custom_model: str | None):
+        self.run_dir, self.run_id, self.recipe, self.custom_model = run_dir, run_id, recipe, custom_model
+        self.info: dict = {}
+
+    @classmethod
+    def create(cls, recipe: Recipe, runs_dir=None, custom_model: str | None = None) -> "RunWriter":
+        root = runs_root(runs_dir)
+        run_id = new_run_id(recipe.name)
+        run_dir = root / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        return cls(run_dir, run_id, recipe, custom_model)
+
+    def start(self, data, device, seed: int) -> None:
+        self.info = {
+            "run_id": self.run_id, "recipe": self.recipe.name, "recipe_digest": self.recipe.digest(),
+            "status": "running", "seed": seed, "device": str(device), "versions": versions(),
+            "started_at": _now(), "ended_at": None, "error": None, "custom_model": self.custom_model,
+            "dataset": {"name": data.name, "source": data.source, "classes": data.classes,
+                        "n_train": len(data.x_train), "n_val": 0 if data.x_val is None else len(data.x_val),
+                        "n_test": len(data.x_test)},
+            "preprocess": data.preprocess.to_dict(),
+        }
+        atomic_write(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
+        self._write_info()
+
+    def _write_info(self) -> None:
+        atomic_write(self.run_dir / "run.json", json.dumps(self.info, indent=2) + "\n")
+
+    def callback(self) -> Callback:
+        writer = self
+
+        class _SaveHistory(Callback):
+            def on_epoch_end(self, state, epoch, logs):
+                atomic_write(writer.run_dir / "history.csv", history_csv(state.history))
+
+        return _SaveHistory()
+
+    def finish(self, state, status: str, metrics: dict | None = None, error: str | None = None) -> None:
+        atomic_write(self.run_dir / "history.csv", history_csv(state.history))
+        if metrics is not None:
+            atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        save_weights(state.model, self.run_dir / "model.safetensors",
+                     {"recipe": self.recipe.to_yaml(), "trainlab": __version__, "run_id": self.run_id})
+        self.info.update(status=status, ended_at=_now(), error=error, notes=state.notes,
+                         timings={k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")}
+                         if metrics else None)
+        self._write_info()
+
+
+@dataclass
+class Predictions:
+    """Class probabilities for N inputs, with the argmax and its name."""
+
+    probs: np.ndarray  # (N, K)
+    classes: list[str]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.classes[i] for i in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+
+@dataclass
+class Run:
+    """A trained model with its recipe, history and metrics; what `trainlab.train` returns."""
+
+    recipe: Recipe
+    model: nn.Module
+    history: list[dict]
+    metrics: dict
+    classes: list[str]
+    preprocess: Preprocess
+    run_id: str | None = None
+    run_dir: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data: object = None  # TensorData, kept after training; loaded on demand for a saved run
+
+    def _data(self, data_dir=None):
+        if self.data is None:
+            from trainlab.data import load_dataset
+            from trainlab.train import prepare_data
+            r = self.recipe
+            ds = load_dataset(r.data.name, source=r.data.source, data_dir=data_dir, test_fraction=r.data.test_fraction,
+                              split_seed=r.data.split_seed, progress=False)
+            self.data = prepare_data(ds, r, self.device)
+            self.data.preprocess = self.preprocess  # the run's own normalisation, not a refit
+        return self.data
+
+    def evaluate(self, split: str = "test", data_dir=None) -> dict:
+        """Loss and accuracy on the test or validation split."""
+        from trainlab.train import evaluate
+        d = self._data(data_dir)
+        x, y = (d.x_test, d.y_test) if split == "test" else (d.x_val, d.y_val)
+        if x is None:
+            raise TrainlabError(f"run {self.run_id}: it has no {split} split (data.validation is none)")
+        loss, acc = evaluate(self.model, x, y, self.preprocess, self.recipe.eval_batch_size, self.device, self.recipe.tta)
+        return {"split": split, "loss": loss, "acc": acc, "n": len(y)}
+
+    def predict(self, images) -> Predictions:
+        """Probabilities for uint8 images shaped (H, W), (N, H, W), (N, H, W, C) or (N, C, H, W)."""
+        from trainlab.train import predict_logits
+        x = torch.as_tensor(np.asarray(images))
+        c, h, w = self.preprocess.shape
+        if x.ndim == 2 or (x.ndim == 3 and tuple(x.shape) in ((h, w, c), (c, h, w))):
+            x = x[None]
+        if x.ndim == 3:
+            x = x[:, None] if c == 1 else x
+        if x.ndim == 4 and tuple(x.shape[1:]) == (h, w, c) and c != h:
+            x = x.permute(0, 3, 1, 2)
+        if tuple(x.shape[1:]) != (c, h, w):
+            raise TrainlabError(f"predict: images of shape {tuple(np.asarray(images).shape)} do not fit this run's "
+                                f"input (N, {h}, {w}, {c}); resize them first")
+        x = x.to(torch.uint8).contiguous()
+        logits = predict_logits(self.model, x, self.preprocess, self.recipe.eval_batch_size, self.device, self.recipe.tta)
+        return Predictions(torch.softmax(logits, 1).cpu().numpy(), self.classes)
+
+
+def resolve_run_dir(run: str | os.PathLike, runs_dir=None) -> Path:
+    """A run folder from an id (under the runs root) or a path; ids are checked against traversal."""
+    text = str(run)
+    path = Path(text).expanduser()
+    if (path / "run.json").is_file():
+        return path.resolve()
+    if not RUN_ID_RE.match(text) or ".." in text:
+        raise RunNotFound(f"'{text}' is not a valid run id (letters, digits, '.', '_' and '-') nor a run folder")
+    root = runs_root(runs_dir)
+    candidate = root / text
+    if (candidate / "run.json").is_file():
+        return candidate
+    matches = sorted(p for p in root.glob(f"*{text}*") if (p / "run.json").is_file()) if root.is_dir() else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise RunNotFound(f"'{text}' matches {len(matches)} runs in {root}; give more of the id")
+    raise RunNotFound(f"no run '{text}' in {root}; list runs with `ls {root}` or pass --runs-dir")
+
+
+def load_run(run: str | os.PathLike, runs_dir=None, device: str = "cpu", model: nn.Module | None = None) -> Run:
+    """Rebuild a saved run: recipe, model with its weights, history and metrics."""
+    from trainlab.models import build_model
+    run_dir = resolve_run_dir(run, runs_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    import yaml
+    recipe = validate(yaml.safe_load((run_dir / "recipe.yaml").read_text()), where=f"run {run_dir.name}")
+    prep = Preprocess.from_dict(info["preprocess"])
+    classes = info["dataset"]["classes"]
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise RunNotFound(f"run {run_dir.name} has no model.safetensors (status {info.get('status')}); it did not finish")
+    if model is None:
+        if info.get("custom_model"):
+            raise TrainlabError(f"run {run_dir.name} trained a custom model ({info['custom_model']}); pass model= to load it")
+        model, _ = build_model(recipe.model, prep.input_shape, len(classes))
+    model.load_state_dict(load_file(weights))
+    dev = torch.device(device)
+    model.to(dev).eval()
+    history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    return Run(recipe, model, history, metrics, classes, prep, info["run_id"], run_dir, dev)
