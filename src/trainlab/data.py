@@ -296,14 +296,15 @@ def parse_idx(data: bytes, path: Path | str, expect_ndim: int) -> np.ndarray:
 
 
 def load_idx_dataset(spec: DatasetSpec, paths: dict[str, Path], verify: bool = True) -> Dataset:
-    arrays = {}
-    for remote in spec.files:
+    arrays, contents = {}, {}
+    for remote in spec.files:  # structure first: its errors say more than a checksum does
         path = paths[remote.name]
-        content = _read_maybe_gzip(path)
+        contents[remote.name] = _read_maybe_gzip(path)
         ndim = 3 if "images" in remote.name else 1
-        arrays[remote.name.split("-idx")[0]] = parse_idx(content, path, ndim)
-        if verify:
-            verify_file(path, remote, content)
+        arrays[remote.name.split("-idx")[0]] = parse_idx(contents[remote.name], path, ndim)
+    if verify:
+        for remote in spec.files:
+            verify_file(paths[remote.name], remote, contents[remote.name])
     x_train, y_train = arrays["train-images"], arrays["train-labels"]
     x_test, y_test = arrays["t10k-images"], arrays["t10k-labels"]
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):

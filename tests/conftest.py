@@ -1,0 +1,97 @@
+"""Shared fixtures: the real data directory, an isolated cache, and builders for tiny datasets."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    for cand in (os.environ.get("TRAINLAB_DATA"), REPO.parent / "shared" / "datasets"):
+        if cand and (Path(cand) / "mnist").is_dir():
+            return Path(cand).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = shared_data_dir()
+    if d is None:
+        pytest.fail("the shared datasets are missing: set TRAINLAB_DATA to the folder holding mnist/ and fashion-mnist/")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Every test gets its own cache and runs folder, and never downloads."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRAINLAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("TRAINLAB_OFFLINE", "1")
+    monkeypatch.setattr("trainlab.data.SYSTEM_DATASETS", tmp_path / "system-datasets")
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def write_idx_dataset(folder: Path, n_train=60, n_test=20, seed=0, compress=True) -> dict[str, bytes]:
+    """Four IDX files of random 28x28 images; returns the decompressed bytes by file name."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        contents[f"{prefix}-images-idx3-ubyte"] = idx_bytes(rng.integers(0, 256, (n, 28, 28)))
+        contents[f"{prefix}-labels-idx1-ubyte"] = idx_bytes(rng.integers(0, 10, (n,)))
+    for name, data in contents.items():
+        if compress:
+            (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    return contents
+
+
+def write_cifar_archive(path: Path, per_batch=4, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A tiny cifar-10-python.tar.gz in the canonical format; returns the training images and labels."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+            labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+            blob = pickle.dumps({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                                 b"filenames": [b"x.png"] * per_batch}, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+            if name != "test_batch":
+                xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                ys += labels
+    return np.concatenate(xs), np.asarray(ys)
+
+
+def write_tree(root: Path, classes=("cat", "dog"), per_class=5, splits=("train", "test"), size=(8, 8), mode="RGB",
+               fmt="png", seed=0) -> Path:
+    """An image tree on disk: <split>/<class>/<i>.<fmt> (no split level when splits is empty)."""
+    rng = np.random.default_rng(seed)
+    for split in (splits or ("",)):
+        for ci, cls in enumerate(classes):
+            d = root / split / cls if split else root / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+                level = 20 + 200 * ci / max(1, len(classes) - 1)  # each class has its own brightness
+                arr = np.clip(rng.normal(level, 4, shape), 0, 255).astype(np.uint8)
+                Image.fromarray(arr, mode).save(d / f"{i}.{fmt}")
+    return root

@@ -1,0 +1,188 @@
+"""The engine through the Python API, on small subsets of the real data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import trainlab
+from trainlab.augment import make_augment, random_crop
+from trainlab.callbacks import Callback
+from trainlab.errors import TrainingDiverged, TrainlabError
+from trainlab.recipes import AugmentConfig
+
+SMALL = {"data.limit_train": 2000, "data.limit_test": 500}
+
+
+def small_train(recipe="mnist-mlp", data_dir=None, **kw):
+    overrides = dict(SMALL)
+    overrides.update(kw.pop("overrides", {}))
+    kw.setdefault("epochs", 1)
+    return trainlab.train(recipe, overrides=overrides, data_dir=data_dir, progress="none", **kw)
+
+
+def test_train_returns_a_run_and_writes_its_record(data_dir, tmp_path):
+    run = small_train(data_dir=data_dir, epochs=2, runs_dir=tmp_path / "runs")
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    assert set(run.history[0]) >= {"loss", "acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert run.metrics["test_acc"] > 0.8  # 2,000 MNIST digits, two epochs
+    files = sorted(p.name for p in run.run_dir.iterdir())
+    assert files == ["history.csv", "metrics.json", "model.safetensors", "recipe.yaml", "run.json"]
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["seed"] == 0 and info["versions"]["torch"] == torch.__version__
+    assert info["dataset"]["n_train"] == 2000 and info["preprocess"]["normalize"] == "scale"
+    rows = list(csv.DictReader(open(run.run_dir / "history.csv")))
+    assert len(rows) == 2 and float(rows[1]["val_acc"]) == pytest.approx(run.history[1]["val_acc"])
+    weights = load_file(run.run_dir / "model.safetensors")
+    assert torch.equal(weights["dense.0.weight"], run.model.state_dict()["dense.0.weight"])
+    assert trainlab.load_recipe(str(run.run_dir / "recipe.yaml")).to_dict() == run.recipe.to_dict()
+
+
+def test_same_seed_same_history_other_seed_differs(data_dir):
+    a = small_train(data_dir=data_dir, epochs=2, seed=3, save=False)
+    b = small_train(data_dir=data_dir, epochs=2, seed=3, save=False)
+    c = small_train(data_dir=data_dir, epochs=2, seed=4, save=False)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert strip(a.history) != strip(c.history)
+
+
+def test_evaluate_matches_the_reported_test_accuracy_after_reload(data_dir, tmp_path):
+    run = small_train(data_dir=data_dir, runs_dir=tmp_path)
+    assert run.evaluate()["acc"] == pytest.approx(run.metrics["test_acc"])
+    loaded = trainlab.load_run(run.run_id, runs_dir=tmp_path)
+    again = loaded.evaluate(data_dir=data_dir)
+    assert again["acc"] == pytest.approx(run.metrics["test_acc"]) and again["n"] == 500
+    assert len(loaded.history) == 1 and loaded.history[0]["val_acc"] == pytest.approx(run.history[0]["val_acc"])
+
+
+def test_predict_names_the_class(data_dir):
+    run = small_train("fashion-mlp", data_dir=data_dir, save=False, overrides={"data.limit_train": 5000})
+    ds = trainlab.load_dataset("fashion-mnist", data_dir=data_dir)
+    preds = run.predict(ds.x_test[:200])
+    assert preds.probs.shape == (200, 10) and np.allclose(preds.probs.sum(1), 1, atol=1e-5)
+    assert (preds.labels == ds.y_test[:200]).mean() > 0.7
+    one = run.predict(ds.x_test[0, :, :, 0])  # a single (28, 28) image
+    assert len(one) == 1 and one.class_names[0] in run.classes
+    with pytest.raises(TrainlabError, match="do not fit"):
+        run.predict(np.zeros((2, 32, 32, 3), np.uint8))
+
+
+def test_a_users_own_module_trains_on_the_recipe(data_dir, tmp_path):
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+    run = small_train(data_dir=data_dir, model=Tiny(), runs_dir=tmp_path, epochs=3)
+    assert isinstance(run.model, Tiny) and run.metrics["test_acc"] > 0.7
+    assert json.loads((run.run_dir / "run.json").read_text())["custom_model"] == "Tiny"
+    with pytest.raises(TrainlabError, match="custom model"):
+        trainlab.load_run(run.run_dir)
+    assert trainlab.load_run(run.run_dir, model=Tiny()).evaluate(data_dir=data_dir)["acc"] == pytest.approx(run.metrics["test_acc"])
+
+
+def test_divergence_stops_with_a_clear_message_and_marks_the_run(data_dir, tmp_path):
+    with pytest.raises(TrainingDiverged, match="lower the learning rate") as err:
+        small_train(data_dir=data_dir, runs_dir=tmp_path,
+                    overrides={"data.normalize": "none", "optimizer.name": "sgd", "optimizer.lr": 1e30})
+    assert "\n" not in str(err.value)
+    (run_dir,) = list(tmp_path.iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "diverged" in info["error"]
+
+
+def test_batch_hook_streams_every_batch_when_asked(data_dir):
+    class Every(Callback):
+        per_batch = True
+
+        def __init__(self):
+            self.seen = []
+
+        def on_batch_end(self, state, batch, logs):
+            self.seen.append((state.epoch, batch, logs["loss"], logs["acc"]))
+
+    cb = Every()
+    small_train(data_dir=data_dir, callbacks=[cb], save=False, batch_size=100)
+    assert [b for _, b, _, _ in cb.seen] == list(range(20))
+    assert all(np.isfinite(loss) and 0 <= acc <= 1 for _, _, loss, acc in cb.seen)
+
+
+def test_validation_split_is_the_tail_as_in_keras(data_dir):
+    run = small_train("mnist-tfjs-cnn", data_dir=data_dir, save=False,
+                      overrides={"data.limit_train": 1000, "model.layers.0.filters": 4})
+    assert len(run.data.x_train) == 850 and len(run.data.x_val) == 150
+    ds = trainlab.load_dataset("mnist", data_dir=data_dir)
+    assert torch.equal(run.data.x_val[:, 0].cpu(), torch.from_numpy(ds.x_train[850:1000, :, :, 0]))
+
+
+def test_standardize_uses_training_statistics(data_dir):
+    run = small_train(data_dir=data_dir, save=False, overrides={"data.normalize": "standardize"})
+    assert run.preprocess.mean[0] == pytest.approx(0.13, abs=0.01)
+    x = run.preprocess(run.data.x_train[:2000])
+    assert x.mean().item() == pytest.approx(0, abs=1e-3) and x.std().item() == pytest.approx(1, abs=1e-2)
+
+
+def test_early_stopping_restores_the_best_weights(data_dir):
+    run = small_train(data_dir=data_dir, save=False, epochs=30, overrides={
+        "data.limit_train": 300, "optimizer.lr": 0.01,
+        "callbacks.early_stopping": {"monitor": "val_loss", "patience": 1, "restore_best": True}})
+    assert len(run.history) < 30
+    best = min(h["val_loss"] for h in run.history)
+    assert run.evaluate()["loss"] == pytest.approx(best, rel=1e-5)
+
+
+def test_reduce_lr_on_plateau_lowers_the_rate(data_dir):
+    run = small_train(data_dir=data_dir, save=False, epochs=12, overrides={
+        "data.limit_train": 300, "optimizer.lr": 0.01, "callbacks.reduce_lr": {"patience": 0, "factor": 0.5}})
+    lrs = [h["lr"] for h in run.history]
+    assert lrs[0] == 0.01 and min(lrs) < 0.01
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_schedules_change_the_lr_per_step(data_dir, schedule):
+    run = small_train(data_dir=data_dir, save=False, epochs=3,
+                      overrides={"schedule.name": schedule, "schedule.warmup_epochs": 1})
+    lrs = [h["lr"] for h in run.history]
+    assert len(set(lrs)) == 3
+    if schedule == "onecycle":
+        assert lrs[0] == pytest.approx(1e-3 / 25)
+
+
+def test_augmentation_runs_on_whole_batches_and_is_seeded():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    gen = torch.Generator().manual_seed(0)
+    out = random_crop(x, 2, "constant", gen)
+    assert out.shape == x.shape
+    for i in range(2):  # each output is a shifted window of its own image
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        assert any(torch.equal(out[i], padded[:, r:r + 6, c:c + 6]) for r in range(5) for c in range(5))
+    aug = make_augment(AugmentConfig(flip=True, crop=2), torch.Generator().manual_seed(1))
+    again = make_augment(AugmentConfig(flip=True, crop=2), torch.Generator().manual_seed(1))
+    batch = torch.rand(16, 3, 8, 8) * 255
+    assert torch.equal(aug(batch), again(batch))
+    assert make_augment(AugmentConfig(), torch.Generator()) is None
+
+
+def test_augmented_training_runs(data_dir):
+    run = small_train("mnist-tfjs-cnn", data_dir=data_dir, save=False, overrides={
+        "augment.translate": 2, "augment.crop": 1, "loss.label_smoothing": 0.1, "tta": "flip",
+        "model.layers.0.filters": 4, "data.validation": "test"})
+    assert run.metrics["test_acc"] > 0.25  # one short epoch of a 4-filter CNN; chance is 0.1
+
+
+def test_image_tree_as_the_dataset(tmp_path):
+    from conftest import write_tree
+    root = write_tree(tmp_path / "tree", classes=("dark", "light"), per_class=20, splits=(), size=(8, 8))
+    run = trainlab.train("mnist-mlp", progress="none", save=False, epochs=40, overrides={
+        "data.name": str(root), "data.test_fraction": 0.25, "model.layers.1.units": 2, "optimizer.lr": 0.01, "batch_size": 8})
+    assert run.classes == ["dark", "light"] and run.metrics["test_acc"] == 1.0
