@@ -186,3 +186,38 @@ def test_image_tree_as_the_dataset(tmp_path):
     run = trainlab.train("mnist-mlp", progress="none", save=False, epochs=40, overrides={
         "data.name": str(root), "data.test_fraction": 0.25, "model.layers.1.units": 2, "optimizer.lr": 0.01, "batch_size": 8})
     assert run.classes == ["dark", "light"] and run.metrics["test_acc"] == 1.0
+
+
+def test_trainlab_train_stays_the_function_after_submodule_imports():
+    import importlib
+
+    importlib.import_module("trainlab.train")
+    importlib.import_module("trainlab.cli")
+    assert callable(trainlab.train) and trainlab.train.__name__ == "train"
+
+
+def test_keras_rmsprop_matches_the_keras_formula():
+    from trainlab.optim import KerasRMSprop
+    torch.manual_seed(0)
+    w = torch.randn(5, requires_grad=True)
+    w0 = w.detach().clone()
+    opt = KerasRMSprop([w], lr=0.01, rho=0.9, eps=1e-7)
+    v = torch.zeros(5)
+    for _ in range(3):
+        g = torch.randn(5)
+        w.grad = g.clone()
+        opt.step()
+        v = 0.9 * v + 0.1 * g * g
+        w0 = w0 - 0.01 * g / torch.sqrt(v + 1e-7)  # keras/src/optimizers/rmsprop.py update_step
+    assert torch.allclose(w.detach(), w0, atol=1e-6)
+    # with momentum: m = momentum * m + lr * g / sqrt(v + eps); w -= m
+    w = torch.zeros(3, requires_grad=True)
+    opt = KerasRMSprop([w], lr=0.1, momentum=0.5)
+    w.grad = torch.ones(3)
+    opt.step()
+    w.grad = torch.ones(3)
+    opt.step()
+    v1, v2 = 0.1, 0.19
+    m1 = 0.1 / (v1 + 1e-7) ** 0.5
+    m2 = 0.5 * m1 + 0.1 / (v2 + 1e-7) ** 0.5
+    assert torch.allclose(w.detach(), torch.full((3,), -(m1 + m2)), atol=1e-5)

@@ -1,7 +1,14 @@
-"""trainlab: train, watch, evaluate and use image classifiers on MNIST, Fashion-MNIST, CIFAR-10 and image trees."""
+"""trainlab: train, watch, evaluate and use image classifiers on MNIST, Fashion-MNIST, CIFAR-10 and image trees.
+
+    import trainlab
+    run = trainlab.train("mnist-mlp", epochs=3, optimizer__lr=0.002)
+    run.history, run.evaluate(), run.predict(images)
+"""
 
 __version__ = "0.1.0"
 
+# Imported eagerly on purpose: binding `train` after the `trainlab.train` submodule has loaded keeps
+# `trainlab.train` the function. A lazy export would be shadowed by the submodule on first import.
 from trainlab.callbacks import Callback  # noqa: E402
 from trainlab.data import Dataset, load_dataset, load_image_tree  # noqa: E402
 from trainlab.errors import TrainlabError  # noqa: E402
