@@ -33,7 +33,7 @@ def test_train_json_last_line_and_run_folder(data_dir, tmp_path):
     assert (run_dir / "model.safetensors").is_file() and "lr: 0.002" in (run_dir / "recipe.yaml").read_text()
     ev = cli("evaluate", out["run_id"], "--json", "--runs-dir", tmp_path / "runs", "--data-dir", data_dir)
     assert ev.returncode == 0, ev.stderr
-    assert json.loads(ev.stdout)["acc"] == pytest.approx(out["test_acc"])
+    assert json.loads(ev.stdout)["accuracy"] == pytest.approx(out["test_acc"])
 
 
 def test_quiet_prints_nothing_but_json(data_dir, tmp_path):

@@ -33,7 +33,7 @@ def test_train_returns_a_run_and_writes_its_record(data_dir, tmp_path):
     assert set(run.history[0]) >= {"loss", "acc", "val_loss", "val_acc", "lr", "seconds"}
     assert run.metrics["test_acc"] > 0.8  # 2,000 MNIST digits, two epochs
     files = sorted(p.name for p in run.run_dir.iterdir())
-    assert files == ["history.csv", "metrics.json", "model.safetensors", "recipe.yaml", "run.json"]
+    assert files == ["curves.png", "history.csv", "metrics.json", "model.safetensors", "recipe.yaml", "run.json"]
     info = json.loads((run.run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["seed"] == 0 and info["versions"]["torch"] == torch.__version__
     assert info["dataset"]["n_train"] == 2000 and info["preprocess"]["normalize"] == "scale"
@@ -55,10 +55,10 @@ def test_same_seed_same_history_other_seed_differs(data_dir):
 
 def test_evaluate_matches_the_reported_test_accuracy_after_reload(data_dir, tmp_path):
     run = small_train(data_dir=data_dir, runs_dir=tmp_path)
-    assert run.evaluate()["acc"] == pytest.approx(run.metrics["test_acc"])
+    assert run.evaluate().accuracy == pytest.approx(run.metrics["test_acc"])
     loaded = trainlab.load_run(run.run_id, runs_dir=tmp_path)
     again = loaded.evaluate(data_dir=data_dir)
-    assert again["acc"] == pytest.approx(run.metrics["test_acc"]) and again["n"] == 500
+    assert again.accuracy == pytest.approx(run.metrics["test_acc"]) and again.n == 500
     assert len(loaded.history) == 1 and loaded.history[0]["val_acc"] == pytest.approx(run.history[0]["val_acc"])
 
 
@@ -88,7 +88,7 @@ def test_a_users_own_module_trains_on_the_recipe(data_dir, tmp_path):
     assert json.loads((run.run_dir / "run.json").read_text())["custom_model"] == "Tiny"
     with pytest.raises(TrainlabError, match="custom model"):
         trainlab.load_run(run.run_dir)
-    assert trainlab.load_run(run.run_dir, model=Tiny()).evaluate(data_dir=data_dir)["acc"] == pytest.approx(run.metrics["test_acc"])
+    assert trainlab.load_run(run.run_dir, model=Tiny()).evaluate(data_dir=data_dir).accuracy == pytest.approx(run.metrics["test_acc"])
 
 
 def test_divergence_stops_with_a_clear_message_and_marks_the_run(data_dir, tmp_path):
@@ -138,7 +138,7 @@ def test_early_stopping_restores_the_best_weights(data_dir):
         "callbacks.early_stopping": {"monitor": "val_loss", "patience": 1, "restore_best": True}})
     assert len(run.history) < 30
     best = min(h["val_loss"] for h in run.history)
-    assert run.evaluate()["loss"] == pytest.approx(best, rel=1e-5)
+    assert run.evaluate().loss == pytest.approx(best, rel=1e-5)
 
 
 def test_reduce_lr_on_plateau_lowers_the_rate(data_dir):

@@ -128,17 +128,84 @@ def datasets_verify(name: str, data_dir: DataDirOpt = None) -> None:
 @app.command()
 def evaluate(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
              split: Annotated[str, typer.Option(help="test or val.")] = "test",
+             out: Annotated[Optional[Path], typer.Option(help="Folder for confusion.png and misclassified.png (default: the run folder).")] = None,
              data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None,
-             json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Evaluate a saved run: loss and accuracy on a split."""
-    from trainlab.runs import load_run
+             json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False) -> None:
+    """Evaluate a saved run: loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes."""
+    from trainlab.evaluate import evaluate_run
     if split not in ("test", "val"):
         fail(f"--split {split!r}: use test or val")
-    result = load_run(run, runs_dir).evaluate(split, data_dir=data_dir)
+    report, files = evaluate_run(run, split=split, out_dir=out, runs_dir=runs_dir, data_dir=data_dir)
     if json_out:
-        print(json.dumps(result))
+        print(json.dumps(dict(report.to_dict(), files=[str(f) for f in files])))
     else:
-        typer.echo(f"{split}: loss {result['loss']:.4f} - acc {result['acc']:.4f} ({result['n']} examples)")
+        typer.echo(report.text())
+        typer.echo("\nwrote " + ", ".join(str(f) for f in files))
+
+
+@app.command()
+def plot(runs: Annotated[list[str], typer.Argument(help="One or more run ids or folders.")],
+         out: Annotated[Optional[Path], typer.Option(help="PNG path (default: the run's curves.png, or compare.png in the runs folder).")] = None,
+         title: Annotated[Optional[str], typer.Option(help="Figure title.")] = None,
+         runs_dir: RunsDirOpt = None) -> None:
+    """Learning curves (accuracy and loss, train vs validation); several runs overlay in one figure."""
+    from trainlab.plots import plot_history
+    from trainlab.runs import load_run, runs_root
+    loaded = [load_run(r, runs_dir) for r in runs]
+    if out is None:
+        out = loaded[0].run_dir / "curves.png" if len(loaded) == 1 else runs_root(runs_dir) / "compare.png"
+    typer.echo(f"wrote {plot_history(loaded, out, title)}")
+
+
+@app.command()
+def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
+            inputs: Annotated[Optional[list[str]], typer.Argument(help="Image files or folders.")] = None,
+            test_index: Annotated[Optional[list[int]], typer.Option("--test-index", help="Predict item N of the run's test set (repeatable).")] = None,
+            top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to list.")] = 3,
+            style: Annotated[Optional[str], typer.Option(help="Override the run's preparation: digit, fashion or photo.")] = None,
+            show: Annotated[Optional[Path], typer.Option("--show", help="Write 'what the model sees' PNGs here.")] = None,
+            data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None,
+            json_out: Annotated[bool, typer.Option("--json", help="One JSON object per input.")] = False) -> None:
+    """Predict the class of image files (prepared as the run's training data was) or test-set items."""
+    from trainlab.predict import predict as predict_fn, write_model_views
+    from trainlab.preprocess import STYLES
+    from trainlab.runs import load_run
+    if style is not None and style not in STYLES:
+        fail(f"--style {style!r}: use one of {', '.join(STYLES)}")
+    if not inputs and not test_index:
+        fail("give image files or folders, or --test-index N")
+    r = load_run(run, runs_dir)
+    results = []
+    if inputs:
+        results.append(predict_fn(r, inputs, style))
+    if test_index:
+        logits_y = r._data(data_dir)
+        n = len(logits_y.x_test)
+        bad = [i for i in test_index if not 0 <= i < n]
+        if bad:
+            fail(f"--test-index {bad[0]}: the test set has items 0..{n - 1}")
+        x = logits_y.x_test[test_index].cpu().permute(0, 2, 3, 1).numpy()
+        p = predict_fn(r, x)
+        p.files = [f"test[{i}] (true: {r.classes[int(logits_y.y_test[i])]})" for i in test_index]
+        results.append(p)
+    failed = 0
+    for preds in results:
+        for rec in preds.records(top_k):
+            if json_out:
+                print(json.dumps(rec))
+            else:
+                tops = ", ".join(f"{t['class_name']} {t['probability']:.3f}" for t in rec["top_k"])
+                typer.echo(f"{rec['file']}: {rec['class_name']} ({rec['probability']:.3f})   top-{top_k}: {tops}")
+                for w in rec["warnings"]:
+                    typer.echo(f"  warning: {w}")
+        for f, err in preds.failures:
+            failed += 1
+            typer.echo(f"error: {f}: {err}", err=True)
+        if show is not None and len(preds):
+            files = write_model_views(r, preds, show, style)
+            typer.echo(f"wrote {len(files)} images to {show}", err=json_out)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

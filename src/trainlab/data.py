@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from trainlab.errors import DataError
+from trainlab.preprocess import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
 SYSTEM_DATASETS = Path("/usr/share/datasets")
 
@@ -456,27 +456,13 @@ def _read_member(source: tuple[str, str], rel: str) -> bytes:
     return zf.read(rel)
 
 
-def _decode_one(args) -> np.ndarray:
+def _decode_one(args) -> np.ndarray | str:
     source, rel, size, channels = args
-    from PIL import Image, ImageOps
+    from trainlab.preprocess import open_image, resize_to
     try:
-        data = _read_member(source, rel)
-        with Image.open(io.BytesIO(data)) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
-            im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for bad files
-        return f"{rel}: {type(exc).__name__}: {exc}"
-    return arr.reshape(size[0], size[1], channels)
+        return resize_to(open_image(_read_member(source, rel), rel), size, channels)
+    except (ValueError, OSError, KeyError) as exc:
+        return f"{rel}: {exc}"
 
 
 def _probe(source, rel) -> tuple[tuple[int, int], int]:

@@ -99,6 +99,9 @@ class DataConfig(Strict):
     limit_test: int | None = Field(None, gt=0, description="use only the first N test examples")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="image trees without split folders: the held-out fraction")
     split_seed: int = Field(0, description="image trees without split folders: the seed of the hold-out")
+    predict_style: Literal["auto", "digit", "fashion", "photo"] = Field(
+        "auto", description="how image files are prepared for prediction: digit (MNIST: invert, crop, fit 20x20, centre of mass), "
+                            "fashion (invert, crop, fit 28x28), photo (resize); auto picks by dataset")
 
     @field_validator("validation", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,7 +27,11 @@ from trainlab import __version__
 from trainlab.callbacks import Callback
 from trainlab.errors import RunNotFound, TrainlabError
 from trainlab.preprocess import Preprocess
+from trainlab.predict import Predictions  # noqa: F401  (re-exported)
 from trainlab.recipes import Recipe, validate
+
+if TYPE_CHECKING:
+    from trainlab.metrics import EvalReport
 
 HISTORY_FIELDS = ["epoch", "loss", "acc", "val_loss", "val_acc", "lr", "seconds"]
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -133,35 +138,22 @@ class RunWriter:
 
         return _SaveHistory()
 
-    def finish(self, state, status: str, metrics: dict | None = None, error: str | None = None) -> None:
+    def finish(self, state, status: str, metrics: dict | None = None, error: str | None = None,
+               ood: dict | None = None) -> None:
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
         if metrics is not None:
             atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         save_weights(state.model, self.run_dir / "model.safetensors",
                      {"recipe": self.recipe.to_yaml(), "trainlab": __version__, "run_id": self.run_id})
-        self.info.update(status=status, ended_at=_now(), error=error, notes=state.notes,
+        if state.history:
+            from trainlab.plots import plot_history
+            from types import SimpleNamespace
+            plot_history(SimpleNamespace(recipe=self.recipe, history=state.history, run_id=self.run_id),
+                         self.run_dir / "curves.png")
+        self.info.update(status=status, ended_at=_now(), error=error, notes=state.notes, ood=ood,
                          timings={k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")}
                          if metrics else None)
         self._write_info()
-
-
-@dataclass
-class Predictions:
-    """Class probabilities for N inputs, with the argmax and its name."""
-
-    probs: np.ndarray  # (N, K)
-    classes: list[str]
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.probs.argmax(1)
-
-    @property
-    def class_names(self) -> list[str]:
-        return [self.classes[i] for i in self.labels]
-
-    def __len__(self) -> int:
-        return len(self.probs)
 
 
 @dataclass
@@ -178,6 +170,7 @@ class Run:
     run_dir: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     data: object = None  # TensorData, kept after training; loaded on demand for a saved run
+    ood: dict | None = None  # out-of-distribution thresholds calibrated on the validation split
 
     def _data(self, data_dir=None):
         if self.data is None:
@@ -190,33 +183,26 @@ class Run:
             self.data.preprocess = self.preprocess  # the run's own normalisation, not a refit
         return self.data
 
-    def evaluate(self, split: str = "test", data_dir=None) -> dict:
-        """Loss and accuracy on the test or validation split."""
-        from trainlab.train import evaluate
+    def logits(self, split: str = "test", data_dir=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, labels, uint8 images) of the test or val split."""
+        from trainlab.train import predict_logits
         d = self._data(data_dir)
         x, y = (d.x_test, d.y_test) if split == "test" else (d.x_val, d.y_val)
         if x is None:
-            raise TrainlabError(f"run {self.run_id}: it has no {split} split (data.validation is none)")
-        loss, acc = evaluate(self.model, x, y, self.preprocess, self.recipe.eval_batch_size, self.device, self.recipe.tta)
-        return {"split": split, "loss": loss, "acc": acc, "n": len(y)}
-
-    def predict(self, images) -> Predictions:
-        """Probabilities for uint8 images shaped (H, W), (N, H, W), (N, H, W, C) or (N, C, H, W)."""
-        from trainlab.train import predict_logits
-        x = torch.as_tensor(np.asarray(images))
-        c, h, w = self.preprocess.shape
-        if x.ndim == 2 or (x.ndim == 3 and tuple(x.shape) in ((h, w, c), (c, h, w))):
-            x = x[None]
-        if x.ndim == 3:
-            x = x[:, None] if c == 1 else x
-        if x.ndim == 4 and tuple(x.shape[1:]) == (h, w, c) and c != h:
-            x = x.permute(0, 3, 1, 2)
-        if tuple(x.shape[1:]) != (c, h, w):
-            raise TrainlabError(f"predict: images of shape {tuple(np.asarray(images).shape)} do not fit this run's "
-                                f"input (N, {h}, {w}, {c}); resize them first")
-        x = x.to(torch.uint8).contiguous()
+            raise TrainlabError(f"run {self.run_id}: it has no {split} split (data.validation is none); use --split test")
         logits = predict_logits(self.model, x, self.preprocess, self.recipe.eval_batch_size, self.device, self.recipe.tta)
-        return Predictions(torch.softmax(logits, 1).cpu().numpy(), self.classes)
+        return logits.float().cpu(), y.cpu(), x.cpu()
+
+    def evaluate(self, split: str = "test", data_dir=None, top_k: tuple[int, ...] = (1, 3, 5)) -> "EvalReport":
+        """Loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix, most-confused pairs."""
+        from trainlab.metrics import classification_report
+        logits, y, _ = self.logits(split, data_dir)
+        return classification_report(logits, y, self.classes, split, ks=top_k)
+
+    def predict(self, inputs, style: str | None = None) -> "Predictions":
+        """Class probabilities for image files, folders, or dataset-format uint8 arrays."""
+        from trainlab.predict import predict
+        return predict(self, inputs, style)
 
 
 def resolve_run_dir(run: str | os.PathLike, runs_dir=None) -> Path:
@@ -260,4 +246,4 @@ def load_run(run: str | os.PathLike, runs_dir=None, device: str = "cpu", model: 
     model.to(dev).eval()
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    return Run(recipe, model, history, metrics, classes, prep, info["run_id"], run_dir, dev)
+    return Run(recipe, model, history, metrics, classes, prep, info["run_id"], run_dir, dev, ood=info.get("ood"))

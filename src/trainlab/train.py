@@ -24,9 +24,10 @@ from trainlab.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from trainlab.data import Dataset, load_dataset
 from trainlab.errors import TrainingDiverged, TrainlabError
 from trainlab.models import build_model, is_convolutional
-from trainlab.preprocess import Preprocess, to_nchw
+from trainlab.preprocess import Preprocess, style_for, to_nchw
 from trainlab.progress import ProgressPrinter, resolve_mode
 from trainlab.optim import make_optimizer
+from trainlab.predict import calibrate_ood
 from trainlab.recipes import Recipe, ScheduleConfig, load_recipe, parse_set
 
 
@@ -65,7 +66,8 @@ def prepare_data(ds: Dataset, recipe: Recipe, device: torch.device) -> TensorDat
         x_tr, x_val, y_tr, y_val = x_tr[:cut], x_tr[cut:], y_tr[:cut], y_tr[cut:]
     elif cfg.validation == "test":
         x_val, y_val = x_te, y_te
-    prep = Preprocess.fit(cfg.normalize, x_tr, cfg.flatten)
+    style = style_for(ds.name) if cfg.predict_style == "auto" else cfg.predict_style
+    prep = Preprocess.fit(cfg.normalize, x_tr, cfg.flatten, style)
 
     def dev(a):
         return None if a is None else (to_nchw(a) if a.ndim == 4 else torch.from_numpy(np.ascontiguousarray(a))).to(device)
@@ -306,11 +308,13 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     if resolve_mode(progress) != "none":
         print(f"test_loss: {test_loss:.4f} - test_acc: {test_acc:.4f} - train {train_seconds:.1f}s"
               + (f" - saved {writer.run_dir}" if writer else ""), flush=True)
+    x_cal = data.x_val if data.x_val is not None else data.x_test
+    ood = calibrate_ood(net, x_cal, data.preprocess, r.eval_batch_size, dev)
     run = Run(recipe=r, model=net, history=state.history, metrics=metrics, classes=data.classes,
               preprocess=data.preprocess, run_id=writer.run_id if writer else None,
-              run_dir=writer.run_dir if writer else None, device=dev, data=data)
+              run_dir=writer.run_dir if writer else None, device=dev, data=data, ood=ood)
     if writer:
-        writer.finish(state, status="completed", metrics=metrics)
+        writer.finish(state, status="completed", metrics=metrics, ood=ood)
     return run
 
 
