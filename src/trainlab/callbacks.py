@@ -26,6 +26,12 @@ class Callback:
     def on_epoch_end(self, state: "TrainState", epoch: int, logs: dict) -> None: ...
     def on_train_end(self, state: "TrainState") -> None: ...
 
+    def state_dict(self) -> dict:
+        """What a checkpoint must keep for an exact resume."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
@@ -55,6 +61,14 @@ class EarlyStopping(Callback):
                 state.stop_training = True
                 self.stopped_epoch = epoch
 
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_weights": self.best_weights,
+                "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch, self.best_weights = state["best"], state["best_epoch"], state["best_weights"]
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+
     def on_train_end(self, state):
         if self.cfg.restore_best and self.best_weights is not None and self.best_epoch != state.epoch:
             state.model.load_state_dict(self.best_weights)
@@ -73,3 +87,9 @@ class ReduceLROnPlateau(Callback):
 
     def on_epoch_end(self, state, epoch, logs):
         self.sched.step(logs[self.cfg.monitor])
+
+    def state_dict(self):
+        return self.sched.state_dict()
+
+    def load_state_dict(self, state):
+        self.sched.load_state_dict(state)

@@ -28,10 +28,12 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def train(
-    recipe: Annotated[str, typer.Argument(help="A preset name (see `trainlab recipes`) or a recipe YAML file.")],
+    recipe: Annotated[Optional[str], typer.Argument(help="A preset name (see `trainlab recipes`) or a recipe YAML file.")] = None,
     set_: SetOpt = None,
     epochs: Annotated[Optional[int], typer.Option(help="Shorthand for --set epochs=N.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Shorthand for --set seed=N.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted run (its id or folder) from its last checkpoint.")] = None,
+    checkpoint_every: Annotated[float, typer.Option(help="Seconds between mid-epoch checkpoints (epoch ends are always saved).")] = 60.0,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -39,10 +41,20 @@ def train(
     json_out: Annotated[bool, typer.Option("--json", help="End stdout with one JSON object of the results.")] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write a run folder.")] = False,
 ) -> None:
-    """Train a recipe and save the run (recipe, history, metrics, weights)."""
+    """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints)."""
     from trainlab.train import train as train_fn
-    run = train_fn(recipe, overrides=set_, epochs=epochs, seed=seed, data_dir=data_dir, runs_dir=runs_dir,
-                   device=device, progress="none" if quiet else "auto", save=not no_save)
+    if resume is None and recipe is None:
+        fail("give a recipe (see `trainlab recipes`) or --resume RUN_ID")
+    if resume is not None and (recipe is not None or set_ or epochs is not None or seed is not None or no_save):
+        fail("--resume continues a run with its own recipe; drop the recipe, --set, --epochs, --seed and --no-save")
+    if checkpoint_every <= 0:
+        fail("--checkpoint-every must be a positive number of seconds")
+    try:
+        run = train_fn(recipe or "mnist-mlp", overrides=set_, epochs=epochs, seed=seed, data_dir=data_dir,
+                       runs_dir=runs_dir, device=device, progress="none" if quiet else "auto", save=not no_save,
+                       resume=resume, checkpoint_every=checkpoint_every)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # the run folder is marked interrupted and the resume command printed
     if json_out:
         m = run.metrics
         out = {"run_id": run.run_id, "run_dir": str(run.run_dir) if run.run_dir else None, "recipe": run.recipe.name,

@@ -58,7 +58,10 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """safetensors with the metadata packed into one sorted-JSON value under "trainlab": safetensors
+    writes its metadata map in hash order, so several keys would make identical weights differ in bytes."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"trainlab": json.dumps(metadata, sort_keys=True)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -113,7 +116,31 @@ class RunWriter:
         run_dir.mkdir(parents=True, exist_ok=False)
         return cls(run_dir, run_id, recipe, custom_model)
 
-    def start(self, data, device, seed: int) -> None:
+    @classmethod
+    def reopen(cls, run: str | os.PathLike, runs_dir=None) -> tuple["RunWriter", Recipe, dict]:
+        """An interrupted or failed run's writer, recipe and last checkpoint, for `--resume`."""
+        import yaml
+
+        from trainlab.checkpoint import CHECKPOINT, load_checkpoint
+        run_dir = resolve_run_dir(run, runs_dir)
+        info = json.loads((run_dir / "run.json").read_text())
+        recipe = validate(yaml.safe_load((run_dir / "recipe.yaml").read_text()), where=f"run {run_dir.name}")
+        if info.get("status") == "completed":
+            raise TrainlabError(f"run {run_dir.name} already completed; train again with `trainlab train {recipe.name} "
+                                f"--seed {recipe.seed}`")
+        if not (run_dir / CHECKPOINT).is_file():
+            raise TrainlabError(f"run {run_dir.name} has no checkpoint (it stopped before its first one); "
+                                f"start it again with `trainlab train {recipe.name} --seed {recipe.seed}`")
+        writer = cls(run_dir, info["run_id"], recipe, info.get("custom_model"))
+        writer.info = info
+        return writer, recipe, load_checkpoint(run_dir / CHECKPOINT)
+
+    def start(self, data, device, seed: int, resumed: bool = False) -> None:
+        if resumed:
+            self.info.update(status="running", ended_at=None, error=None)
+            self.info.setdefault("resumed_at", []).append(_now())
+            self._write_info()
+            return
         self.info = {
             "run_id": self.run_id, "recipe": self.recipe.name, "recipe_digest": self.recipe.digest(),
             "status": "running", "seed": seed, "device": str(device), "versions": versions(),
@@ -133,8 +160,14 @@ class RunWriter:
         writer = self
 
         class _SaveHistory(Callback):
+            """history.csv after every epoch; best.safetensors whenever val_acc improves."""
+
             def on_epoch_end(self, state, epoch, logs):
                 atomic_write(writer.run_dir / "history.csv", history_csv(state.history))
+                vals = [h["val_acc"] for h in state.history if h.get("val_acc") is not None]
+                if vals and logs.get("val_acc") is not None and logs["val_acc"] >= max(vals):
+                    save_weights(state.model, writer.run_dir / "best.safetensors",
+                                 {"recipe": writer.recipe.to_yaml(), "epoch": str(epoch + 1), "val_acc": str(logs["val_acc"])})
 
         return _SaveHistory()
 
@@ -143,8 +176,9 @@ class RunWriter:
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
         if metrics is not None:
             atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        # metadata describes the model (recipe, version), not the run: the same training gives the same bytes
         save_weights(state.model, self.run_dir / "model.safetensors",
-                     {"recipe": self.recipe.to_yaml(), "trainlab": __version__, "run_id": self.run_id})
+                     {"recipe": self.recipe.to_yaml(), "trainlab": __version__})
         if state.history:
             from trainlab.plots import plot_history
             from types import SimpleNamespace

@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from torch import nn
 
 from trainlab.augment import make_augment
 from trainlab.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from trainlab.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trainlab.data import Dataset, load_dataset
 from trainlab.errors import TrainingDiverged, TrainlabError
 from trainlab.models import build_model, is_convolutional
@@ -106,7 +110,7 @@ def make_scheduler(cfg: ScheduleConfig, opt: torch.optim.Optimizer, lr: float, t
 
 @dataclass
 class TrainState:
-    """What callbacks see and what a resume will need."""
+    """What callbacks see, and with the RNG states, everything a checkpoint needs to resume exactly."""
 
     recipe: Recipe
     model: nn.Module
@@ -115,9 +119,18 @@ class TrainState:
     device: torch.device
     steps_per_epoch: int
     epoch: int = 0
+    step: int = 0  # next batch of the current epoch
+    perm: torch.Tensor | None = None  # the current epoch's shuffled order
+    loss_sum: torch.Tensor | None = None  # running sums over the current epoch
+    correct: torch.Tensor | None = None
+    epoch_lr: float = 0.0  # the lr at the start of the current epoch (what history records)
     history: list[dict] = field(default_factory=list)
     stop_training: bool = False
+    interrupted: bool = False  # set by Ctrl-C; the loop stops after the current step
     notes: list[str] = field(default_factory=list)
+    checkpoint: Callable[[], None] | None = None  # saves a checkpoint of the current position
+    checkpoint_every: float = 60.0  # seconds between mid-epoch checkpoints
+    next_checkpoint: float = 0.0
 
 
 def _autocast(device: torch.device):
@@ -126,18 +139,20 @@ def _autocast(device: torch.device):
 
 
 def train_epoch(state: TrainState, scheduler, augment, gen: torch.Generator, callbacks: list[Callback]) -> tuple[float, float]:
-    """One pass over the shuffled training split; returns the epoch's mean loss and accuracy."""
+    """One pass over the shuffled training split, from `state.step` on; the epoch's mean loss and accuracy."""
     model, opt, data, r = state.model, state.optimizer, state.data, state.recipe
     prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
     channels_last = state.device.type == "cuda" and is_convolutional(model)
     per_batch = any(cb.per_batch for cb in callbacks)
     model.train()
-    perm = torch.randperm(n, generator=gen, device=gen.device).to(state.device)
-    loss_sum = torch.zeros((), device=state.device)
-    correct = torch.zeros((), dtype=torch.long, device=state.device)
+    if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order and sums)
+        state.perm = torch.randperm(n, generator=gen, device=gen.device).to(state.device)
+        state.loss_sum = torch.zeros((), device=state.device)
+        state.correct = torch.zeros((), dtype=torch.long, device=state.device)
+        state.step = 0
     next_report = 0.0
-    for step in range(state.steps_per_epoch):
-        idx = perm[step * bs:(step + 1) * bs]
+    for step in range(state.step, state.steps_per_epoch):
+        idx = state.perm[step * bs:(step + 1) * bs]
         # index_select is ~5x cheaper than x[idx] for row gathers on CPU (measured: 9 vs 41 us)
         x = prep(data.x_train.index_select(0, idx), augment)  # uint8 rows -> normalised float batch
         y = data.y_train.index_select(0, idx)
@@ -151,21 +166,37 @@ def train_epoch(state: TrainState, scheduler, augment, gen: torch.Generator, cal
         opt.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        state.loss_sum += loss.detach() * len(y)
+        state.correct += (logits.detach().argmax(1) == y).sum()
+        state.step = step + 1
         now = time.perf_counter()
         if per_batch or now >= next_report or step == state.steps_per_epoch - 1:
             next_report = now + 0.1
             seen = min((step + 1) * bs, n)
-            logs = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "batch_loss": loss.item(),
-                    "step": step, "epoch": state.epoch}
-            if not math.isfinite(logs["loss"]):
-                raise TrainingDiverged(
-                    f"training diverged at epoch {state.epoch + 1}, batch {step + 1}: the loss is {logs['batch_loss']}; "
-                    f"lower the learning rate (optimizer.lr={r.optimizer.lr}) or normalise the inputs (data.normalize)")
+            logs = {"loss": state.loss_sum.item() / seen, "acc": state.correct.item() / seen,
+                    "batch_loss": loss.item(), "step": step, "epoch": state.epoch}
+            _check_finite(state, logs["loss"])
             for cb in callbacks:
                 cb.on_batch_end(state, step, logs)
-    return loss_sum.item() / n, correct.item() / n
+        if state.checkpoint is not None and (state.interrupted or now >= state.next_checkpoint) \
+                and state.step < state.steps_per_epoch:
+            _check_finite(state, state.loss_sum.item())  # never checkpoint a diverged state
+            state.checkpoint()  # mid-epoch; the epoch's end is saved by fit
+            state.next_checkpoint = now + state.checkpoint_every
+        if state.interrupted:
+            raise KeyboardInterrupt
+    loss, acc = state.loss_sum.item() / n, state.correct.item() / n
+    state.perm = state.loss_sum = state.correct = None
+    state.step = 0
+    return loss, acc
+
+
+def _check_finite(state: TrainState, loss: float) -> None:
+    if not math.isfinite(loss):
+        r = state.recipe
+        raise TrainingDiverged(
+            f"training diverged at epoch {state.epoch + 1}, batch {state.step}: the loss is {loss}; lower the learning "
+            f"rate (optimizer.lr={r.optimizer.lr}) or normalise the inputs (data.normalize)")
 
 
 @torch.inference_mode()
@@ -195,22 +226,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep: Preproces
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def fit(state: TrainState, callbacks: list[Callback], gen: torch.Generator) -> list[dict]:
-    """Train for the recipe's epochs (or until a callback stops it); returns the per-epoch history."""
+def fit(state: TrainState, callbacks: list[Callback], gen: torch.Generator, scheduler=None) -> list[dict]:
+    """Train from `state.epoch` to the recipe's epochs (or until a callback stops it); the history."""
     r, data = state.recipe, state.data
-    scheduler = make_scheduler(r.schedule, state.optimizer, r.optimizer.lr, r.epochs * state.steps_per_epoch,
-                               state.steps_per_epoch)
     augment = make_augment(r.augment, gen)
     for cb in callbacks:
         cb.on_train_begin(state)
+    state.next_checkpoint = time.perf_counter() + state.checkpoint_every
     for epoch in range(state.epoch, r.epochs):
         state.epoch = epoch
         t0 = time.perf_counter()
         for cb in callbacks:
             cb.on_epoch_begin(state, epoch)
-        lr = state.optimizer.param_groups[0]["lr"]
+        if state.perm is None:  # not a resumed, half-done epoch: record the lr it starts with
+            state.epoch_lr = state.optimizer.param_groups[0]["lr"]
         loss, acc = train_epoch(state, scheduler, augment, gen, callbacks)
-        logs = {"epoch": epoch + 1, "loss": loss, "acc": acc, "val_loss": None, "val_acc": None, "lr": lr}
+        logs = {"epoch": epoch + 1, "loss": loss, "acc": acc, "val_loss": None, "val_acc": None, "lr": state.epoch_lr}
         if data.x_val is not None:
             logs["val_loss"], logs["val_acc"] = evaluate(state.model, data.x_val, data.y_val, data.preprocess,
                                                          r.eval_batch_size, state.device, r.tta)
@@ -218,6 +249,9 @@ def fit(state: TrainState, callbacks: list[Callback], gen: torch.Generator) -> l
         state.history.append(logs)
         for cb in callbacks:
             cb.on_epoch_end(state, epoch, logs)
+        state.epoch = epoch + 1
+        if state.checkpoint is not None:
+            state.checkpoint()
         if state.stop_training:
             state.notes.append(f"stopped early after epoch {epoch + 1}")
             break
@@ -249,17 +283,26 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
           seed: int | None = None, batch_size: int | None = None, overrides: dict | list[str] | None = None,
           data_dir: str | Path | None = None, runs_dir: str | Path | None = None, device: str = "auto",
           progress: str = "auto", callbacks: list[Callback] | tuple = (), save: bool = True,
-          dataset: Dataset | None = None, **kw_overrides):
+          dataset: Dataset | None = None, resume: str | Path | None = None, checkpoint_every: float = 60.0,
+          **kw_overrides):
     """Train a recipe (a preset name, a YAML path or a Recipe) and return the finished `Run`.
 
     Overrides: `epochs=`, `seed=`, `batch_size=`, `overrides={"optimizer.lr": 0.01}` or
-    `optimizer__lr=0.01`. Pass `model=` to train your own `nn.Module` on the recipe's data and optimizer.
+    `optimizer__lr=0.01`. Pass `model=` to train your own `nn.Module` on the recipe's data and
+    optimizer, and `resume=RUN_ID` to continue an interrupted run from its last checkpoint.
     """
     from trainlab.runs import Run, RunWriter
 
-    sets = dict((k.replace("__", "."), v) for k, v in kw_overrides.items())
-    sets.update(parse_set(overrides))
-    r = load_recipe(recipe, sets, epochs=epochs, seed=seed, batch_size=batch_size)
+    if resume is not None:
+        writer, r, ckpt = RunWriter.reopen(resume, runs_dir)
+        if writer.custom_model and model is None:
+            raise TrainlabError(f"run {writer.run_id} trained a custom model ({writer.custom_model}); "
+                                f"resume it from Python with trainlab.train(resume=..., model={writer.custom_model}())")
+    else:
+        sets = dict((k.replace("__", "."), v) for k, v in kw_overrides.items())
+        sets.update(parse_set(overrides))
+        r = load_recipe(recipe, sets, epochs=epochs, seed=seed, batch_size=batch_size)
+        writer, ckpt = None, None
     dev = pick_device(device)
     t_start = time.perf_counter()
     seed_everything(r.seed)
@@ -281,7 +324,8 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     opt = make_optimizer(r.optimizer, net.parameters())
     gen = torch.Generator(device="cpu").manual_seed(r.seed)
     steps = math.ceil(len(data.x_train) / r.batch_size)
-    state = TrainState(r, net, opt, data, dev, steps)
+    scheduler = make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps)
+    state = TrainState(r, net, opt, data, dev, steps, checkpoint_every=checkpoint_every)
 
     cbs: list[Callback] = [ProgressPrinter(progress)]
     if r.callbacks.reduce_lr:
@@ -289,19 +333,27 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     if r.callbacks.early_stopping:
         cbs.append(EarlyStopping(r.callbacks.early_stopping))
     cbs += list(callbacks)
-    writer = RunWriter.create(r, runs_dir, custom_model=custom) if save else None
+    if ckpt is not None:
+        restore(ckpt, state, scheduler, cbs, gen)
+    if save and writer is None:
+        writer = RunWriter.create(r, runs_dir, custom_model=custom)
     if writer:
         cbs.append(writer.callback())
-        writer.start(data, dev, seed=r.seed)
+        writer.start(data, dev, seed=r.seed, resumed=ckpt is not None)
+        state.checkpoint = lambda: save_checkpoint(writer.run_dir / CHECKPOINT, snapshot(state, scheduler, cbs, gen))
     try:
         t_train = time.perf_counter()
-        fit(state, cbs, gen)
+        with _stop_on_sigint(state):
+            fit(state, cbs, gen, scheduler)
         train_seconds = time.perf_counter() - t_train
         test_loss, test_acc = evaluate(net, data.x_test, data.y_test, data.preprocess, r.eval_batch_size, dev, r.tta)
     except BaseException as exc:
         if writer:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            writer.finish(state, status=status, error=str(exc) or type(exc).__name__)
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            writer.finish(state, status="interrupted" if interrupted else "failed", error=str(exc) or type(exc).__name__)
+            if interrupted and resolve_mode(progress) != "none":
+                print(f"\ninterrupted; the last checkpoint is kept. Resume with: trainlab train --resume {writer.run_id}"
+                      + (f" --runs-dir {writer.run_dir.parent}" if runs_dir else ""), flush=True)
         raise
     metrics = _final_metrics(state.history, test_loss, test_acc, train_seconds, data_seconds,
                              time.perf_counter() - t_start)
@@ -316,6 +368,54 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     if writer:
         writer.finish(state, status="completed", metrics=metrics, ood=ood)
     return run
+
+
+def snapshot(state: TrainState, scheduler, callbacks: list[Callback], gen: torch.Generator) -> dict:
+    """The checkpoint payload for the loop's current position."""
+    return {"version": 1, "epoch": state.epoch, "step": state.step, "perm": state.perm,
+            "loss_sum": state.loss_sum, "correct": state.correct, "epoch_lr": state.epoch_lr,
+            "history": state.history, "notes": state.notes,
+            "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "callbacks": [cb.state_dict() for cb in callbacks], "rng": rng_state(gen)}
+
+
+def restore(ckpt: dict, state: TrainState, scheduler, callbacks: list[Callback], gen: torch.Generator) -> None:
+    """Put the loop back exactly where the checkpoint left it."""
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt["scheduler"] is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
+        cb.load_state_dict(cb_state)
+    state.epoch, state.step, state.epoch_lr = ckpt["epoch"], ckpt["step"], ckpt["epoch_lr"]
+    state.history, state.notes = list(ckpt["history"]), list(ckpt["notes"])
+    dev = state.device
+    state.perm = None if ckpt["perm"] is None else ckpt["perm"].to(dev)
+    state.loss_sum = None if ckpt["loss_sum"] is None else ckpt["loss_sum"].to(dev)
+    state.correct = None if ckpt["correct"] is None else ckpt["correct"].to(dev)
+    set_rng_state(ckpt["rng"], gen)
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(state: TrainState):
+    """Ctrl-C asks the loop to stop after the current step (so the checkpoint is consistent);
+    a second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread() or state.checkpoint is None:
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if state.interrupted:
+            raise KeyboardInterrupt
+        state.interrupted = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _final_metrics(history: list[dict], test_loss: float, test_acc: float, train_seconds: float,
