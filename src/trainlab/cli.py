@@ -15,9 +15,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train, evaluate and use image classifiers on MNIST, Fashion-MNIST, CIFAR-10 and image trees.")
 datasets_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify datasets.")
 app.add_typer(datasets_app, name="datasets")
+runs_app = typer.Typer(help="List, inspect, compare, tag and remove runs (the run index).")
+app.add_typer(runs_app, name="runs")
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a recipe field: key.path=value (repeatable).")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="TRAINLAB_DATA", help="Folder holding the dataset files (also TRAINLAB_DATA).")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", envvar="TRAINLAB_DB", help="Run index URL (default sqlite:///<runs>/trainlab.db; also TRAINLAB_DB).")]
 RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", envvar="TRAINLAB_RUNS", help="Where run folders go (default ./runs, also TRAINLAB_RUNS).")]
 
 
@@ -40,6 +43,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="End stdout with one JSON object of the results.")] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write a run folder.")] = False,
+    db: DbOpt = None,
 ) -> None:
     """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints)."""
     from trainlab.train import train as train_fn
@@ -52,7 +56,7 @@ def train(
     try:
         run = train_fn(recipe or "mnist-mlp", overrides=set_, epochs=epochs, seed=seed, data_dir=data_dir,
                        runs_dir=runs_dir, device=device, progress="none" if quiet else "auto", save=not no_save,
-                       resume=resume, checkpoint_every=checkpoint_every)
+                       resume=resume, checkpoint_every=checkpoint_every, db=db)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # the run folder is marked interrupted and the resume command printed
     if json_out:
@@ -218,6 +222,155 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
             typer.echo(f"wrote {len(files)} images to {show}", err=json_out)
     if failed:
         raise typer.Exit(1)
+
+
+def _age(iso: str | None) -> str:
+    from datetime import datetime, timezone
+    if not iso:
+        return ""
+    secs = (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{int(secs // size)}{unit} ago"
+    return f"{int(secs)}s ago"
+
+
+def _fmt(v, digits=4) -> str:
+    return "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs_list(ctx: typer.Context,
+              recipe: Annotated[Optional[str], typer.Option(help="Only this recipe.")] = None,
+              status: Annotated[Optional[str], typer.Option(help="running, completed, interrupted or failed.")] = None,
+              tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag.")] = None,
+              sort: Annotated[str, typer.Option(help="started_at, best_val_acc, test_acc, train_seconds, recipe, epochs.")] = "started_at",
+              limit: Annotated[Optional[int], typer.Option(help="At most N rows.")] = None,
+              runs_dir: RunsDirOpt = None, db: DbOpt = None,
+              json_out: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False) -> None:
+    """List runs: id, recipe, status, epochs, best val acc, test acc, duration and age."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from trainlab.runs import runs_root
+    from trainlab.store import open_store
+    rows = open_store(runs_root(runs_dir), db).list(recipe, status, sort, limit, tag)
+    if json_out:
+        print(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("id", "recipe", "status", "epochs", "best val acc", "test acc", "train s", "age", "tags")
+    for r in rows:
+        table.add_row(r["id"], r["recipe"], r["status"], str(r["epochs"]), _fmt(r["best_val_acc"]), _fmt(r["test_acc"]),
+                      _fmt(r["train_seconds"], 1), _age(r["started_at"]), ",".join(r["tags"]))
+    Console(width=200).print(table)
+
+
+@runs_app.command("show")
+def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None,
+              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Everything recorded about one run."""
+    from trainlab.runs import resolve_run_dir, runs_root
+    from trainlab.store import open_store
+    root = runs_root(runs_dir)
+    row = open_store(root, db).get(resolve_run_dir(run, root).name)
+    if json_out:
+        print(json.dumps(row))
+        return
+    for k in ("id", "recipe", "status", "error", "seed", "device", "started_at", "ended_at", "epochs", "best_val_acc",
+              "best_epoch", "test_acc", "test_loss", "train_seconds", "trainlab_version", "torch_version",
+              "python_version", "platform", "run_dir", "note"):
+        if row.get(k) is not None:
+            typer.echo(f"{k:>16}: {_fmt(row[k])}")
+    if row["tags"]:
+        typer.echo(f"{'tags':>16}: {', '.join(row['tags'])}")
+    typer.echo("\nepoch      loss       acc  val_loss   val_acc        lr   seconds")
+    for h in row["history"]:
+        typer.echo(f"{h['epoch']:>5} " + " ".join(f"{_fmt(h[k]):>9}" if h[k] is not None else f"{'':>9}"
+                                                  for k in ("loss", "acc", "val_loss", "val_acc", "lr", "seconds")))
+
+
+@runs_app.command("compare")
+def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+                 out: Annotated[Optional[Path], typer.Option(help="Curves PNG (default <runs>/compare.png).")] = None,
+                 runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
+    """The hyperparameters that differ, side by side, then the metrics; overlays the curves."""
+    from trainlab.plots import flatten_recipe, plot_history
+    from trainlab.runs import resolve_run_dir, runs_root
+    from trainlab.store import open_store
+    if len(runs) < 2:
+        fail("compare needs two or more runs")
+    root = runs_root(runs_dir)
+    store = open_store(root, db)
+    rows = [store.get(resolve_run_dir(r, root).name) for r in runs]
+    flat = [flatten_recipe(r["recipe_json"]) for r in rows]
+    keys = sorted({k for f in flat for k in f if k != "description" and len({str(g.get(k)) for g in flat}) > 1})
+    width = max([len(k) for k in keys] + [14])
+    cols = [r["id"][-22:] for r in rows]
+    typer.echo(f"{'':<{width}}  " + "  ".join(f"{c:>22}" for c in cols))
+    for k in keys:
+        typer.echo(f"{k:<{width}}  " + "  ".join(f"{str(f.get(k))[:22]:>22}" for f in flat))
+    typer.echo("")
+    for k in ("status", "epochs", "best_val_acc", "val_acc", "test_acc", "test_loss", "train_seconds"):
+        typer.echo(f"{k:<{width}}  " + "  ".join(f"{_fmt(r[k]):>22}" for r in rows))
+    # the curves come from the index: failed runs without weights can be compared too
+    from types import SimpleNamespace
+
+    from trainlab.recipes import validate
+    curves = [SimpleNamespace(recipe=validate(r["recipe_json"]), history=r["history"], run_id=r["id"]) for r in rows]
+    typer.echo(f"\nwrote {plot_history(curves, out or root / 'compare.png')}")
+
+
+@runs_app.command("tag")
+def runs_tag(run: str, tags: Annotated[Optional[list[str]], typer.Argument(help="Tags to add.")] = None,
+             note: Annotated[Optional[str], typer.Option(help="Set the run's note.")] = None,
+             runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
+    """Add tags (and a note) to a run."""
+    from trainlab.runs import resolve_run_dir, runs_root
+    from trainlab.store import open_store
+    if not tags and note is None:
+        fail("give tags to add, or --note TEXT")
+    root = runs_root(runs_dir)
+    run_id = resolve_run_dir(run, root).name
+    open_store(root, db).tag(run_id, tags or [], note)
+    typer.echo(f"tagged {run_id}")
+
+
+@runs_app.command("rm")
+def runs_rm(runs: Annotated[list[str], typer.Argument(help="Run ids to delete.")],
+            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+            runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
+    """Delete runs: their folders (only inside the runs folder) and their index entries."""
+    from trainlab.runs import remove_run, resolve_run_dir, runs_root
+    root = runs_root(runs_dir)
+    dirs = [resolve_run_dir(r, root) for r in runs]
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("runs rm asks for confirmation; pass --yes when not at a terminal")
+        if not typer.confirm(f"delete {len(dirs)} run(s): {', '.join(d.name for d in dirs)}?"):
+            raise typer.Exit(1)
+    for d in dirs:
+        typer.echo(f"deleted {remove_run(str(d), root, db)}")
+
+
+@runs_app.command("reindex")
+def runs_reindex(runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
+    """Add run folders that the index lacks."""
+    from trainlab.runs import reindex
+    added = reindex(runs_dir, db)
+    typer.echo(f"indexed {len(added)} run(s)" + (": " + ", ".join(added) if added else ""))
+
+
+@app.command()
+def rerun(run: Annotated[str, typer.Argument(help="A run id or folder.")], data_dir: DataDirOpt = None,
+          runs_dir: RunsDirOpt = None, db: DbOpt = None,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+          json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Train a run's exact recipe and seed again, as a new run."""
+    from trainlab.runs import resolve_run_dir
+    src = resolve_run_dir(run, runs_dir)
+    train(recipe=str(src / "recipe.yaml"), set_=None, epochs=None, seed=None, resume=None, checkpoint_every=60.0,
+          data_dir=data_dir, runs_dir=runs_dir, device="auto", quiet=quiet, json_out=json_out, no_save=False, db=db)
 
 
 def main() -> None:

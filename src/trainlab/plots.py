@@ -37,11 +37,11 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _flatten(d, prefix="") -> dict:
+def flatten_recipe(d, prefix="") -> dict:
     out = {}
     if isinstance(d, dict):
         for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_recipe(v, f"{prefix}{k}."))
     elif isinstance(d, list):
         # a layer list differs as a whole: describe it compactly
         out[prefix[:-1]] = _describe_layers(d) if all(isinstance(x, dict) and "type" in x for x in d) else str(d)
@@ -60,7 +60,7 @@ def run_labels(runs: list["Run"]) -> list[str]:
     """Label each run by the recipe settings that differ between them (the walk: 'lr=0.01, epochs=10')."""
     if len(runs) == 1:
         return [runs[0].recipe.name]
-    flat = [_flatten(r.recipe.to_dict()) for r in runs]
+    flat = [flatten_recipe(r.recipe.to_dict()) for r in runs]
     keys = [k for k in flat[0] if k not in ("name", "description") and len({str(f.get(k)) for f in flat}) > 1]
     keys += [k for f in flat for k in f if k not in flat[0] and k not in keys]
     labels = []

@@ -104,20 +104,23 @@ def new_run_id(recipe_name: str) -> str:
 class RunWriter:
     """Writes one run's folder as training goes: run.json at start, history each epoch, all at the end."""
 
-    def __init__(self, run_dir: Path, run_id: str, recipe: Recipe, custom_model: str | None):
+    def __init__(self, run_dir: Path, run_id: str, recipe: Recipe, custom_model: str | None, store=None):
         self.run_dir, self.run_id, self.recipe, self.custom_model = run_dir, run_id, recipe, custom_model
+        self.store = store  # the run index (trainlab.store.Store), or None
         self.info: dict = {}
 
     @classmethod
-    def create(cls, recipe: Recipe, runs_dir=None, custom_model: str | None = None) -> "RunWriter":
+    def create(cls, recipe: Recipe, runs_dir=None, custom_model: str | None = None, db: str | None = None) -> "RunWriter":
+        from trainlab.store import open_store
         root = runs_root(runs_dir)
+        store = open_store(root, db)  # fails here, before any training, if the database is unusable
         run_id = new_run_id(recipe.name)
         run_dir = root / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
-        return cls(run_dir, run_id, recipe, custom_model)
+        return cls(run_dir, run_id, recipe, custom_model, store)
 
     @classmethod
-    def reopen(cls, run: str | os.PathLike, runs_dir=None) -> tuple["RunWriter", Recipe, dict]:
+    def reopen(cls, run: str | os.PathLike, runs_dir=None, db: str | None = None) -> tuple["RunWriter", Recipe, dict]:
         """An interrupted or failed run's writer, recipe and last checkpoint, for `--resume`."""
         import yaml
 
@@ -131,7 +134,8 @@ class RunWriter:
         if not (run_dir / CHECKPOINT).is_file():
             raise TrainlabError(f"run {run_dir.name} has no checkpoint (it stopped before its first one); "
                                 f"start it again with `trainlab train {recipe.name} --seed {recipe.seed}`")
-        writer = cls(run_dir, info["run_id"], recipe, info.get("custom_model"))
+        from trainlab.store import open_store
+        writer = cls(run_dir, info["run_id"], recipe, info.get("custom_model"), open_store(run_dir.parent, db))
         writer.info = info
         return writer, recipe, load_checkpoint(run_dir / CHECKPOINT)
 
@@ -140,6 +144,8 @@ class RunWriter:
             self.info.update(status="running", ended_at=None, error=None)
             self.info.setdefault("resumed_at", []).append(_now())
             self._write_info()
+            if self.store:
+                self.store.record_start(self.info, self.recipe.to_dict(), self.run_dir)
             return
         self.info = {
             "run_id": self.run_id, "recipe": self.recipe.name, "recipe_digest": self.recipe.digest(),
@@ -152,6 +158,8 @@ class RunWriter:
         }
         atomic_write(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
         self._write_info()
+        if self.store:
+            self.store.record_start(self.info, self.recipe.to_dict(), self.run_dir)
 
     def _write_info(self) -> None:
         atomic_write(self.run_dir / "run.json", json.dumps(self.info, indent=2) + "\n")
@@ -164,6 +172,8 @@ class RunWriter:
 
             def on_epoch_end(self, state, epoch, logs):
                 atomic_write(writer.run_dir / "history.csv", history_csv(state.history))
+                if writer.store:
+                    writer.store.record_epochs(writer.run_id, state.history)
                 vals = [h["val_acc"] for h in state.history if h.get("val_acc") is not None]
                 if vals and logs.get("val_acc") is not None and logs["val_acc"] >= max(vals):
                     save_weights(state.model, writer.run_dir / "best.safetensors",
@@ -184,6 +194,12 @@ class RunWriter:
             from types import SimpleNamespace
             plot_history(SimpleNamespace(recipe=self.recipe, history=state.history, run_id=self.run_id),
                          self.run_dir / "curves.png")
+        if self.store:
+            try:
+                self.store.record_epochs(self.run_id, state.history)
+                self.store.record_end(self.run_id, status, error, _now(), metrics)
+            except TrainlabError as exc:  # the folder is the record; the index can be rebuilt (runs reindex)
+                print(f"warning: {exc}", file=sys.stderr)
         self.info.update(status=status, ended_at=_now(), error=error, notes=state.notes, ood=ood,
                          timings={k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")}
                          if metrics else None)
@@ -281,3 +297,40 @@ def load_run(run: str | os.PathLike, runs_dir=None, device: str = "cpu", model: 
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     return Run(recipe, model, history, metrics, classes, prep, info["run_id"], run_dir, dev, ood=info.get("ood"))
+
+
+def reindex(runs_dir=None, db: str | None = None) -> list[str]:
+    """Add run folders that the index lacks (made before it existed, or with another --db)."""
+    from trainlab.store import open_store
+    root = runs_root(runs_dir)
+    store = open_store(root, db)
+    known = {r["id"] for r in store.list()}
+    added = []
+    for info_path in sorted(root.glob("*/run.json")):
+        info = json.loads(info_path.read_text())
+        if info.get("run_id") in known:
+            continue
+        import yaml
+        recipe = yaml.safe_load((info_path.parent / "recipe.yaml").read_text())
+        store.record_start(info, recipe, info_path.parent)
+        hist = info_path.parent / "history.csv"
+        store.record_epochs(info["run_id"], read_history(hist) if hist.is_file() else [])
+        metrics_path = info_path.parent / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        store.record_end(info["run_id"], info.get("status", "unknown"), info.get("error"), info.get("ended_at"), metrics)
+        added.append(info["run_id"])
+    return added
+
+
+def remove_run(run: str, runs_dir=None, db: str | None = None) -> Path:
+    """Delete a run's folder (only ever a direct child of the runs folder) and its index entry."""
+    import shutil
+
+    from trainlab.store import open_store
+    root = runs_root(runs_dir)
+    run_dir = resolve_run_dir(run, root)
+    if run_dir.resolve().parent != root.resolve() or run_dir.is_symlink():
+        raise TrainlabError(f"refusing to delete {run_dir}: it is not a run folder directly inside {root}")
+    open_store(root, db).remove(run_dir.name)
+    shutil.rmtree(run_dir)
+    return run_dir

@@ -284,17 +284,18 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
           data_dir: str | Path | None = None, runs_dir: str | Path | None = None, device: str = "auto",
           progress: str = "auto", callbacks: list[Callback] | tuple = (), save: bool = True,
           dataset: Dataset | None = None, resume: str | Path | None = None, checkpoint_every: float = 60.0,
-          **kw_overrides):
+          db: str | None = None, **kw_overrides):
     """Train a recipe (a preset name, a YAML path or a Recipe) and return the finished `Run`.
 
     Overrides: `epochs=`, `seed=`, `batch_size=`, `overrides={"optimizer.lr": 0.01}` or
     `optimizer__lr=0.01`. Pass `model=` to train your own `nn.Module` on the recipe's data and
-    optimizer, and `resume=RUN_ID` to continue an interrupted run from its last checkpoint.
+    optimizer, `resume=RUN_ID` to continue an interrupted run from its last checkpoint, and `db=URL`
+    for a run index other than `<runs>/trainlab.db` (also TRAINLAB_DB).
     """
     from trainlab.runs import Run, RunWriter
 
     if resume is not None:
-        writer, r, ckpt = RunWriter.reopen(resume, runs_dir)
+        writer, r, ckpt = RunWriter.reopen(resume, runs_dir, db)
         if writer.custom_model and model is None:
             raise TrainlabError(f"run {writer.run_id} trained a custom model ({writer.custom_model}); "
                                 f"resume it from Python with trainlab.train(resume=..., model={writer.custom_model}())")
@@ -336,7 +337,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     if ckpt is not None:
         restore(ckpt, state, scheduler, cbs, gen)
     if save and writer is None:
-        writer = RunWriter.create(r, runs_dir, custom_model=custom)
+        writer = RunWriter.create(r, runs_dir, custom_model=custom, db=db)
     if writer:
         cbs.append(writer.callback())
         writer.start(data, dev, seed=r.seed, resumed=ckpt is not None)

@@ -1,0 +1,217 @@
+"""The run index (SQLite and PostgreSQL) and the `runs` commands."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+import trainlab
+from trainlab.errors import TrainlabError
+from trainlab.store import Store
+
+TINY = ["--epochs", "2", "--set", "data.limit_train=1500", "--set", "data.limit_test=300", "--quiet", "--json"]
+
+
+def cli(*args, runs: Path, data_dir: Path | None = None, db: str | None = None, timeout=300, **kw):
+    env = dict(os.environ, TRAINLAB_RUNS=str(runs))
+    if data_dir:
+        env["TRAINLAB_DATA"] = str(data_dir)
+    if db:
+        env["TRAINLAB_DB"] = db
+    return subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, data_dir):
+    runs = tmp_path_factory.mktemp("runs")
+    ids = []
+    for lr in ("0.001", "0.003"):
+        p = cli("train", "mnist-mlp", *TINY, "--set", f"optimizer.lr={lr}", runs=runs, data_dir=data_dir)
+        assert p.returncode == 0, p.stderr
+        ids.append(json.loads(p.stdout.splitlines()[-1])["run_id"])
+    return runs, ids
+
+
+def test_runs_lists_filters_and_sorts(two_runs):
+    runs, ids = two_runs
+    assert (runs / "trainlab.db").is_file()
+    rows = json.loads(cli("runs", "--json", runs=runs).stdout)
+    assert {r["id"] for r in rows} == set(ids)
+    r = rows[0]
+    assert r["status"] == "completed" and r["epochs"] == 2 and r["seed"] == 0 and r["torch_version"]
+    assert r["best_val_acc"] is not None and r["test_acc"] is not None and r["train_seconds"] > 0
+    by_acc = json.loads(cli("runs", "--sort", "best_val_acc", "--json", runs=runs).stdout)
+    assert by_acc[0]["best_val_acc"] >= by_acc[1]["best_val_acc"]
+    assert json.loads(cli("runs", "--status", "failed", "--json", runs=runs).stdout) == []
+    table = cli("runs", runs=runs).stdout
+    assert ids[0] in table and "completed" in table
+    bad = cli("runs", "--sort", "colour", runs=runs)
+    assert bad.returncode == 2 and "--sort 'colour'" in bad.stderr
+
+
+def test_show_compare_and_tag(two_runs):
+    runs, ids = two_runs
+    show = cli("runs", "show", ids[0], runs=runs)
+    assert show.returncode == 0 and "best_val_acc" in show.stdout and "val_acc" in show.stdout
+    cmp_ = cli("runs", "compare", *ids, runs=runs)
+    assert cmp_.returncode == 0, cmp_.stderr
+    lines = cmp_.stdout.splitlines()
+    assert any(line.startswith("optimizer.lr") and "0.001" in line and "0.003" in line for line in lines)
+    assert not any(line.startswith("batch_size") for line in lines)  # only what differs
+    assert (runs / "compare.png").is_file()
+    assert cli("runs", "tag", ids[1], "baseline", "keep", "--note", "lr sweep", runs=runs).returncode == 0
+    tagged = json.loads(cli("runs", "--tag", "keep", "--json", runs=runs).stdout)
+    assert [r["id"] for r in tagged] == [ids[1]] and tagged[0]["note"] == "lr sweep"
+    assert tagged[0]["tags"] == ["baseline", "keep"]
+
+
+def test_rerun_reproduces_the_weights(two_runs, data_dir):
+    runs, ids = two_runs
+    p = cli("rerun", ids[0], "--quiet", "--json", runs=runs, data_dir=data_dir)
+    assert p.returncode == 0, p.stderr
+    new = json.loads(p.stdout.splitlines()[-1])
+    assert new["run_id"] not in ids and new["recipe"] == "mnist-mlp"
+    sha = lambda d: hashlib.sha256((Path(d) / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
+    assert sha(new["run_dir"]) == sha(runs / ids[0])
+
+
+def test_rm_confirms_and_stays_inside_the_runs_folder(two_runs, tmp_path, data_dir):
+    runs, _ = two_runs
+    p = cli("train", "mnist-mlp", *TINY, runs=runs, data_dir=data_dir)
+    victim = json.loads(p.stdout.splitlines()[-1])["run_id"]
+    p = cli("runs", "rm", victim, runs=runs, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "--yes" in p.stderr and (runs / victim).is_dir()
+    for bad in ("../..", "/etc", "..%2f"):
+        p = cli("runs", "rm", bad, "--yes", runs=runs)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+    outside = tmp_path / "outside-run"
+    shutil.copytree(runs / victim, outside)
+    p = cli("runs", "rm", str(outside), "--yes", runs=runs)
+    assert p.returncode == 2 and "refusing to delete" in p.stderr and outside.is_dir()
+    p = cli("runs", "rm", victim, "--yes", runs=runs)
+    assert p.returncode == 0 and not (runs / victim).exists()
+    assert victim not in {r["id"] for r in json.loads(cli("runs", "--json", runs=runs).stdout)}
+    assert cli("runs", "show", "nosuch", runs=runs).returncode == 2
+
+
+def test_reindex_adds_folders_the_index_lacks(two_runs, tmp_path):
+    runs, ids = two_runs
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    p = cli("runs", "reindex", runs=runs, db=other)
+    assert p.returncode == 0 and all(i in p.stdout for i in ids)
+    rows = {r["id"]: r for r in json.loads(cli("runs", "--json", runs=runs, db=other).stdout)}
+    assert rows[ids[0]]["epochs"] == 2 and rows[ids[0]]["test_acc"] is not None
+
+
+def test_schema_version_is_checked(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    Store(url)
+    with create_engine(url).begin() as conn:
+        conn.execute(text("UPDATE schema_info SET version = 99"))
+    with pytest.raises(TrainlabError, match="schema v99, newer than this trainlab"):
+        Store(url)
+    with create_engine(url).begin() as conn:
+        conn.execute(text("UPDATE schema_info SET version = 0"))
+    with pytest.raises(TrainlabError, match="cannot upgrade"):
+        Store(url)
+
+
+def test_bad_database_url_is_one_line(tmp_path, data_dir):
+    p = cli("train", "mnist-mlp", *TINY, runs=tmp_path, data_dir=data_dir, db="nosuchdialect://x")
+    assert p.returncode == 2 and p.stderr.startswith("error: --db nosuchdialect://x: cannot use this database URL")
+
+
+def _concurrent(runs: Path, data_dir: Path, db: str | None) -> list[str]:
+    env = dict(os.environ, TRAINLAB_RUNS=str(runs), TRAINLAB_DATA=str(data_dir), OMP_NUM_THREADS="1")
+    if db:
+        env["TRAINLAB_DB"] = db
+    procs = [subprocess.Popen([sys.executable, "-m", "trainlab", "train", "mnist-mlp", "--seed", str(seed),
+                               "--epochs", "4", "--set", "data.limit_train=3000", "--set", "data.limit_test=300",
+                               "--set", "batch_size=20", "--quiet", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for seed in (1, 2)]
+    ids = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        ids.append(json.loads(out.splitlines()[-1])["run_id"])
+    return ids
+
+
+def test_two_processes_train_into_one_sqlite_store(tmp_path, data_dir):
+    ids = _concurrent(tmp_path, data_dir, None)
+    rows = {r["id"]: r for r in json.loads(cli("runs", "--json", runs=tmp_path).stdout)}
+    assert set(rows) == set(ids)
+    for i in ids:
+        assert rows[i]["status"] == "completed" and rows[i]["epochs"] == 4
+        assert len(Store(f"sqlite:///{tmp_path / 'trainlab.db'}").get(i)["history"]) == 4
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+def _find_pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on a Unix socket; installs Debian's package when missing."""
+    pg_bin = _find_pg_bin()
+    if pg_bin is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, timeout=600,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        pg_bin = _find_pg_bin()
+    if pg_bin is None:
+        pytest.skip("no PostgreSQL server here and none could be installed (apt-get install postgresql)")
+    # not under pytest's temp root: that is private to root, and the server runs as 'postgres'
+    base = Path(tempfile.mkdtemp(prefix="trainlab-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = subprocess.run(as_user + [str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"initdb failed: {r.stderr.strip()[:200]}")
+    r = subprocess.run(as_user + [str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+                                  f"-p {port} -k {sock} -c listen_addresses=''", "start"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"PostgreSQL did not start: {r.stderr.strip()[:200]}")
+    try:
+        admin = create_engine(f"postgresql+psycopg://postgres@/postgres?host={sock}&port={port}",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("CREATE DATABASE trainlab"))
+        admin.dispose()
+        yield f"postgresql+psycopg://postgres@/trainlab?host={sock}&port={port}"
+    finally:
+        subprocess.run(as_user + [str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_store_with_concurrent_writers(postgres_url, tmp_path, data_dir):
+    ids = _concurrent(tmp_path, data_dir, postgres_url)
+    rows = {r["id"]: r for r in json.loads(cli("runs", "--json", runs=tmp_path, db=postgres_url).stdout)}
+    assert set(rows) == set(ids)
+    assert all(rows[i]["status"] == "completed" and rows[i]["epochs"] == 4 for i in ids)
+    assert not (tmp_path / "trainlab.db").exists()  # the URL was used, not the default SQLite file
