@@ -97,7 +97,7 @@ def test_divergence_stops_with_a_clear_message_and_marks_the_run(data_dir, tmp_p
         small_train(data_dir=data_dir, runs_dir=tmp_path,
                     overrides={"data.normalize": "none", "optimizer.name": "sgd", "optimizer.lr": 1e30})
     assert "\n" not in str(err.value)
-    (run_dir,) = list(tmp_path.iterdir())
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "failed" and "diverged" in info["error"]
 
@@ -222,3 +222,21 @@ def test_keras_rmsprop_matches_the_keras_formula():
     m1 = 0.1 / (v1 + 1e-7) ** 0.5
     m2 = 0.5 * m1 + 0.1 / (v2 + 1e-7) ** 0.5
     assert torch.allclose(w.detach(), torch.full((3,), -(m1 + m2)), atol=1e-5)
+
+
+def test_best_checkpoint_follows_the_early_stopping_metric(data_dir, tmp_path):
+    from safetensors import safe_open
+    run = small_train(data_dir=data_dir, runs_dir=tmp_path, epochs=6, overrides={
+        "data.limit_train": 300, "optimizer.lr": 0.01,
+        "callbacks.early_stopping": {"monitor": "val_loss", "patience": 10, "restore_best": False}})
+    with safe_open(run.run_dir / "best.safetensors", "pt") as f:
+        meta = json.loads(f.metadata()["trainlab"])
+    best = min(run.history, key=lambda h: h["val_loss"])
+    assert meta["epoch"] == best["epoch"] and meta["val_loss"] == pytest.approx(best["val_loss"])
+
+
+def test_run_files_are_not_private(data_dir, tmp_path):
+    import stat
+    run = small_train(data_dir=data_dir, runs_dir=tmp_path)
+    for f in run.run_dir.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o044, f"{f.name} is private"

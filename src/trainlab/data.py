@@ -240,6 +240,7 @@ def _download(spec: DatasetSpec, remote: RemoteFile, progress: bool = True,
             with os.fdopen(fd, "wb") as out:
                 _stream(url, out, remote.name, progress)
             verify_file(Path(tmp), remote)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, target)
             return target
         except (urllib.error.URLError, OSError, ValueError, DataError) as exc:

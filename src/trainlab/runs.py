@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from trainlab import __version__
@@ -41,8 +41,14 @@ def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
     return Path(runs_dir or os.environ.get("TRAINLAB_RUNS") or "runs").expanduser().resolve()
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
+    usual mode (0666 less the umask), not mkstemp's private 0600."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -50,6 +56,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -61,15 +68,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None
     """safetensors with the metadata packed into one sorted-JSON value under "trainlab": safetensors
     writes its metadata map in hash order, so several keys would make identical weights differ in bytes."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    metadata = {"trainlab": json.dumps(metadata, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, save(state, metadata={"trainlab": json.dumps(metadata, sort_keys=True)}))
 
 
 def history_csv(history: list[dict]) -> str:
@@ -167,17 +166,21 @@ class RunWriter:
     def callback(self) -> Callback:
         writer = self
 
+        es = self.recipe.callbacks.early_stopping
+        monitor = es.monitor if es else "val_acc"  # the best checkpoint follows early stopping's metric
+        better = max if monitor.endswith("acc") else min
+
         class _SaveHistory(Callback):
-            """history.csv after every epoch; best.safetensors whenever val_acc improves."""
+            """history.csv after every epoch; best.safetensors whenever the monitored metric improves."""
 
             def on_epoch_end(self, state, epoch, logs):
                 atomic_write(writer.run_dir / "history.csv", history_csv(state.history))
                 if writer.store:
                     writer.store.record_epochs(writer.run_id, state.history)
-                vals = [h["val_acc"] for h in state.history if h.get("val_acc") is not None]
-                if vals and logs.get("val_acc") is not None and logs["val_acc"] >= max(vals):
+                seen = [h[monitor] for h in state.history if h.get(monitor) is not None]
+                if seen and logs.get(monitor) is not None and logs[monitor] == better(seen):
                     save_weights(state.model, writer.run_dir / "best.safetensors",
-                                 {"recipe": writer.recipe.to_yaml(), "epoch": str(epoch + 1), "val_acc": str(logs["val_acc"])})
+                                 {"recipe": writer.recipe.to_yaml(), "epoch": epoch + 1, monitor: logs[monitor]})
 
         return _SaveHistory()
 
