@@ -76,10 +76,14 @@ class ProgressPrinter(Callback):
         if self.mode != "none":
             print(epoch_line(epoch, state.recipe.epochs, logs, state.steps_per_epoch), file=self.file, flush=True)
 
-    def on_train_end(self, state):
+    def close(self) -> None:
+        """Take a live bar off the screen (also when training stops with an error or Ctrl-C)."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+    def on_train_end(self, state):
+        self.close()
         if self.mode != "none":
             for note in state.notes:
                 print(note, file=self.file, flush=True)

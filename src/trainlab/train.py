@@ -328,7 +328,8 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     scheduler = make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps)
     state = TrainState(r, net, opt, data, dev, steps, checkpoint_every=checkpoint_every)
 
-    cbs: list[Callback] = [ProgressPrinter(progress)]
+    printer = ProgressPrinter(progress)
+    cbs: list[Callback] = [printer]
     if r.callbacks.reduce_lr:
         cbs.append(ReduceLROnPlateau(r.callbacks.reduce_lr, opt))
     if r.callbacks.early_stopping:
@@ -349,6 +350,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
         train_seconds = time.perf_counter() - t_train
         test_loss, test_acc = evaluate(net, data.x_test, data.y_test, data.preprocess, r.eval_batch_size, dev, r.tta)
     except BaseException as exc:
+        printer.close()
         if writer:
             interrupted = isinstance(exc, KeyboardInterrupt)
             writer.finish(state, status="interrupted" if interrupted else "failed", error=str(exc) or type(exc).__name__)
