@@ -171,3 +171,14 @@ def test_predict_cli_json_show_and_exit_code(cnn_run, digits, tmp_path, data_dir
     assert records[1]["file"].startswith("test[0]")
     assert "bad.png" in p.stderr and "Traceback" not in p.stderr
     assert len(list((tmp_path / "views").glob("*.png"))) == 2
+
+
+def test_fashion_test_image_0_is_an_ankle_boot(tmp_path, data_dir):
+    run = trainlab.train("fashion-mlp", epochs=1, progress="none", runs_dir=tmp_path, data_dir=data_dir,
+                         overrides={"data.limit_train": 10000, "data.limit_test": 100})
+    p = subprocess.run([sys.executable, "-m", "trainlab", "predict", run.run_id, "--test-index", "0", "--json",
+                        "--runs-dir", str(tmp_path), "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout.splitlines()[0])
+    assert rec["label"] == 9 and rec["class_name"] == "Ankle boot" and len(rec["top_k"]) == 3
+    assert abs(sum(t["probability"] for t in rec["top_k"]) - 1) < 0.2

@@ -215,3 +215,11 @@ def test_postgresql_store_with_concurrent_writers(postgres_url, tmp_path, data_d
     assert set(rows) == set(ids)
     assert all(rows[i]["status"] == "completed" and rows[i]["epochs"] == 4 for i in ids)
     assert not (tmp_path / "trainlab.db").exists()  # the URL was used, not the default SQLite file
+
+
+def test_rerun_refuses_a_custom_model_run(tmp_path, data_dir):
+    from torch import nn
+    run = trainlab.train("mnist-mlp", epochs=1, progress="none", runs_dir=tmp_path, data_dir=data_dir,
+                         model=nn.Sequential(nn.Linear(784, 10)), overrides={"data.limit_train": 500})
+    p = cli("rerun", run.run_id, runs=tmp_path, data_dir=data_dir)
+    assert p.returncode == 2 and "trained a custom model (Sequential)" in p.stderr

@@ -369,6 +369,10 @@ def rerun(run: Annotated[str, typer.Argument(help="A run id or folder.")], data_
     """Train a run's exact recipe and seed again, as a new run."""
     from trainlab.runs import resolve_run_dir
     src = resolve_run_dir(run, runs_dir)
+    custom = json.loads((src / "run.json").read_text()).get("custom_model")
+    if custom:
+        fail(f"run {src.name} trained a custom model ({custom}); rerun it from Python with "
+             f"trainlab.train('{src / 'recipe.yaml'}', model={custom}())")
     train(recipe=str(src / "recipe.yaml"), set_=None, epochs=None, seed=None, resume=None, checkpoint_every=60.0,
           data_dir=data_dir, runs_dir=runs_dir, device="auto", quiet=quiet, json_out=json_out, no_save=False, db=db)
 
