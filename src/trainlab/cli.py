@@ -195,14 +195,14 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     if inputs:
         results.append(predict_fn(r, inputs, style))
     if test_index:
-        logits_y = r._data(data_dir)
-        n = len(logits_y.x_test)
+        splits = r.tensors(data_dir)
+        n = len(splits.x_test)
         bad = [i for i in test_index if not 0 <= i < n]
         if bad:
             fail(f"--test-index {bad[0]}: the test set has items 0..{n - 1}")
-        x = logits_y.x_test[test_index].cpu().permute(0, 2, 3, 1).numpy()
+        x = splits.x_test[test_index].cpu().permute(0, 2, 3, 1).numpy()
         p = predict_fn(r, x)
-        p.files = [f"test[{i}] (true: {r.classes[int(logits_y.y_test[i])]})" for i in test_index]
+        p.files = [f"test[{i}] (true: {r.classes[int(splits.y_test[i])]})" for i in test_index]
         results.append(p)
     failed = 0
     for preds in results:

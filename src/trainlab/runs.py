@@ -225,7 +225,8 @@ class Run:
     data: object = None  # TensorData, kept after training; loaded on demand for a saved run
     ood: dict | None = None  # out-of-distribution thresholds calibrated on the validation split
 
-    def _data(self, data_dir=None):
+    def tensors(self, data_dir=None):
+        """The run's data splits on its device (kept from training, or loaded again for a saved run)."""
         if self.data is None:
             from trainlab.data import load_dataset
             from trainlab.train import prepare_data
@@ -239,7 +240,7 @@ class Run:
     def logits(self, split: str = "test", data_dir=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits, labels, uint8 images) of the test or val split."""
         from trainlab.train import predict_logits
-        d = self._data(data_dir)
+        d = self.tensors(data_dir)
         x, y = (d.x_test, d.y_test) if split == "test" else (d.x_val, d.y_val)
         if x is None:
             raise TrainlabError(f"run {self.run_id}: it has no {split} split (data.validation is none); use --split test")
