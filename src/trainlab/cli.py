@@ -379,6 +379,8 @@ def rerun(run: Annotated[str, typer.Argument(help="A run id or folder.")], data_
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
+    from trainlab.runtime import tune_process
+    tune_process()  # the CLI never compiles and exits when done
     try:
         app()
     except TrainlabError as exc:

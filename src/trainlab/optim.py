@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
+
 import torch
 
 from trainlab.recipes import OptimizerConfig
@@ -52,16 +55,45 @@ class KerasRMSprop(torch.optim.Optimizer):
         return loss
 
 
+class _EagerStep:
+    """torch's Adam/AdamW/SGD with the same update, minus one import.
+
+    torch wraps their step() in `_use_grad_for_differentiable`, which runs `import torch._dynamo`
+    on every call (2.2 s the first time, measured here) only to place graph breaks for
+    torch.compile. While nothing in the process has imported torch._dynamo nothing can be
+    compiling, so the step runs the undecorated update under no_grad (what the wrapper does with
+    differentiable=False); once torch._dynamo is loaded it defers to torch's own step.
+    """
+
+    def step(self, closure=None):
+        if "torch._dynamo" in sys.modules or self.defaults.get("differentiable"):
+            return super().step(closure)
+        with torch.no_grad():
+            return inspect.unwrap(self._base.step)(self, closure)
+
+
+class Adam(_EagerStep, torch.optim.Adam):
+    _base = torch.optim.Adam
+
+
+class AdamW(_EagerStep, torch.optim.AdamW):
+    _base = torch.optim.AdamW
+
+
+class SGD(_EagerStep, torch.optim.SGD):
+    _base = torch.optim.SGD
+
+
 def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
     """Keras-matching defaults (eps 1e-7, RMSprop rho 0.9); fused kernels where torch has them."""
     params = list(params)
     if cfg.name == "sgd":
-        return _with_fused(torch.optim.SGD, params, dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                                         weight_decay=cfg.weight_decay))
+        return _with_fused(SGD, params, dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                             weight_decay=cfg.weight_decay))
     if cfg.name == "rmsprop":
         return KerasRMSprop(params, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay)
-    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    cls = Adam if cfg.name == "adam" else AdamW
     return _with_fused(cls, params, dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                                          weight_decay=cfg.weight_decay))
 
@@ -71,3 +103,4 @@ def _with_fused(cls, params, kw):
         return cls(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype
         return cls(params, foreach=True, **kw)
+
