@@ -133,6 +133,15 @@ def is_convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Whether to run the model on NHWC tensors: always for conv nets on CUDA; on the CPU only when
+    they hold BatchNorm, where oneDNN's NCHW batch norm is slow (measured, bench/profile_steps.py: a
+    BN CNN's training step 49 -> 28 ms; plain Keras-tutorial CNNs are 3-15% slower in NHWC)."""
+    if not is_convolutional(model):
+        return False
+    return device.type == "cuda" or any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

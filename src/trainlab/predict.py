@@ -109,10 +109,14 @@ def input_stats(x: torch.Tensor, prep: Preprocess) -> tuple[np.ndarray, np.ndarr
 
 
 @torch.inference_mode()
-def calibrate_ood(run_model, x: torch.Tensor, prep: Preprocess, batch_size: int, device) -> dict:
-    """Thresholds for the out-of-distribution warning, from one split (the validation split)."""
+def calibrate_ood(run_model, x: torch.Tensor, prep: Preprocess, batch_size: int, device,
+                  logits: torch.Tensor | None = None) -> dict:
+    """Thresholds for the out-of-distribution warning, from one split (the validation split);
+    `logits` are the model's on `x` when the caller already has them."""
     from trainlab.train import predict_logits
-    probs = torch.softmax(predict_logits(run_model, x, prep, batch_size, device), 1).cpu().numpy()
+    if logits is None:
+        logits = predict_logits(run_model, x, prep, batch_size, device)
+    probs = torch.softmax(logits.float(), 1).cpu().numpy()
     conf = probs.max(1)
     means, stds = input_stats(x.cpu(), prep)
     return {"confidence_p02": float(np.quantile(conf, 0.02)),

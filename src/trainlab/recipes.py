@@ -197,7 +197,7 @@ class Recipe(Strict):
     callbacks: CallbacksConfig = CallbacksConfig()
     augment: AugmentConfig = AugmentConfig()
     tta: Literal["none", "flip"] = Field("none", description="test-time augmentation at evaluation")
-    eval_batch_size: int = Field(1000, gt=0)
+    eval_batch_size: int = Field(256, gt=0, description="batch size of evaluation and prediction (256 beat 1000 on every CPU model measured: cache-sized activations)")
 
     @model_validator(mode="after")
     def _check(self):

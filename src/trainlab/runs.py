@@ -281,7 +281,7 @@ def resolve_run_dir(run: str | os.PathLike, runs_dir=None) -> Path:
 
 def load_run(run: str | os.PathLike, runs_dir=None, device: str = "cpu", model: nn.Module | None = None) -> Run:
     """Rebuild a saved run: recipe, model with its weights, history and metrics."""
-    from trainlab.models import build_model
+    from trainlab.models import build_model, prefers_channels_last
     run_dir = resolve_run_dir(run, runs_dir)
     info = json.loads((run_dir / "run.json").read_text())
     import yaml
@@ -298,6 +298,8 @@ def load_run(run: str | os.PathLike, runs_dir=None, device: str = "cpu", model: 
     model.load_state_dict(load_file(weights))
     dev = torch.device(device)
     model.to(dev).eval()
+    if prefers_channels_last(model, dev):
+        model.to(memory_format=torch.channels_last)
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     return Run(recipe, model, history, metrics, classes, prep, info["run_id"], run_dir, dev, ood=info.get("ood"))

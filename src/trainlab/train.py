@@ -27,7 +27,7 @@ from trainlab.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from trainlab.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trainlab.data import Dataset, load_dataset
 from trainlab.errors import TrainingDiverged, TrainlabError
-from trainlab.models import build_model, is_convolutional
+from trainlab.models import build_model, prefers_channels_last
 from trainlab.preprocess import Preprocess, style_for, to_nchw
 from trainlab.progress import ProgressPrinter, resolve_mode
 from trainlab.optim import make_optimizer
@@ -142,7 +142,7 @@ def train_epoch(state: TrainState, scheduler, augment, gen: torch.Generator, cal
     """One pass over the shuffled training split, from `state.step` on; the epoch's mean loss and accuracy."""
     model, opt, data, r = state.model, state.optimizer, state.data, state.recipe
     prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
-    channels_last = state.device.type == "cuda" and is_convolutional(model)
+    channels_last = prefers_channels_last(model, state.device)
     per_batch = any(cb.per_batch for cb in callbacks)
     model.train()
     if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order and sums)
@@ -204,7 +204,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, prep: Preprocess, batch_si
                    tta: str = "none") -> torch.Tensor:
     """Logits for uint8 images (N, C, H, W) in large batches; float32 on the model's device."""
     model.eval()
-    channels_last = device.type == "cuda" and is_convolutional(model)
+    channels_last = prefers_channels_last(model, device)
     out = []
     for i in range(0, len(x), batch_size):
         xb = prep(x[i:i + batch_size].to(device))
@@ -221,7 +221,10 @@ def predict_logits(model: nn.Module, x: torch.Tensor, prep: Preprocess, batch_si
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep: Preprocess, batch_size: int,
              device: torch.device, tta: str = "none") -> tuple[float, float]:
     """Mean cross-entropy and accuracy on a split."""
-    logits = predict_logits(model, x, prep, batch_size, device, tta)
+    return loss_and_accuracy(predict_logits(model, x, prep, batch_size, device, tta), y)
+
+
+def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     y = y.to(logits.device)
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
@@ -320,7 +323,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     else:
         net, custom = model, type(model).__name__
     net = net.to(dev)
-    if dev.type == "cuda" and is_convolutional(net):
+    if prefers_channels_last(net, dev):
         net = net.to(memory_format=torch.channels_last)
     opt = make_optimizer(r.optimizer, net.parameters())
     gen = torch.Generator(device="cpu").manual_seed(r.seed)
@@ -348,7 +351,8 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
         with _stop_on_sigint(state):
             fit(state, cbs, gen, scheduler)
         train_seconds = time.perf_counter() - t_train
-        test_loss, test_acc = evaluate(net, data.x_test, data.y_test, data.preprocess, r.eval_batch_size, dev, r.tta)
+        test_logits = predict_logits(net, data.x_test, data.preprocess, r.eval_batch_size, dev, r.tta)
+        test_loss, test_acc = loss_and_accuracy(test_logits, data.y_test)
     except BaseException as exc:
         printer.close()
         if writer:
@@ -364,7 +368,9 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
         print(f"test_loss: {test_loss:.4f} - test_acc: {test_acc:.4f} - train {train_seconds:.1f}s"
               + (f" - saved {writer.run_dir}" if writer else ""), flush=True)
     x_cal = data.x_val if data.x_val is not None else data.x_test
-    ood = calibrate_ood(net, x_cal, data.preprocess, r.eval_batch_size, dev)
+    # the OOD thresholds come from the validation split; when that is the test split, reuse its logits
+    reuse = test_logits if x_cal is data.x_test and r.tta == "none" else None
+    ood = calibrate_ood(net, x_cal, data.preprocess, r.eval_batch_size, dev, logits=reuse)
     run = Run(recipe=r, model=net, history=state.history, metrics=metrics, classes=data.classes,
               preprocess=data.preprocess, run_id=writer.run_id if writer else None,
               run_dir=writer.run_dir if writer else None, device=dev, data=data, ood=ood)
