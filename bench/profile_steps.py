@@ -1,0 +1,131 @@
+"""Where the time goes: the measurements behind the README's performance notes.
+
+    python bench/profile_steps.py                 # all sections
+    python bench/profile_steps.py --recipe fashion-fast --only step,ops
+
+Sections (each in fresh processes, medians of --repeat runs, alternating the variants):
+- startup: `import torch`, `import trainlab`, and the torch._dynamo import that torch.optim
+  triggers unless trainlab.runtime.skip_dynamo_import() is applied.
+- step: one training step of the recipe's model (its batch size, random data): NCHW against
+  channels_last, and with glibc's default malloc thresholds against trainlab's.
+- ops: the torch profiler's top operators over 20 steps of the NHWC model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+STARTUP = {
+    "import torch": "import time; t=time.perf_counter(); import torch; print(time.perf_counter()-t)",
+    "import trainlab": "import time; t=time.perf_counter(); import trainlab; print(time.perf_counter()-t)",
+    "first torch Adam step (imports torch._dynamo)":
+        "import torch, time; m=torch.nn.Linear(2,2); t=time.perf_counter(); o=torch.optim.Adam(m.parameters()); "
+        "m(torch.ones(1,2)).sum().backward(); o.step(); print(time.perf_counter()-t)",
+    "first trainlab Adam step (tune_process)":
+        "import torch, time; from trainlab.runtime import tune_process; tune_process(); "
+        "from trainlab.optim import make_optimizer; from trainlab.recipes import OptimizerConfig; "
+        "m=torch.nn.Linear(2,2); t=time.perf_counter(); o=make_optimizer(OptimizerConfig(), m.parameters()); "
+        "m(torch.ones(1,2)).sum().backward(); o.step(); print(time.perf_counter()-t)",
+}
+
+STEP = """
+import sys, time, torch, torch.nn.functional as F
+from trainlab.models import build_model
+from trainlab.optim import make_optimizer
+from trainlab.recipes import load_recipe
+from trainlab.runtime import keep_freed_memory, skip_dynamo_import
+skip_dynamo_import()
+layout, malloc = sys.argv[1], sys.argv[2]
+if malloc == "tuned":
+    keep_freed_memory()
+r = load_recipe("{recipe}")
+shape = (3, 32, 32) if r.data.name == "cifar10" else (1, 28, 28)
+if r.data.flatten:
+    shape = (shape[0] * shape[1] * shape[2],)
+torch.manual_seed(0)
+net, _ = build_model(r.model, shape, 10)
+x = torch.randn(r.batch_size, *shape)
+if layout == "nhwc":
+    net = net.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+y = torch.randint(0, 10, (r.batch_size,))
+opt = make_optimizer(r.optimizer, net.parameters())
+def step():
+    loss = F.cross_entropy(net(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+for _ in range(10):
+    step()
+t = time.perf_counter()
+for _ in range(50):
+    step()
+print((time.perf_counter() - t) / 50)
+"""
+
+OPS = """
+import torch, torch.nn.functional as F
+from torch.profiler import profile
+from trainlab.models import build_model
+from trainlab.optim import make_optimizer
+from trainlab.recipes import load_recipe
+r = load_recipe("{recipe}")
+shape = (3, 32, 32) if r.data.name == "cifar10" else (1, 28, 28)
+net, _ = build_model(r.model, shape, 10)
+net = net.to(memory_format=torch.channels_last)
+x = torch.randn(r.batch_size, *shape).contiguous(memory_format=torch.channels_last)
+y = torch.randint(0, 10, (r.batch_size,))
+opt = make_optimizer(r.optimizer, net.parameters())
+def step():
+    loss = F.cross_entropy(net(x), y); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+for _ in range(5):
+    step()
+with profile() as p:
+    for _ in range(20):
+        step()
+print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+"""
+
+
+def timed(code: str, *args: str) -> float:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-2000:])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="mnist-fast")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="startup,step,ops")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    results: dict = {}
+    if "startup" in only:
+        for name, code in STARTUP.items():
+            results[name] = statistics.median(timed(code) for _ in range(args.repeat))
+            print(f"{name:50s} {results[name]:6.2f} s", flush=True)
+    if "step" in only:
+        variants = [("nchw", "default"), ("nhwc", "default"), ("nhwc", "tuned")]
+        times: dict = {v: [] for v in variants}
+        for _ in range(args.repeat):  # alternate, so that drift hits every variant alike
+            for v in variants:
+                times[v].append(timed(STEP.format(recipe=args.recipe), *v))
+        for v in variants:
+            med = statistics.median(times[v])
+            results[f"step {v[0]} malloc={v[1]}"] = med
+            print(f"{args.recipe} training step, {v[0]}, malloc {v[1]:8s} {1e3 * med:7.2f} ms "
+                  f"(runs: {', '.join(f'{1e3 * t:.1f}' for t in times[v])})", flush=True)
+    if "ops" in only:
+        out = subprocess.run([sys.executable, "-c", OPS.format(recipe=args.recipe)], capture_output=True, text=True)
+        print("\n".join(line for line in out.stdout.splitlines() if "USDT" not in line))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
