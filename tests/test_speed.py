@@ -39,7 +39,7 @@ def test_fast_recipes_use_the_documented_techniques(name):
 def test_cifar10_fast_short_run(data_dir):
     zip_path = data_dir / "cifar10-jpeg.zip"
     if not zip_path.is_file():
-        pytest.skip("cifar10-jpeg.zip is not in the data directory")
+        pytest.fail(f"cifar10-jpeg.zip is missing from {data_dir}: the shared data directory is incomplete")
     run = trainlab.train("cifar10-fast", epochs=1, overrides={"data.source": str(zip_path), "data.limit_train": 8000,
                                                                 "data.limit_test": 2000},
                          data_dir=data_dir, save=False, progress="none")
