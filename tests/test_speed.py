@@ -105,11 +105,11 @@ def test_an_nhwc_model_saves_and_reloads_to_the_same_predictions(data_dir, tmp_p
     run = trainlab.train("mnist-fast", overrides={"data.limit_train": 1000, "data.limit_test": 300}, data_dir=data_dir,
                          runs_dir=tmp_path, progress="none")
     assert run.model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    loaded = trainlab.load_run(run.run_id, runs_dir=tmp_path)
+    loaded = trainlab.load_run(run.run_id, runs_dir=tmp_path, data_dir=data_dir)
     assert loaded.model[0].weight.is_contiguous(memory_format=torch.channels_last)
     x = run.tensors().x_test[:50].permute(0, 2, 3, 1).numpy()
     assert (run.predict(x).probs - loaded.predict(x).probs).__abs__().max() < 1e-5
-    assert loaded.evaluate(data_dir=data_dir).accuracy == pytest.approx(run.metrics["test_acc"])
+    assert loaded.evaluate().accuracy == pytest.approx(run.metrics["test_acc"])
 
 
 def test_process_tuning_keeps_freed_memory_on_glibc():

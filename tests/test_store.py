@@ -48,12 +48,14 @@ def test_runs_lists_filters_and_sorts(two_runs):
     runs, ids = two_runs
     assert (runs / "trainlab.db").is_file()
     rows = json.loads(cli("runs", "--json", runs=runs).stdout)
-    assert {r["id"] for r in rows} == set(ids)
+    assert {r["run_id"] for r in rows} == set(ids)
     r = rows[0]
-    assert r["status"] == "completed" and r["epochs"] == 2 and r["seed"] == 0 and r["torch_version"]
-    assert r["best_val_acc"] is not None and r["test_acc"] is not None and r["train_seconds"] > 0
+    assert r["status"] == "completed" and r["epochs"] == 2 and r["seed"] == 0 and r["versions"]["torch"]
+    m = r["metrics"]
+    assert m["best_val_acc"] is not None and m["test_acc"] is not None and m["train_seconds"] > 0
+    assert m["best_epoch"] in (1, 2) and r["dataset"]["n_train"] == 2000 and r["preprocess"]["normalize"] == "scale"
     by_acc = json.loads(cli("runs", "--sort", "best_val_acc", "--json", runs=runs).stdout)
-    assert by_acc[0]["best_val_acc"] >= by_acc[1]["best_val_acc"]
+    assert by_acc[0]["metrics"]["best_val_acc"] >= by_acc[1]["metrics"]["best_val_acc"]
     assert json.loads(cli("runs", "--status", "failed", "--json", runs=runs).stdout) == []
     table = cli("runs", runs=runs).stdout
     assert ids[0] in table and "completed" in table
@@ -73,7 +75,7 @@ def test_show_compare_and_tag(two_runs):
     assert (runs / "compare.png").is_file()
     assert cli("runs", "tag", ids[1], "baseline", "keep", "--note", "lr sweep", runs=runs).returncode == 0
     tagged = json.loads(cli("runs", "--tag", "keep", "--json", runs=runs).stdout)
-    assert [r["id"] for r in tagged] == [ids[1]] and tagged[0]["note"] == "lr sweep"
+    assert [r["run_id"] for r in tagged] == [ids[1]] and tagged[0]["note"] == "lr sweep"
     assert tagged[0]["tags"] == ["baseline", "keep"]
 
 
@@ -102,7 +104,7 @@ def test_rm_confirms_and_stays_inside_the_runs_folder(two_runs, tmp_path, data_d
     assert p.returncode == 2 and "refusing to delete" in p.stderr and outside.is_dir()
     p = cli("runs", "rm", victim, "--yes", runs=runs)
     assert p.returncode == 0 and not (runs / victim).exists()
-    assert victim not in {r["id"] for r in json.loads(cli("runs", "--json", runs=runs).stdout)}
+    assert victim not in {r["run_id"] for r in json.loads(cli("runs", "--json", runs=runs).stdout)}
     assert cli("runs", "show", "nosuch", runs=runs).returncode == 2
 
 
@@ -111,8 +113,8 @@ def test_reindex_adds_folders_the_index_lacks(two_runs, tmp_path):
     other = f"sqlite:///{tmp_path / 'other.db'}"
     p = cli("runs", "reindex", runs=runs, db=other)
     assert p.returncode == 0 and all(i in p.stdout for i in ids)
-    rows = {r["id"]: r for r in json.loads(cli("runs", "--json", runs=runs, db=other).stdout)}
-    assert rows[ids[0]]["epochs"] == 2 and rows[ids[0]]["test_acc"] is not None
+    rows = {r["run_id"]: r for r in json.loads(cli("runs", "--json", runs=runs, db=other).stdout)}
+    assert rows[ids[0]]["epochs"] == 2 and rows[ids[0]]["metrics"]["test_acc"] is not None
 
 
 def test_schema_version_is_checked(tmp_path):
@@ -151,7 +153,7 @@ def _concurrent(runs: Path, data_dir: Path, db: str | None) -> list[str]:
 
 def test_two_processes_train_into_one_sqlite_store(tmp_path, data_dir):
     ids = _concurrent(tmp_path, data_dir, None)
-    rows = {r["id"]: r for r in json.loads(cli("runs", "--json", runs=tmp_path).stdout)}
+    rows = {r["run_id"]: r for r in json.loads(cli("runs", "--json", runs=tmp_path).stdout)}
     assert set(rows) == set(ids)
     for i in ids:
         assert rows[i]["status"] == "completed" and rows[i]["epochs"] == 4
@@ -211,7 +213,7 @@ def postgres_url():
 
 def test_postgresql_store_with_concurrent_writers(postgres_url, tmp_path, data_dir):
     ids = _concurrent(tmp_path, data_dir, postgres_url)
-    rows = {r["id"]: r for r in json.loads(cli("runs", "--json", runs=tmp_path, db=postgres_url).stdout)}
+    rows = {r["run_id"]: r for r in json.loads(cli("runs", "--json", runs=tmp_path, db=postgres_url).stdout)}
     assert set(rows) == set(ids)
     assert all(rows[i]["status"] == "completed" and rows[i]["epochs"] == 4 for i in ids)
     assert not (tmp_path / "trainlab.db").exists()  # the URL was used, not the default SQLite file

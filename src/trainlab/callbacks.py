@@ -1,30 +1,42 @@
-"""Callbacks: hooks the training loop calls, plus early stopping and reduce-LR-on-plateau."""
+"""Callbacks: hooks the training loop calls, plus early stopping and reduce-LR-on-plateau.
+
+Order of calls: on_train_begin, then per epoch on_epoch_begin, on_batch_end (about 10 times a
+second, or every batch with `per_batch = True`), on_epoch_end; then on_train_end; after the final
+test pass on_test_end; if training stops with an exception (an error, a stop request, Ctrl-C)
+on_exception instead of the last two. A callback whose `state_dict()` is not empty is saved in
+checkpoints under its `key` and restored by that key on resume.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
+from trainlab.metrics import metric_mode
 from trainlab.recipes import EarlyStoppingConfig, ReduceLRConfig
-
-if TYPE_CHECKING:
-    from trainlab.train import TrainState
+from trainlab.state import TrainState
 
 
 class Callback:
-    """Override what you need. `on_batch_end` is called about 10 times a second with running
-    `loss` and `acc` (epoch averages so far) and `batch_loss`; set `per_batch = True` to get every batch."""
+    """Override what you need. `on_batch_end` gets running `loss` and `acc` (epoch averages so far)
+    and `batch_loss`; set `per_batch = True` to be called after every batch."""
 
     per_batch = False
 
-    def on_train_begin(self, state: "TrainState") -> None: ...
-    def on_epoch_begin(self, state: "TrainState", epoch: int) -> None: ...
-    def on_batch_end(self, state: "TrainState", batch: int, logs: dict) -> None: ...
-    def on_epoch_end(self, state: "TrainState", epoch: int, logs: dict) -> None: ...
-    def on_train_end(self, state: "TrainState") -> None: ...
+    @property
+    def key(self) -> str:
+        """The name its checkpoint state is stored under."""
+        return type(self).__name__
+
+    def on_train_begin(self, state: TrainState) -> None: ...
+    def on_epoch_begin(self, state: TrainState, epoch: int) -> None: ...
+    def on_batch_end(self, state: TrainState, batch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, state: TrainState, epoch: int, logs: dict) -> None: ...
+    def on_train_end(self, state: TrainState) -> None: ...
+    def on_test_end(self, state: TrainState, metrics: dict) -> None: ...
+    def on_exception(self, state: TrainState, exc: BaseException) -> None: ...
 
     def state_dict(self) -> dict:
         """What a checkpoint must keep for an exact resume."""
@@ -42,7 +54,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, cfg: EarlyStoppingConfig):
         self.cfg = cfg
-        self.mode = "max" if cfg.monitor.endswith("acc") else "min"
+        self.mode = metric_mode(cfg.monitor)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
         self.best_weights: dict | None = None
@@ -60,6 +72,7 @@ class EarlyStopping(Callback):
             if self.wait > self.cfg.patience:
                 state.stop_training = True
                 self.stopped_epoch = epoch
+                state.notes.append(f"stopped early after epoch {epoch + 1}")
 
     def state_dict(self):
         return {"best": self.best, "best_epoch": self.best_epoch, "best_weights": self.best_weights,
@@ -70,7 +83,8 @@ class EarlyStopping(Callback):
         self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
 
     def on_train_end(self, state):
-        if self.cfg.restore_best and self.best_weights is not None and self.best_epoch != state.epoch:
+        last = state.epoch - 1  # state.epoch counts the epochs done
+        if self.cfg.restore_best and self.best_weights is not None and self.best_epoch != last:
             state.model.load_state_dict(self.best_weights)
             state.notes.append(f"restored the weights of epoch {self.best_epoch + 1} "
                                f"({self.cfg.monitor} {self.best:.4f})")
@@ -82,7 +96,7 @@ class ReduceLROnPlateau(Callback):
     def __init__(self, cfg: ReduceLRConfig, optimizer: torch.optim.Optimizer):
         self.cfg = cfg
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max" if cfg.monitor.endswith("acc") else "min", factor=cfg.factor,
+            optimizer, mode=metric_mode(cfg.monitor), factor=cfg.factor,
             patience=cfg.patience, threshold=1e-4, threshold_mode="abs", min_lr=cfg.min_lr)
 
     def on_epoch_end(self, state, epoch, logs):

@@ -1,15 +1,23 @@
-"""The `trainlab` command: a thin map from subcommands to library functions."""
+"""The `trainlab` command: a thin map from subcommands to library functions.
+
+Each command parses its flags, resolves the settings once (flags over the environment), calls one
+library function and formats the result. Signals, exit statuses and printing live here.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from trainlab.errors import TrainlabError
+from trainlab.errors import StopRun, TrainlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and use image classifiers on MNIST, Fashion-MNIST, CIFAR-10 and image trees.")
@@ -19,14 +27,64 @@ runs_app = typer.Typer(help="List, inspect, compare, tag and remove runs (the ru
 app.add_typer(runs_app, name="runs")
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a recipe field: key.path=value (repeatable).")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="TRAINLAB_DATA", help="Folder holding the dataset files (also TRAINLAB_DATA).")]
-DbOpt = Annotated[Optional[str], typer.Option("--db", envvar="TRAINLAB_DB", help="Run index URL (default sqlite:///<runs>/trainlab.db; also TRAINLAB_DB).")]
-RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", envvar="TRAINLAB_RUNS", help="Where run folders go (default ./runs, also TRAINLAB_RUNS).")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder holding the dataset files (also TRAINLAB_DATA).")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="Run index URL (default sqlite:///<runs>/trainlab.db; also TRAINLAB_DB).")]
+RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where run folders go (default ./runs; also TRAINLAB_RUNS).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def settings_for(data_dir=None, runs_dir=None, db=None):
+    from trainlab.settings import load_settings
+    return load_settings(data_dir=data_dir, runs_dir=runs_dir, db=db)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event):
+    """Ctrl-C and SIGTERM ask training to stop after the current step (checkpointed, marked
+    interrupted); a second Ctrl-C stops at once. Yields the list of signals received."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _train_json(run) -> str:
+    m = run.metrics
+    return json.dumps({"run_id": run.run_id, "run_dir": str(run.run_dir) if run.run_dir else None, "recipe": run.recipe.name,
+                       "test_loss": m["test_loss"], "test_acc": m["test_acc"], "train_seconds": m["train_seconds"],
+                       "total_seconds": m["total_seconds"], "epochs": m["epochs"], "seed": run.recipe.seed,
+                       "val_acc": m["val_acc"], "best_val_acc": m["best_val_acc"], "best_epoch": m["best_epoch"],
+                       "history": run.history})
+
+
+def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
+    """Run `fn` (train or rerun) under the signal handlers; turn a stop into the resume hint and 130/143."""
+    stop = threading.Event()
+    with stop_on_signals(stop) as received:
+        try:
+            run = fn(stop=stop, **kw)
+        except StopRun as exc:
+            where = f" --runs-dir {runs_dir}" if runs_dir else ""
+            typer.echo(f"\n{exc.status}; the last checkpoint is kept. Resume with: trainlab train --resume {exc.run_id}{where}"
+                       if exc.run_id else f"\n{exc.status}")
+            raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
+    if json_out:
+        print(_train_json(run))
 
 
 @app.command()
@@ -37,35 +95,33 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Shorthand for --set seed=N.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue an interrupted run (its id or folder) from its last checkpoint.")] = None,
     checkpoint_every: Annotated[float, typer.Option(help="Seconds between mid-epoch checkpoints (epoch ends are always saved).")] = 60.0,
-    data_dir: DataDirOpt = None,
-    runs_dir: RunsDirOpt = None,
+    data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="End stdout with one JSON object of the results.")] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write a run folder.")] = False,
-    db: DbOpt = None,
 ) -> None:
-    """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints)."""
+    """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints, events)."""
     from trainlab.train import train as train_fn
     if resume is None and recipe is None:
         fail("give a recipe (see `trainlab recipes`) or --resume RUN_ID")
     if resume is not None and (recipe is not None or set_ or epochs is not None or seed is not None or no_save):
         fail("--resume continues a run with its own recipe; drop the recipe, --set, --epochs, --seed and --no-save")
-    if checkpoint_every <= 0:
-        fail("--checkpoint-every must be a positive number of seconds")
-    try:
-        run = train_fn(recipe or "mnist-mlp", overrides=set_, epochs=epochs, seed=seed, data_dir=data_dir,
-                       runs_dir=runs_dir, device=device, progress="none" if quiet else "auto", save=not no_save,
-                       resume=resume, checkpoint_every=checkpoint_every, db=db)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None  # the run folder is marked interrupted and the resume command printed
-    if json_out:
-        m = run.metrics
-        out = {"run_id": run.run_id, "run_dir": str(run.run_dir) if run.run_dir else None, "recipe": run.recipe.name,
-               "test_loss": m["test_loss"], "test_acc": m["test_acc"], "train_seconds": m["train_seconds"],
-               "total_seconds": m["total_seconds"], "epochs": m["epochs"], "seed": run.recipe.seed,
-               "val_acc": m["val_acc"], "best_val_acc": m["best_val_acc"], "history": run.history}
-        print(json.dumps(out))
+    if not 0 < checkpoint_every < float("inf"):
+        fail(f"--checkpoint-every {checkpoint_every}: give a positive, finite number of seconds")
+    _run_training(train_fn, json_out, runs_dir, recipe=recipe or "mnist-mlp", overrides=set_, epochs=epochs, seed=seed,
+                  settings=settings_for(data_dir, runs_dir, db), device=device, progress="none" if quiet else "auto",
+                  save=not no_save, resume=resume, checkpoint_every=checkpoint_every)
+
+
+@app.command()
+def rerun(run: Annotated[str, typer.Argument(help="A run id or folder.")], data_dir: DataDirOpt = None,
+          runs_dir: RunsDirOpt = None, db: DbOpt = None,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False, json_out: JsonOpt = False) -> None:
+    """Train a run's exact recipe and seed again, as a new run."""
+    from trainlab.train import rerun as rerun_fn
+    _run_training(rerun_fn, json_out, runs_dir, run=run, settings=settings_for(data_dir, runs_dir, db),
+                  progress="none" if quiet else "auto")
 
 
 @app.command()
@@ -86,31 +142,20 @@ def show(recipe: Annotated[str, typer.Argument(help="A preset name or a recipe Y
 
 
 @app.command()
-def summary(recipe: Annotated[str, typer.Argument(help="A preset name or a recipe YAML file.")], set_: SetOpt = None) -> None:
+def summary(recipe: Annotated[str, typer.Argument(help="A preset name or a recipe YAML file.")], set_: SetOpt = None,
+            data_dir: DataDirOpt = None) -> None:
     """Print the model's layers, output shapes and parameter counts, as Keras' model.summary()."""
-    from trainlab.data import DATASETS
-    from trainlab.models import build_model, summary_text
     from trainlab.recipes import load_recipe
-    r = load_recipe(recipe, set_)
-    if r.data.name in DATASETS:
-        spec = DATASETS[r.data.name]
-        h, w, c = spec.shape
-        classes = len(spec.classes)
-    else:
-        from trainlab.data import load_dataset
-        ds = load_dataset(r.data.name)
-        h, w, c = ds.shape
-        classes = ds.num_classes
-    shape = (c * h * w,) if r.data.flatten else (c, h, w)
-    _, infos = build_model(r.model, shape, classes)
-    typer.echo(summary_text(r.name, infos, shape))
+    from trainlab.train import summarize
+    typer.echo(summarize(load_recipe(recipe, set_), settings_for(data_dir)))
 
 
 @datasets_app.command("list")
-def datasets_list(data_dir: DataDirOpt = None, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def datasets_list(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
     """Show each built-in dataset and where its files were found."""
     from trainlab.data import DATASETS, dataset_status
-    rows = [dataset_status(n, data_dir) for n in DATASETS]
+    settings = settings_for(data_dir)
+    rows = [dataset_status(n, settings) for n in DATASETS]
     if json_out:
         print(json.dumps(rows))
         return
@@ -124,38 +169,36 @@ def datasets_list(data_dir: DataDirOpt = None, json_out: Annotated[bool, typer.O
 @datasets_app.command("fetch")
 def datasets_fetch(name: str, data_dir: DataDirOpt = None) -> None:
     """Download (if needed) and verify a dataset into the user cache."""
-    from trainlab.data import DATASETS, load_dataset
-    if name not in DATASETS:
-        load_dataset(name)  # raises the did-you-mean error
-    ds = load_dataset(name, data_dir=data_dir)
+    from trainlab.data import load_dataset
+    ds = load_dataset(name, settings=settings_for(data_dir), progress=True)
     typer.echo(f"{name}: {len(ds.x_train)} train, {len(ds.x_test)} test, verified, from {ds.source}")
 
 
 @datasets_app.command("verify")
 def datasets_verify(name: str, data_dir: DataDirOpt = None) -> None:
-    """Check a dataset's files against their SHA-256 digests."""
-    from trainlab.data import DATASETS, verify_dataset
-    if name not in DATASETS:
-        fail(f"unknown dataset '{name}'; built-in datasets: {', '.join(DATASETS)}")
-    for line in verify_dataset(name, data_dir):
+    """Check a dataset's files against their known digests (SHA-256 of IDX contents, md5 of the CIFAR archive)."""
+    from trainlab.data import verify_dataset
+    for line in verify_dataset(name, settings_for(data_dir)):
         typer.echo(line)
 
 
 @app.command()
 def evaluate(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
              split: Annotated[str, typer.Option(help="test or val.")] = "test",
-             out: Annotated[Optional[Path], typer.Option(help="Folder for confusion.png and misclassified.png (default: the run folder).")] = None,
-             data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None,
-             json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False) -> None:
+             out: Annotated[Optional[Path], typer.Option(help="Folder for confusion-<split>.png and misclassified-<split>.png (default: the run folder).")] = None,
+             no_pictures: Annotated[bool, typer.Option("--no-pictures", help="Only the report; write no PNGs.")] = False,
+             data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None, json_out: JsonOpt = False) -> None:
     """Evaluate a saved run: loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes."""
     from trainlab.evaluate import evaluate_run
-    if split not in ("test", "val"):
-        fail(f"--split {split!r}: use test or val")
-    report, files = evaluate_run(run, split=split, out_dir=out, runs_dir=runs_dir, data_dir=data_dir)
+    report, files, warnings = evaluate_run(run, split=split, out_dir=out, settings=settings_for(data_dir, runs_dir),
+                                           pictures=not no_pictures)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
     if json_out:
         print(json.dumps(dict(report.to_dict(), files=[str(f) for f in files])))
-    else:
-        typer.echo(report.text())
+        return
+    typer.echo(report.text())
+    if files:
         typer.echo("\nwrote " + ", ".join(str(f) for f in files))
 
 
@@ -166,11 +209,27 @@ def plot(runs: Annotated[list[str], typer.Argument(help="One or more run ids or 
          runs_dir: RunsDirOpt = None) -> None:
     """Learning curves (accuracy and loss, train vs validation); several runs overlay in one figure."""
     from trainlab.plots import plot_history
-    from trainlab.runs import load_run, runs_root
-    loaded = [load_run(r, runs_dir) for r in runs]
+    from trainlab.runs import load_run
+    settings = settings_for(runs_dir=runs_dir)
+    loaded = [load_run(r, settings) for r in runs]
     if out is None:
-        out = loaded[0].run_dir / "curves.png" if len(loaded) == 1 else runs_root(runs_dir) / "compare.png"
+        out = loaded[0].run_dir / "curves.png" if len(loaded) == 1 else settings.runs_dir / "compare.png"
     typer.echo(f"wrote {plot_history(loaded, out, title)}")
+
+
+def _print_predictions(preds, top_k: int, json_out: bool) -> int:
+    """Print one line (or JSON object) per input; the number of inputs that failed."""
+    for rec in preds.records(top_k):
+        if json_out:
+            print(json.dumps(rec))
+            continue
+        tops = ", ".join(f"{t['class_name']} {t['probability']:.3f}" for t in rec["top_k"])
+        typer.echo(f"{rec['file']}: {rec['class_name']} ({rec['probability']:.3f})   top-{top_k}: {tops}")
+        for w in rec["warnings"]:
+            typer.echo(f"  warning: {w}")
+    for f, err in preds.failures:
+        typer.echo(f"error: {f}: {err}", err=True)
+    return len(preds.failures)
 
 
 @app.command()
@@ -182,41 +241,19 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
             show: Annotated[Optional[Path], typer.Option("--show", help="Write 'what the model sees' PNGs here.")] = None,
             data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None,
             json_out: Annotated[bool, typer.Option("--json", help="One JSON object per input.")] = False) -> None:
-    """Predict the class of image files (prepared as the run's training data was) or test-set items."""
-    from trainlab.predict import predict as predict_fn, write_model_views
-    from trainlab.preprocess import STYLES
+    """Predict the class of image files (prepared as the run's training data was) or test-set items.
+    Exit status 1 when some inputs could not be read (each is named on stderr)."""
+    from trainlab.predict import check_style, predict_test_items, write_model_views
     from trainlab.runs import load_run
-    if style is not None and style not in STYLES:
-        fail(f"--style {style!r}: use one of {', '.join(STYLES)}")
+    check_style(style)
     if not inputs and not test_index:
         fail("give image files or folders, or --test-index N")
-    r = load_run(run, runs_dir)
-    results = []
-    if inputs:
-        results.append(predict_fn(r, inputs, style))
-    if test_index:
-        splits = r.tensors(data_dir)
-        n = len(splits.x_test)
-        bad = [i for i in test_index if not 0 <= i < n]
-        if bad:
-            fail(f"--test-index {bad[0]}: the test set has items 0..{n - 1}")
-        x = splits.x_test[test_index].cpu().permute(0, 2, 3, 1).numpy()
-        p = predict_fn(r, x)
-        p.files = [f"test[{i}] (true: {r.classes[int(splits.y_test[i])]})" for i in test_index]
-        results.append(p)
+    settings = settings_for(data_dir, runs_dir)
+    r = load_run(run, settings)
+    results = ([r.predict(inputs, style)] if inputs else []) + ([predict_test_items(r, test_index, settings)] if test_index else [])
     failed = 0
     for preds in results:
-        for rec in preds.records(top_k):
-            if json_out:
-                print(json.dumps(rec))
-            else:
-                tops = ", ".join(f"{t['class_name']} {t['probability']:.3f}" for t in rec["top_k"])
-                typer.echo(f"{rec['file']}: {rec['class_name']} ({rec['probability']:.3f})   top-{top_k}: {tops}")
-                for w in rec["warnings"]:
-                    typer.echo(f"  warning: {w}")
-        for f, err in preds.failures:
-            failed += 1
-            typer.echo(f"error: {f}: {err}", err=True)
+        failed += _print_predictions(preds, top_k, json_out)
         if show is not None and len(preds):
             files = write_model_views(r, preds, show, style)
             typer.echo(f"wrote {len(files)} images to {show}", err=json_out)
@@ -225,7 +262,6 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
 
 
 def _age(iso: str | None) -> str:
-    from datetime import datetime, timezone
     if not iso:
         return ""
     secs = (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
@@ -242,7 +278,7 @@ def _fmt(v, digits=4) -> str:
 @runs_app.callback(invoke_without_command=True)
 def runs_list(ctx: typer.Context,
               recipe: Annotated[Optional[str], typer.Option(help="Only this recipe.")] = None,
-              status: Annotated[Optional[str], typer.Option(help="running, completed, interrupted or failed.")] = None,
+              status: Annotated[Optional[str], typer.Option(help="running, completed, interrupted, failed or pruned.")] = None,
               tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag.")] = None,
               sort: Annotated[str, typer.Option(help="started_at, best_val_acc, test_acc, train_seconds, recipe, epochs.")] = "started_at",
               limit: Annotated[Optional[int], typer.Option(help="At most N rows.")] = None,
@@ -251,43 +287,44 @@ def runs_list(ctx: typer.Context,
     """List runs: id, recipe, status, epochs, best val acc, test acc, duration and age."""
     if ctx.invoked_subcommand is not None:
         return
-    from trainlab.runs import runs_root
-    from trainlab.store import open_store
-    rows = open_store(runs_root(runs_dir), db).list(recipe, status, sort, limit, tag)
+    from trainlab.runs import open_index
+    rows = open_index(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag)
     if json_out:
-        print(json.dumps(rows))
+        print(json.dumps([r.model_dump() for r in rows]))
         return
     from rich.console import Console
     from rich.table import Table
     table = Table("id", "recipe", "status", "epochs", "best val acc", "test acc", "train s", "age", "tags")
     for r in rows:
-        table.add_row(r["id"], r["recipe"], r["status"], str(r["epochs"]), _fmt(r["best_val_acc"]), _fmt(r["test_acc"]),
-                      _fmt(r["train_seconds"], 1), _age(r["started_at"]), ",".join(r["tags"]))
+        m = r.metrics or {}
+        table.add_row(r.run_id, r.recipe, r.status, str(r.epochs), _fmt(m.get("best_val_acc")), _fmt(m.get("test_acc")),
+                      _fmt(m.get("train_seconds"), 1), _age(r.started_at), ",".join(r.tags))
     Console(width=200).print(table)
 
 
 @runs_app.command("show")
-def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None,
-              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """Everything recorded about one run."""
-    from trainlab.runs import resolve_run_dir, runs_root
-    from trainlab.store import open_store
-    root = runs_root(runs_dir)
-    row = open_store(root, db).get(resolve_run_dir(run, root).name)
+    from trainlab.runs import open_index, resolve_run_dir
+    settings = settings_for(runs_dir=runs_dir, db=db)
+    store = open_index(settings)
+    record = store.get(resolve_run_dir(run, settings).name)
+    history = store.history(record.run_id)
     if json_out:
-        print(json.dumps(row))
+        print(json.dumps(dict(record.model_dump(), history=history)))
         return
-    for k in ("id", "recipe", "status", "error", "seed", "device", "started_at", "ended_at", "epochs", "best_val_acc",
-              "best_epoch", "test_acc", "test_loss", "train_seconds", "trainlab_version", "torch_version",
-              "python_version", "platform", "run_dir", "note"):
-        if row.get(k) is not None:
-            typer.echo(f"{k:>16}: {_fmt(row[k])}")
-    if row["tags"]:
-        typer.echo(f"{'tags':>16}: {', '.join(row['tags'])}")
+    m = record.metrics or {}
+    fields = {"id": record.run_id, "recipe": record.recipe, "status": record.status, "error": record.error,
+              "seed": record.seed, "device": record.device, "started_at": record.started_at, "ended_at": record.ended_at,
+              "epochs": record.epochs, **{k: m.get(k) for k in ("best_epoch", "best_val_acc", "test_acc", "test_loss", "train_seconds")},
+              **{f"{k}_version": v for k, v in record.versions.items() if k != "platform"}, "run_dir": record.run_dir,
+              "note": record.note, "tags": ", ".join(record.tags) or None}
+    for k, v in fields.items():
+        if v is not None:
+            typer.echo(f"{k:>16}: {_fmt(v)}")
     typer.echo("\nepoch      loss       acc  val_loss   val_acc        lr   seconds")
-    for h in row["history"]:
-        typer.echo(f"{h['epoch']:>5} " + " ".join(f"{_fmt(h[k]):>9}" if h[k] is not None else f"{'':>9}"
-                                                  for k in ("loss", "acc", "val_loss", "val_acc", "lr", "seconds")))
+    for h in history:
+        typer.echo(f"{h['epoch']:>5} " + " ".join(f"{_fmt(h[k]):>9}" for k in ("loss", "acc", "val_loss", "val_acc", "lr", "seconds")))
 
 
 @runs_app.command("compare")
@@ -295,30 +332,21 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
                  out: Annotated[Optional[Path], typer.Option(help="Curves PNG (default <runs>/compare.png).")] = None,
                  runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """The hyperparameters that differ, side by side, then the metrics; overlays the curves."""
-    from trainlab.plots import flatten_recipe, plot_history
-    from trainlab.runs import resolve_run_dir, runs_root
-    from trainlab.store import open_store
-    if len(runs) < 2:
-        fail("compare needs two or more runs")
-    root = runs_root(runs_dir)
-    store = open_store(root, db)
-    rows = [store.get(resolve_run_dir(r, root).name) for r in runs]
-    flat = [flatten_recipe(r["recipe_json"]) for r in rows]
-    keys = sorted({k for f in flat for k in f if k != "description" and len({str(g.get(k)) for g in flat}) > 1})
-    width = max([len(k) for k in keys] + [14])
-    cols = [r["id"][-22:] for r in rows]
-    typer.echo(f"{'':<{width}}  " + "  ".join(f"{c:>22}" for c in cols))
-    for k in keys:
-        typer.echo(f"{k:<{width}}  " + "  ".join(f"{str(f.get(k))[:22]:>22}" for f in flat))
+    from trainlab.plots import plot_history
+    from trainlab.runs import compare_runs
+    settings = settings_for(runs_dir=runs_dir, db=db)
+    records, curves, diff = compare_runs(runs, settings)
+    width = max([len(k) for k in diff] + [14])
+    typer.echo(f"{'':<{width}}  " + "  ".join(f"{r.run_id[-22:]:>22}" for r in records))
+    for k, values in diff.items():
+        typer.echo(f"{k:<{width}}  " + "  ".join(f"{str(v)[:22]:>22}" for v in values))
     typer.echo("")
-    for k in ("status", "epochs", "best_val_acc", "val_acc", "test_acc", "test_loss", "train_seconds"):
-        typer.echo(f"{k:<{width}}  " + "  ".join(f"{_fmt(r[k]):>22}" for r in rows))
-    # the curves come from the index: failed runs without weights can be compared too
-    from types import SimpleNamespace
-
-    from trainlab.recipes import validate
-    curves = [SimpleNamespace(recipe=validate(r["recipe_json"]), history=r["history"], run_id=r["id"]) for r in rows]
-    typer.echo(f"\nwrote {plot_history(curves, out or root / 'compare.png')}")
+    rows = {"status": [r.status for r in records], "epochs": [r.epochs for r in records]}
+    rows.update({k: [(r.metrics or {}).get(k) for r in records]
+                 for k in ("best_val_acc", "val_acc", "test_acc", "test_loss", "train_seconds")})
+    for k, values in rows.items():
+        typer.echo(f"{k:<{width}}  " + "  ".join(f"{_fmt(v):>22}" for v in values))
+    typer.echo(f"\nwrote {plot_history(curves, out or settings.runs_dir / 'compare.png')}")
 
 
 @runs_app.command("tag")
@@ -326,13 +354,12 @@ def runs_tag(run: str, tags: Annotated[Optional[list[str]], typer.Argument(help=
              note: Annotated[Optional[str], typer.Option(help="Set the run's note.")] = None,
              runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Add tags (and a note) to a run."""
-    from trainlab.runs import resolve_run_dir, runs_root
-    from trainlab.store import open_store
+    from trainlab.runs import open_index, resolve_run_dir
     if not tags and note is None:
         fail("give tags to add, or --note TEXT")
-    root = runs_root(runs_dir)
-    run_id = resolve_run_dir(run, root).name
-    open_store(root, db).tag(run_id, tags or [], note)
+    settings = settings_for(runs_dir=runs_dir, db=db)
+    run_id = resolve_run_dir(run, settings).name
+    open_index(settings).tag(run_id, tags or [], note)
     typer.echo(f"tagged {run_id}")
 
 
@@ -341,47 +368,33 @@ def runs_rm(runs: Annotated[list[str], typer.Argument(help="Run ids to delete.")
             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
             runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Delete runs: their folders (only inside the runs folder) and their index entries."""
-    from trainlab.runs import remove_run, resolve_run_dir, runs_root
-    root = runs_root(runs_dir)
-    dirs = [resolve_run_dir(r, root) for r in runs]
+    from trainlab.runs import remove_run, resolve_run_dir
+    settings = settings_for(runs_dir=runs_dir, db=db)
+    dirs = [resolve_run_dir(r, settings) for r in runs]
     if not yes:
         if not sys.stdin.isatty():
             fail("runs rm asks for confirmation; pass --yes when not at a terminal")
         if not typer.confirm(f"delete {len(dirs)} run(s): {', '.join(d.name for d in dirs)}?"):
             raise typer.Exit(1)
     for d in dirs:
-        typer.echo(f"deleted {remove_run(str(d), root, db)}")
+        typer.echo(f"deleted {remove_run(str(d), settings)}")
 
 
 @runs_app.command("reindex")
 def runs_reindex(runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
-    """Add run folders that the index lacks."""
+    """Add run folders that the index lacks; damaged folders are skipped with a warning."""
     from trainlab.runs import reindex
-    added = reindex(runs_dir, db)
+    added, skipped = reindex(settings_for(runs_dir=runs_dir, db=db))
+    for w in skipped:
+        typer.echo(f"warning: skipped: {w}", err=True)
     typer.echo(f"indexed {len(added)} run(s)" + (": " + ", ".join(added) if added else ""))
-
-
-@app.command()
-def rerun(run: Annotated[str, typer.Argument(help="A run id or folder.")], data_dir: DataDirOpt = None,
-          runs_dir: RunsDirOpt = None, db: DbOpt = None,
-          quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-          json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Train a run's exact recipe and seed again, as a new run."""
-    from trainlab.runs import resolve_run_dir
-    src = resolve_run_dir(run, runs_dir)
-    custom = json.loads((src / "run.json").read_text()).get("custom_model")
-    if custom:
-        fail(f"run {src.name} trained a custom model ({custom}); rerun it from Python with "
-             f"trainlab.train('{src / 'recipe.yaml'}', model={custom}())")
-    train(recipe=str(src / "recipe.yaml"), set_=None, epochs=None, seed=None, resume=None, checkpoint_every=60.0,
-          data_dir=data_dir, runs_dir=runs_dir, device="auto", quiet=quiet, json_out=json_out, no_save=False, db=db)
 
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
-    from trainlab.runtime import tune_process
-    tune_process()  # the CLI never compiles and exits when done
     try:
+        from trainlab.runtime import tune_process
+        tune_process()  # the CLI never compiles and exits when done
         app()
     except TrainlabError as exc:
         typer.echo(f"error: {exc}", err=True)

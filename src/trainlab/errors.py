@@ -19,3 +19,31 @@ class TrainingDiverged(TrainlabError):
 
 class RunNotFound(TrainlabError):
     """A run id or path does not name a run."""
+
+
+class StopRun(Exception):
+    """Training was asked to stop before its end (not an error). `status` is what the run becomes."""
+
+    status = "interrupted"
+
+    def __init__(self, message: str = "", run_id: str | None = None):
+        super().__init__(message or self.status)
+        self.run_id = run_id  # filled in by train() once the run is known
+
+
+class Interrupted(StopRun):
+    """A stop request (Ctrl-C, SIGTERM, the dashboard's Stop button): checkpointed, resumable."""
+
+    status = "interrupted"
+
+
+class Pruned(StopRun):
+    """A tuner stopped an unpromising trial."""
+
+    status = "pruned"
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (or its type's name), for one-line errors."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

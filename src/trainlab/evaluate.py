@@ -10,30 +10,36 @@ import torch.nn.functional as F
 from trainlab.metrics import EvalReport, classification_report
 from trainlab.plots import plot_confusion, plot_gallery
 from trainlab.runs import Run, load_run
+from trainlab.settings import Settings
 
 
-def misclassified(run: Run, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, limit: int = 40):
+def misclassified(classes: list[str], logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, limit: int = 40):
     """The wrongly classified images, highest loss first: (uint8 NHWC images, captions)."""
     losses = F.cross_entropy(logits, y, reduction="none")
     pred = logits.argmax(1)
     wrong = (pred != y).nonzero().flatten()
     order = wrong[losses[wrong].argsort(descending=True)][:limit]
     probs = torch.softmax(logits, 1)
-    captions = [f"#{int(i)} {run.classes[int(y[i])]}\n-> {run.classes[int(pred[i])]} ({probs[i, pred[i]]:.2f})" for i in order]
+    captions = [f"#{int(i)} {classes[int(y[i])]}\n-> {classes[int(pred[i])]} ({probs[i, pred[i]]:.2f})" for i in order]
     return x[order].permute(0, 2, 3, 1).numpy(), captions
 
 
-def evaluate_run(run: str | Path | Run, split: str = "test", out_dir: str | Path | None = None, runs_dir=None,
-                 data_dir=None) -> tuple[EvalReport, list[Path]]:
-    """Report on a split and write confusion.png and misclassified.png (into the run folder by default)."""
-    r = run if isinstance(run, Run) else load_run(run, runs_dir)
-    logits, y, x = r.logits(split, data_dir)
+def evaluate_run(run: str | Path | Run, split: str = "test", out_dir: str | Path | None = None,
+                 settings: Settings | None = None, pictures: bool = True) -> tuple[EvalReport, list[Path], list[str]]:
+    """Report on a split, and confusion-<split>.png and misclassified-<split>.png (in the run folder
+    by default): (report, files written, warnings). Pictures that cannot be written are a warning,
+    not an error: the report stands on its own."""
+    r = run if isinstance(run, Run) else load_run(run, settings)
+    logits, y, x = r.logits(split, settings)
     report = classification_report(logits, y, r.classes, split)
     out = Path(out_dir) if out_dir else r.run_dir
-    files = []
-    if out is not None:
-        files.append(plot_confusion(report, out / f"confusion-{split}.png"))
-        imgs, captions = misclassified(r, logits, y, x)
-        files.append(plot_gallery(imgs, captions, out / f"misclassified-{split}.png",
-                                  title=f"{r.recipe.name}: {len(imgs)} highest-loss mistakes on {split}"))
-    return report, files
+    files, warnings = [], []
+    if pictures and out is not None:
+        imgs, captions = misclassified(r.classes, logits, y, x)
+        try:
+            files.append(plot_confusion(report, out / f"confusion-{split}.png"))
+            files.append(plot_gallery(imgs, captions, out / f"misclassified-{split}.png",
+                                      title=f"{r.recipe.name}: {len(imgs)} highest-loss mistakes on {split}"))
+        except OSError as exc:
+            warnings.append(f"pictures not written to {out} ({exc.strerror or exc}); pass --out DIR to write them elsewhere")
+    return report, files, warnings

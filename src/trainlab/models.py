@@ -142,6 +142,14 @@ def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
     return device.type == "cuda" or any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model on `device`, in the memory format it runs fastest in there (see prefers_channels_last)."""
+    model = model.to(device)
+    if prefers_channels_last(model, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

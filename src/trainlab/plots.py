@@ -1,80 +1,66 @@
-"""Plots with matplotlib (Agg, PNG): learning curves and their overlays, the confusion matrix,
-a gallery of mistakes and "what the model sees". Each is written to a temp file, then renamed."""
+"""Pictures with matplotlib's object API (`Figure`, no pyplot and no backend switch, so they are
+safe in a notebook and from a server's threads): learning curves and their overlays, the confusion
+matrix, a gallery of images and "what the model sees". Each function returns the Figure, or writes
+a PNG (temp file, then rename) when given a path."""
 
 from __future__ import annotations
 
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from trainlab.metrics import EvalReport
-    from trainlab.runs import Run
+from trainlab.fileio import atomic_write
+from trainlab.recipes import Recipe, differing_keys, flatten_recipe
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+class Curves(Protocol):
+    """What a learning-curve plot needs of a run (a `Run`, or a record from the run index)."""
+
+    recipe: Recipe
+    history: list[dict]
+    run_id: str | None
+
+
+def _figure(**kw):
+    from matplotlib.figure import Figure  # matplotlib is imported only when a picture is drawn
+    return Figure(**kw)
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    from trainlab.runs import atomic_write
-    path = Path(path)
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        _plt().close(fig)
-    atomic_write(path, buf.getvalue())
-    return path
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return atomic_write(path, buf.getvalue())
 
 
-def flatten_recipe(d, prefix="") -> dict:
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(flatten_recipe(v, f"{prefix}{k}."))
-    elif isinstance(d, list):
-        # a layer list differs as a whole: describe it compactly
-        out[prefix[:-1]] = _describe_layers(d) if all(isinstance(x, dict) and "type" in x for x in d) else str(d)
-    else:
-        out[prefix[:-1]] = d
-    return out
+def _out(fig, path):
+    return save_figure(fig, path) if path else fig
 
 
-def _describe_layers(layers: list[dict]) -> str:
-    dense = [x for x in layers if x["type"] == "dense"]
-    acts = sorted({x.get("activation", "linear") for x in dense[:-1]}) if len(dense) > 1 else []
-    return f"{len(layers)} layers" + (f" ({'/'.join(acts)})" if acts else "")
-
-
-def run_labels(runs: list["Run"]) -> list[str]:
+def run_labels(runs: list[Curves]) -> list[str]:
     """Label each run by the recipe settings that differ between them (the walk: 'lr=0.01, epochs=10')."""
     if len(runs) == 1:
         return [runs[0].recipe.name]
     flat = [flatten_recipe(r.recipe.to_dict()) for r in runs]
-    keys = [k for k in flat[0] if k not in ("name", "description") and len({str(f.get(k)) for f in flat}) > 1]
-    keys += [k for f in flat for k in f if k not in flat[0] and k not in keys]
+    keys = differing_keys(flat)
     labels = []
     for r, f in zip(runs, flat):
-        parts = [f"{k.split('.')[-1] if k.split('.')[-1] not in ('name',) else k}={f.get(k)}" for k in keys]
+        parts = [f"{k.split('.')[-1] if k.split('.')[-1] != 'name' else k}={f.get(k)}" for k in keys]
         labels.append(f"{r.recipe.name}: " + ", ".join(parts) if parts else r.recipe.name)
     if len(set(labels)) < len(labels):  # same settings (seeds aside): tell them apart by id
         labels = [f"{lab} [{r.run_id or i}]" for i, (lab, r) in enumerate(zip(labels, runs))]
     return labels
 
 
-def plot_history(runs: "Run | list[Run]", path: str | os.PathLike | None = None, title: str | None = None):
+def plot_history(runs: Curves | list[Curves], path: str | os.PathLike | None = None, title: str | None = None):
     """Accuracy and loss by epoch, training (solid) against validation (dashed), for one or many runs."""
+    from matplotlib import rcParams
     runs = runs if isinstance(runs, (list, tuple)) else [runs]
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = _figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (run, label) in enumerate(zip(runs, run_labels(runs))):
         c = colors[i % len(colors)]
         epochs = [h["epoch"] for h in run.history]
@@ -95,16 +81,16 @@ def plot_history(runs: "Run | list[Run]", path: str | os.PathLike | None = None,
         fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, -0.02 - 0.035 * len(runs)))
     fig.suptitle(title or (runs[0].recipe.name if len(runs) == 1 else "comparison"))
     fig.tight_layout()
-    return save_figure(fig, path) if path else fig
+    return _out(fig, path)
 
 
-def plot_confusion(report: "EvalReport", path: str | os.PathLike):
-    """A heatmap of the confusion matrix with class names; each row normalised to recall."""
-    plt = _plt()
+def plot_confusion(report, path: str | os.PathLike | None = None):
+    """A heatmap of an EvalReport's confusion matrix with class names; each row normalised to recall."""
     cm = np.asarray(report.confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(report.classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * k, 0.8 + 0.55 * k))
+    fig = _figure(figsize=(1.0 + 0.62 * k, 0.8 + 0.55 * k))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), report.classes, rotation=45, ha="right")
     ax.set_yticks(range(k), report.classes)
@@ -118,15 +104,16 @@ def plot_confusion(report: "EvalReport", path: str | os.PathLike):
     ax.set_title(f"{report.split}: accuracy {report.accuracy:.4f}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return _out(fig, path)
 
 
-def plot_gallery(images: np.ndarray, titles: list[str], path: str | os.PathLike, title: str = "", cols: int = 8):
+def plot_gallery(images: np.ndarray, titles: list[str], path: str | os.PathLike | None = None, title: str = "",
+                 cols: int = 8):
     """A grid of uint8 images (N, H, W, C) with a caption each."""
-    plt = _plt()
     n = max(len(images), 1)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9), squeeze=False)
+    fig = _figure(figsize=(cols * 1.6, rows * 1.9))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, t in zip(axes.flat, images, titles):
@@ -136,13 +123,13 @@ def plot_gallery(images: np.ndarray, titles: list[str], path: str | os.PathLike,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return _out(fig, path)
 
 
-def plot_model_view(original: np.ndarray, seen: np.ndarray, caption: str, path: str | os.PathLike):
+def plot_model_view(original: np.ndarray, seen: np.ndarray, caption: str, path: str | os.PathLike | None = None):
     """Side by side: the file as given, and the exact tensor the model received (rescaled for display)."""
-    plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(6.4, 3.4))
+    fig = _figure(figsize=(6.4, 3.4))
+    a, b = fig.subplots(1, 2)
     a.imshow(original, cmap="gray" if original.ndim == 2 else None)
     a.set_title(f"input {original.shape[1]}x{original.shape[0]}", fontsize=9)
     show = seen[0] if seen.shape[0] == 1 else np.transpose(seen, (1, 2, 0))
@@ -153,4 +140,4 @@ def plot_model_view(original: np.ndarray, seen: np.ndarray, caption: str, path: 
         ax.axis("off")
     fig.suptitle(caption, fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return _out(fig, path)

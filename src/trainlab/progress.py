@@ -1,9 +1,9 @@
-"""Progress: a rich bar in a terminal, one plain line per epoch elsewhere (CI, pipes, notebooks)."""
+"""Progress: a rich bar in a terminal, one plain line per epoch elsewhere (CI, pipes, notebooks).
+It writes to the stream it is given (stdout by default) and nowhere else."""
 
 from __future__ import annotations
 
 import sys
-import time
 
 from trainlab.callbacks import Callback
 
@@ -17,11 +17,11 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def resolve_mode(mode: str) -> str:
+def resolve_mode(mode: str, file=None) -> str:
     """auto -> bar in a terminal, plain otherwise (a notebook gets plain lines: no flood of redraws)."""
     if mode != "auto":
         return mode
-    return "bar" if sys.stdout.isatty() and not in_notebook() else "plain"
+    return "bar" if (file or sys.stdout).isatty() and not in_notebook() else "plain"
 
 
 def epoch_line(epoch: int, epochs: int, logs: dict, steps: int) -> str:
@@ -36,22 +36,24 @@ def epoch_line(epoch: int, epochs: int, logs: dict, steps: int) -> str:
 
 
 class ProgressPrinter(Callback):
-    """Prints progress: `mode` is bar, plain or none."""
+    """Prints progress: `mode` is bar, plain, none or auto."""
 
     def __init__(self, mode: str = "auto", file=None):
-        self.mode = resolve_mode(mode)
         self.file = file or sys.stdout
+        self.mode = resolve_mode(mode, self.file)
         self._bar = None
         self._task = None
 
+    def _line(self, text: str) -> None:
+        if self.mode != "none":
+            self.file.write(text + "\n")
+            self.file.flush()
+
     def on_train_begin(self, state):
-        if self.mode == "none":
-            return
-        r = state.recipe
-        n_val = 0 if state.data.x_val is None else len(state.data.x_val)
-        print(f"Training {r.name} on {state.data.name}: {len(state.data.x_train)} train, {n_val} val, "
-              f"{len(state.data.x_test)} test examples; {state.steps_per_epoch} steps/epoch, "
-              f"{r.epochs} epochs, batch {r.batch_size}, device {state.device}", file=self.file, flush=True)
+        r, d = state.recipe, state.data
+        n_val = 0 if d.x_val is None else len(d.x_val)
+        self._line(f"Training {r.name} on {d.name}: {len(d.x_train)} train, {n_val} val, {len(d.x_test)} test examples; "
+                   f"{state.steps_per_epoch} steps/epoch, {r.epochs} epochs, batch {r.batch_size}, device {state.device}")
 
     def on_epoch_begin(self, state, epoch):
         if self.mode != "bar":
@@ -66,15 +68,11 @@ class ProgressPrinter(Callback):
 
     def on_batch_end(self, state, batch, logs):
         if self._bar is not None:
-            self._bar.update(self._task, completed=batch + 1,
-                             stats=f"loss: {logs['loss']:.4f} - acc: {logs['acc']:.4f}")
+            self._bar.update(self._task, completed=batch + 1, stats=f"loss: {logs['loss']:.4f} - acc: {logs['acc']:.4f}")
 
     def on_epoch_end(self, state, epoch, logs):
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-        if self.mode != "none":
-            print(epoch_line(epoch, state.recipe.epochs, logs, state.steps_per_epoch), file=self.file, flush=True)
+        self.close()
+        self._line(epoch_line(epoch, state.recipe.epochs, logs, state.steps_per_epoch))
 
     def close(self) -> None:
         """Take a live bar off the screen (also when training stops with an error or Ctrl-C)."""
@@ -84,14 +82,12 @@ class ProgressPrinter(Callback):
 
     def on_train_end(self, state):
         self.close()
-        if self.mode != "none":
-            for note in state.notes:
-                print(note, file=self.file, flush=True)
+        for note in state.notes:
+            self._line(note)
 
+    def on_test_end(self, state, metrics):
+        self._line(f"test_loss: {metrics['test_loss']:.4f} - test_acc: {metrics['test_acc']:.4f} - "
+                   f"train {metrics['train_seconds']:.1f}s" + (f" - saved {state.run_dir}" if state.run_dir else ""))
 
-class Stopwatch:
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
+    def on_exception(self, state, exc):
+        self.close()

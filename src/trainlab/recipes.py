@@ -209,6 +209,12 @@ class Recipe(Strict):
             raise ValueError("callbacks monitor a val_ metric but data.validation is none")
         return self
 
+    @property
+    def monitor(self) -> str:
+        """The metric that picks the best epoch and best.safetensors: early stopping's, else val_acc."""
+        es = self.callbacks.early_stopping
+        return es.monitor if es else "val_acc"
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
 
@@ -223,6 +229,31 @@ class Recipe(Strict):
 # ---------------------------------------------------------------------------------------------
 # Presets, overrides and error messages
 # ---------------------------------------------------------------------------------------------
+
+def flatten_recipe(d, prefix: str = "") -> dict:
+    """A recipe mapping as {"optimizer.lr": 0.01, ...}; a layer list becomes one short description."""
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten_recipe(v, f"{prefix}{k}."))
+    elif isinstance(d, list):
+        out[prefix[:-1]] = _describe_layers(d) if all(isinstance(x, dict) and "type" in x for x in d) else str(d)
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+def _describe_layers(layers: list[dict]) -> str:
+    dense = [x for x in layers if x["type"] == "dense"]
+    acts = sorted({x.get("activation", "linear") for x in dense[:-1]}) if len(dense) > 1 else []
+    return f"{len(layers)} layers" + (f" ({'/'.join(acts)})" if acts else "")
+
+
+def differing_keys(flat: list[dict]) -> list[str]:
+    """The keys (name and description aside) whose values differ between flattened recipes, in first-seen order."""
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    return [k for k in keys if k not in ("name", "description") and len({str(f.get(k)) for f in flat}) > 1]
+
 
 def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in resources.files("trainlab.presets").iterdir()

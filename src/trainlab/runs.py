@@ -1,5 +1,10 @@
-"""Run records: `runs/<run_id>/` with recipe.yaml, history.csv, metrics.json, model.safetensors and
-run.json. Every file is written to a temp file and renamed, so no file is ever half-written."""
+"""Run records: `runs/<run_id>/` holds recipe.yaml, run.json (the `RunRecord`), history.csv,
+metrics.json, events.jsonl, model.safetensors, best.safetensors, checkpoint.pt and curves.png.
+Every file but the append-only event log is written to a temp file and renamed.
+
+`RunRecord` is the one typed shape of a run: run.json, the run index (store.py), the CLI and the
+web API all read and write it through this module.
+"""
 
 from __future__ import annotations
 
@@ -10,61 +15,69 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save
 from torch import nn
 
-from trainlab import __version__
+from trainlab.version import __version__
 from trainlab.callbacks import Callback
-from trainlab.errors import RunNotFound, TrainlabError
+from trainlab.checkpoint import CHECKPOINT
+from trainlab.data import load_dataset
+from trainlab.errors import RunNotFound, StopRun, TrainlabError, first_line
+from trainlab.events import EVENTS, EventLog
+from trainlab.fileio import atomic_write, read_text
+from trainlab.images import expand_inputs, load_file as load_image_file
+from trainlab.inference import Predictions, as_batch, classify, predict_logits
+from trainlab.metrics import HISTORY_COLUMNS, EvalReport, best_epoch, classification_report
+from trainlab.models import build_model, place
+from trainlab.plots import plot_history
 from trainlab.preprocess import Preprocess
-from trainlab.predict import Predictions  # noqa: F401  (re-exported)
-from trainlab.recipes import Recipe, validate
+from trainlab.record import DatasetInfo, RunRecord, read_record
+from trainlab.recipes import Recipe, differing_keys, flatten_recipe, validate
+from trainlab.settings import Settings, load_settings
+from trainlab.state import TensorData, TrainState, prepare_data
 
-if TYPE_CHECKING:
-    from trainlab.metrics import EvalReport
-
-HISTORY_FIELDS = ["epoch", "loss", "acc", "val_loss", "val_acc", "lr", "seconds"]
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
-    return Path(runs_dir or os.environ.get("TRAINLAB_RUNS") or "runs").expanduser().resolve()
+# ---------------------------------------------------------------------------------------------
+# Reading a run folder
+# ---------------------------------------------------------------------------------------------
 
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
-    usual mode (0666 less the umask), not mkstemp's private 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def read_recipe(run_dir: Path) -> Recipe:
+    """recipe.yaml of a run folder, validated; a broken one is one line naming the file and the fix."""
+    path, fix = run_dir / "recipe.yaml", f"the run folder is damaged: remove it with `trainlab runs rm {run_dir.name}`"
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        data = yaml.safe_load(read_text(path, fix))
+    except yaml.YAMLError as exc:
+        raise TrainlabError(f"{path}: not valid YAML ({first_line(exc)}); {fix}") from None
+    return validate(data if isinstance(data, dict) else {}, where=f"run {run_dir.name}")
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+def final_metrics(history: list[dict], monitor: str, test_loss: float, test_acc: float, **timings: float) -> dict:
+    """The run's summary: the last epoch, the best one (by the recipe's monitor), test results, timings."""
+    last = history[-1] if history else {}
+    best = best_epoch(history, monitor)
+    return {"test_loss": test_loss, "test_acc": test_acc, "loss": last.get("loss"), "acc": last.get("acc"),
+            "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"), "monitor": monitor,
+            "best_epoch": best["epoch"] if best else None, "best_val_acc": best.get("val_acc") if best else None,
+            "epochs": len(history), **timings}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files of a run
+# ---------------------------------------------------------------------------------------------
+
+def save_weights(model: nn.Module, path: Path, metadata: dict) -> None:
     """safetensors with the metadata packed into one sorted-JSON value under "trainlab": safetensors
     writes its metadata map in hash order, so several keys would make identical weights differ in bytes."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -73,17 +86,22 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None
 
 def history_csv(history: list[dict]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in history:
-        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_FIELDS})
+        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
     return buf.getvalue()
 
 
 def read_history(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [{k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in r.items()} for r in rows]
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return [{k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in r.items()} for r in rows]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError) as exc:
+        raise TrainlabError(f"{path}: unreadable history ({exc}); remove the run with `trainlab runs rm {path.parent.name}`") from None
 
 
 def versions() -> dict:
@@ -91,7 +109,7 @@ def versions() -> dict:
             "python": sys.version.split()[0], "platform": platform.platform()}
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -100,114 +118,142 @@ def new_run_id(recipe_name: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(3)}"
 
 
-class RunWriter:
-    """Writes one run's folder as training goes: run.json at start, history each epoch, all at the end."""
+def open_index(settings: Settings):
+    """The run index (store.py); SQLAlchemy is imported only when an index is opened."""
+    from trainlab.store import open_store
+    return open_store(settings)
 
-    def __init__(self, run_dir: Path, run_id: str, recipe: Recipe, custom_model: str | None, store=None):
-        self.run_dir, self.run_id, self.recipe, self.custom_model = run_dir, run_id, recipe, custom_model
-        self.store = store  # the run index (trainlab.store.Store), or None
-        self.info: dict = {}
+
+def resolve_run_dir(run: str | os.PathLike, settings: Settings | None = None) -> Path:
+    """A run folder from an id (under the runs folder), a unique part of one, or a path; ids are
+    checked against path traversal."""
+    text = str(run)
+    path = Path(text).expanduser()
+    if (path / "run.json").is_file():
+        return path.resolve()
+    if not RUN_ID_RE.match(text) or ".." in text:
+        raise RunNotFound(f"'{text}' is not a valid run id (letters, digits, '.', '_' and '-') nor a run folder")
+    root = (settings or load_settings()).runs_dir
+    candidate = root / text
+    if (candidate / "run.json").is_file():
+        return candidate
+    matches = sorted(p for p in root.glob(f"*{text}*") if (p / "run.json").is_file()) if root.is_dir() else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise RunNotFound(f"'{text}' matches {len(matches)} runs in {root}; give more of the id")
+    raise RunNotFound(f"no run '{text}' in {root}; list runs with `trainlab runs` or pass --runs-dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a run as it trains
+# ---------------------------------------------------------------------------------------------
+
+class RunWriter(Callback):
+    """Writes one run's folder and index entry as training goes: the record at the start, history,
+    best weights and events each epoch, batch events as they are reported, everything at the end."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, store, record: RunRecord | None = None,
+                 custom_model: str | None = None):
+        self.run_dir, self.recipe, self.store, self.record = run_dir, recipe, store, record
+        self.run_id, self.custom_model = run_dir.name, custom_model
+        self.events = EventLog(run_dir / EVENTS)
 
     @classmethod
-    def create(cls, recipe: Recipe, runs_dir=None, custom_model: str | None = None, db: str | None = None) -> "RunWriter":
-        from trainlab.store import open_store
-        root = runs_root(runs_dir)
-        store = open_store(root, db)  # fails here, before any training, if the database is unusable
-        run_id = new_run_id(recipe.name)
-        run_dir = root / run_id
+    def create(cls, recipe: Recipe, settings: Settings, custom_model: str | None = None) -> "RunWriter":
+        store = open_index(settings)  # fails here, before any training, if the database is unusable
+        run_dir = settings.runs_dir / new_run_id(recipe.name)
         run_dir.mkdir(parents=True, exist_ok=False)
-        return cls(run_dir, run_id, recipe, custom_model, store)
+        return cls(run_dir, recipe, store, custom_model=custom_model)
 
     @classmethod
-    def reopen(cls, run: str | os.PathLike, runs_dir=None, db: str | None = None) -> tuple["RunWriter", Recipe, dict]:
-        """An interrupted or failed run's writer, recipe and last checkpoint, for `--resume`."""
-        import yaml
-
-        from trainlab.checkpoint import CHECKPOINT, load_checkpoint
-        run_dir = resolve_run_dir(run, runs_dir)
-        info = json.loads((run_dir / "run.json").read_text())
-        recipe = validate(yaml.safe_load((run_dir / "recipe.yaml").read_text()), where=f"run {run_dir.name}")
-        if info.get("status") == "completed":
+    def reopen(cls, run: str | os.PathLike, settings: Settings) -> "RunWriter":
+        """The writer of an interrupted or failed run, for `--resume`."""
+        run_dir = resolve_run_dir(run, settings)
+        record, recipe = read_record(run_dir), read_recipe(run_dir)
+        if record.status == "completed":
             raise TrainlabError(f"run {run_dir.name} already completed; train again with `trainlab train {recipe.name} "
                                 f"--seed {recipe.seed}`")
         if not (run_dir / CHECKPOINT).is_file():
             raise TrainlabError(f"run {run_dir.name} has no checkpoint (it stopped before its first one); "
                                 f"start it again with `trainlab train {recipe.name} --seed {recipe.seed}`")
-        from trainlab.store import open_store
-        writer = cls(run_dir, info["run_id"], recipe, info.get("custom_model"), open_store(run_dir.parent, db))
-        writer.info = info
-        return writer, recipe, load_checkpoint(run_dir / CHECKPOINT)
+        return cls(run_dir, recipe, open_index(settings.with_(runs_dir=run_dir.parent)), record, record.custom_model)
 
-    def start(self, data, device, seed: int, resumed: bool = False) -> None:
-        if resumed:
-            self.info.update(status="running", ended_at=None, error=None)
-            self.info.setdefault("resumed_at", []).append(_now())
-            self._write_info()
-            if self.store:
-                self.store.record_start(self.info, self.recipe.to_dict(), self.run_dir)
-            return
-        self.info = {
-            "run_id": self.run_id, "recipe": self.recipe.name, "recipe_digest": self.recipe.digest(),
-            "status": "running", "seed": seed, "device": str(device), "versions": versions(),
-            "started_at": _now(), "ended_at": None, "error": None, "custom_model": self.custom_model,
-            "dataset": {"name": data.name, "source": data.source, "classes": data.classes,
-                        "n_train": len(data.x_train), "n_val": 0 if data.x_val is None else len(data.x_val),
-                        "n_test": len(data.x_test)},
-            "preprocess": data.preprocess.to_dict(),
-        }
-        atomic_write(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
-        self._write_info()
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    def on_train_begin(self, state: TrainState) -> None:
+        if self.record is not None:  # resumed
+            self.record = self.record.model_copy(update={"status": "running", "ended_at": None, "error": None,
+                                                         "resumed_at": [*self.record.resumed_at, now()]})
+        else:
+            d = state.data
+            self.record = RunRecord(
+                run_id=self.run_id, recipe=self.recipe.name, recipe_digest=self.recipe.digest(), status="running",
+                seed=self.recipe.seed, device=str(state.device), versions=versions(), started_at=now(),
+                custom_model=self.custom_model, preprocess=d.preprocess.to_dict(),
+                dataset=DatasetInfo(name=d.name, source=d.source, classes=d.classes, n_train=len(d.x_train),
+                                    n_val=0 if d.x_val is None else len(d.x_val), n_test=len(d.x_test)))
+            atomic_write(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
+        self.record.save(self.run_dir)
         if self.store:
-            self.store.record_start(self.info, self.recipe.to_dict(), self.run_dir)
+            self.store.record_start(self.record, self.recipe.to_dict(), self.run_dir)
+        self.events.append("status", status="running", epochs=self.recipe.epochs, steps=state.steps_per_epoch)
 
-    def _write_info(self) -> None:
-        atomic_write(self.run_dir / "run.json", json.dumps(self.info, indent=2) + "\n")
+    def on_batch_end(self, state, batch, logs):
+        done = state.epoch * state.steps_per_epoch + batch + 1
+        self.events.append("batch", epoch=state.epoch + 1, step=batch + 1, steps=state.steps_per_epoch,
+                           loss=logs["loss"], acc=logs["acc"], batch_loss=logs["batch_loss"],
+                           progress=done / (self.recipe.epochs * state.steps_per_epoch))
 
-    def callback(self) -> Callback:
-        writer = self
-
-        es = self.recipe.callbacks.early_stopping
-        monitor = es.monitor if es else "val_acc"  # the best checkpoint follows early stopping's metric
-        better = max if monitor.endswith("acc") else min
-
-        class _SaveHistory(Callback):
-            """history.csv after every epoch; best.safetensors whenever the monitored metric improves."""
-
-            def on_epoch_end(self, state, epoch, logs):
-                atomic_write(writer.run_dir / "history.csv", history_csv(state.history))
-                if writer.store:
-                    writer.store.record_epochs(writer.run_id, state.history)
-                seen = [h[monitor] for h in state.history if h.get(monitor) is not None]
-                if seen and logs.get(monitor) is not None and logs[monitor] == better(seen):
-                    save_weights(state.model, writer.run_dir / "best.safetensors",
-                                 {"recipe": writer.recipe.to_yaml(), "epoch": epoch + 1, monitor: logs[monitor]})
-
-        return _SaveHistory()
-
-    def finish(self, state, status: str, metrics: dict | None = None, error: str | None = None,
-               ood: dict | None = None) -> None:
+    def on_epoch_end(self, state, epoch, logs):
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
-        if metrics is not None:
-            atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        # metadata describes the model (recipe, version), not the run: the same training gives the same bytes
-        save_weights(state.model, self.run_dir / "model.safetensors",
-                     {"recipe": self.recipe.to_yaml(), "trainlab": __version__})
-        if state.history:
-            from trainlab.plots import plot_history
-            from types import SimpleNamespace
-            plot_history(SimpleNamespace(recipe=self.recipe, history=state.history, run_id=self.run_id),
-                         self.run_dir / "curves.png")
         if self.store:
-            try:
-                self.store.record_epochs(self.run_id, state.history)
-                self.store.record_end(self.run_id, status, error, _now(), metrics)
-            except TrainlabError as exc:  # the folder is the record; the index can be rebuilt (runs reindex)
-                print(f"warning: {exc}", file=sys.stderr)
-        self.info.update(status=status, ended_at=_now(), error=error, notes=state.notes, ood=ood,
-                         timings={k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")}
-                         if metrics else None)
-        self._write_info()
+            self.store.record_epochs(self.run_id, state.history, self.recipe.monitor)
+        best = best_epoch(state.history, self.recipe.monitor)
+        if best is not None and best["epoch"] == logs["epoch"]:
+            save_weights(state.model, self.run_dir / "best.safetensors",
+                         {"recipe": self.recipe.to_yaml(), "epoch": logs["epoch"], self.recipe.monitor: logs[self.recipe.monitor]})
+        self.events.append("epoch", **logs)
 
+    def on_test_end(self, state, metrics):
+        atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        self._finish(state, "completed", None, metrics)
+
+    def on_exception(self, state, exc):
+        status = exc.status if isinstance(exc, StopRun) else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        self._finish(state, status, str(exc) or type(exc).__name__, None)
+
+    def _finish(self, state: TrainState, status: str, error: str | None, metrics: dict | None) -> None:
+        atomic_write(self.run_dir / "history.csv", history_csv(state.history))
+        # metadata describes the model (recipe, version), not the run: the same training gives the same bytes
+        save_weights(state.model, self.run_dir / "model.safetensors", {"recipe": self.recipe.to_yaml(), "trainlab": __version__})
+        if state.history:
+            plot_history(Curve(self.recipe, state.history, self.run_id), self.run_dir / "curves.png")
+        timings = {k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")} if metrics else None
+        self.record = self.record.model_copy(update=dict(
+            status=status, ended_at=now(), error=error, notes=list(state.notes), ood=state.ood, timings=timings,
+            metrics=metrics, epochs=len(state.history)))
+        self.record.save(self.run_dir)
+        self.events.append("status", status=status, error=error, metrics=metrics)
+        if self.store:
+            self.store.record_epochs(self.run_id, state.history, self.recipe.monitor)
+            self.store.record_end(self.record)
+
+
+@dataclass
+class Curve:
+    """A run's learning curves without its model (what plots.plot_history needs)."""
+
+    recipe: Recipe
+    history: list[dict]
+    run_id: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# A finished run
+# ---------------------------------------------------------------------------------------------
 
 @dataclass
 class Run:
@@ -222,121 +268,147 @@ class Run:
     run_id: str | None = None
     run_dir: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    data: object = None  # TensorData, kept after training; loaded on demand for a saved run
+    data: TensorData | None = None  # kept after training; loaded on demand for a saved run
     ood: dict | None = None  # out-of-distribution thresholds calibrated on the validation split
+    settings: Settings | None = None  # where its data is found when it is loaded again
 
-    def tensors(self, data_dir=None):
+    def tensors(self, settings: Settings | None = None) -> TensorData:
         """The run's data splits on its device (kept from training, or loaded again for a saved run)."""
         if self.data is None:
-            from trainlab.data import load_dataset
-            from trainlab.train import prepare_data
             r = self.recipe
-            ds = load_dataset(r.data.name, source=r.data.source, data_dir=data_dir, test_fraction=r.data.test_fraction,
-                              split_seed=r.data.split_seed, progress=False)
+            ds = load_dataset(r.data.name, source=r.data.source, settings=settings or self.settings, test_fraction=r.data.test_fraction,
+                              split_seed=r.data.split_seed)
             self.data = prepare_data(ds, r, self.device)
             self.data.preprocess = self.preprocess  # the run's own normalisation, not a refit
         return self.data
 
-    def logits(self, split: str = "test", data_dir=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits, labels, uint8 images) of the test or val split."""
-        from trainlab.train import predict_logits
-        d = self.tensors(data_dir)
+    def split(self, split: str = "test", settings: Settings | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images (N, C, H, W), labels) of the test or val split."""
+        if split not in ("test", "val"):
+            raise TrainlabError(f"split {split!r}: use test or val")
+        d = self.tensors(settings)
         x, y = (d.x_test, d.y_test) if split == "test" else (d.x_val, d.y_val)
         if x is None:
             raise TrainlabError(f"run {self.run_id}: it has no {split} split (data.validation is none); use --split test")
+        return x, y
+
+    def logits(self, split: str = "test", settings: Settings | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, labels, uint8 images) of the test or val split, on the CPU."""
+        x, y = self.split(split, settings)
         logits = predict_logits(self.model, x, self.preprocess, self.recipe.eval_batch_size, self.device, self.recipe.tta)
         return logits.float().cpu(), y.cpu(), x.cpu()
 
-    def evaluate(self, split: str = "test", data_dir=None, top_k: tuple[int, ...] = (1, 3, 5)) -> "EvalReport":
+    def evaluate(self, split: str = "test", settings: Settings | None = None, top_k: tuple[int, ...] = (1, 3, 5)) -> EvalReport:
         """Loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix, most-confused pairs."""
-        from trainlab.metrics import classification_report
-        logits, y, _ = self.logits(split, data_dir)
+        logits, y, _ = self.logits(split, settings)
         return classification_report(logits, y, self.classes, split, ks=top_k)
 
-    def predict(self, inputs, style: str | None = None) -> "Predictions":
+    def predict(self, inputs, style: str | None = None) -> Predictions:
         """Class probabilities for image files, folders, or dataset-format uint8 arrays."""
-        from trainlab.predict import predict
-        return predict(self, inputs, style)
+        shape = self.preprocess.shape
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        arrays = isinstance(inputs, (np.ndarray, torch.Tensor)) or (
+            isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], (np.ndarray, torch.Tensor)))
+        if arrays:
+            x = as_batch(np.stack([np.asarray(a) for a in inputs]) if isinstance(inputs, (list, tuple)) else inputs, shape)
+            return self._classify(x)
+        files, images, failures = [], [], []
+        for f in expand_inputs(inputs):
+            try:
+                images.append(load_image_file(f, style or self.preprocess.style, shape)[1])
+                files.append(f)
+            except ValueError as exc:
+                failures.append((f, str(exc)))
+        x = as_batch(np.stack(images), shape) if images else torch.zeros((0, *shape), dtype=torch.uint8)
+        preds = self._classify(x)
+        preds.files, preds.failures = files, failures
+        return preds
+
+    def _classify(self, x: torch.Tensor) -> Predictions:
+        return classify(self.model, x, self.preprocess, self.classes, self.ood, self.device,
+                        self.recipe.eval_batch_size, self.recipe.tta)
 
 
-def resolve_run_dir(run: str | os.PathLike, runs_dir=None) -> Path:
-    """A run folder from an id (under the runs root) or a path; ids are checked against traversal."""
-    text = str(run)
-    path = Path(text).expanduser()
-    if (path / "run.json").is_file():
-        return path.resolve()
-    if not RUN_ID_RE.match(text) or ".." in text:
-        raise RunNotFound(f"'{text}' is not a valid run id (letters, digits, '.', '_' and '-') nor a run folder")
-    root = runs_root(runs_dir)
-    candidate = root / text
-    if (candidate / "run.json").is_file():
-        return candidate
-    matches = sorted(p for p in root.glob(f"*{text}*") if (p / "run.json").is_file()) if root.is_dir() else []
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise RunNotFound(f"'{text}' matches {len(matches)} runs in {root}; give more of the id")
-    raise RunNotFound(f"no run '{text}' in {root}; list runs with `ls {root}` or pass --runs-dir")
-
-
-def load_run(run: str | os.PathLike, runs_dir=None, device: str = "cpu", model: nn.Module | None = None) -> Run:
-    """Rebuild a saved run: recipe, model with its weights, history and metrics."""
-    from trainlab.models import build_model, prefers_channels_last
-    run_dir = resolve_run_dir(run, runs_dir)
-    info = json.loads((run_dir / "run.json").read_text())
-    import yaml
-    recipe = validate(yaml.safe_load((run_dir / "recipe.yaml").read_text()), where=f"run {run_dir.name}")
-    prep = Preprocess.from_dict(info["preprocess"])
-    classes = info["dataset"]["classes"]
+def load_run(run: str | os.PathLike, settings: Settings | None = None, device: str = "cpu",
+             model: nn.Module | None = None, *, runs_dir: str | os.PathLike | None = None,
+             data_dir: str | os.PathLike | None = None) -> Run:
+    """Rebuild a saved run (an id, a unique part of one, or a folder): recipe, model with its
+    weights, history and metrics. `runs_dir`/`data_dir` override the settings' folders."""
+    settings = (settings or load_settings()).with_(runs_dir=runs_dir, data_dir=data_dir)
+    run_dir = resolve_run_dir(run, settings)
+    record, recipe = read_record(run_dir), read_recipe(run_dir)
+    if record.preprocess is None or record.dataset is None:
+        raise TrainlabError(f"run {run_dir.name} stopped before its data was recorded; remove it with `trainlab runs rm {run_dir.name}`")
+    prep, classes = Preprocess.from_dict(record.preprocess), record.dataset.classes
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
-        raise RunNotFound(f"run {run_dir.name} has no model.safetensors (status {info.get('status')}); it did not finish")
+        raise RunNotFound(f"run {run_dir.name} has no model.safetensors (status {record.status}); it did not finish")
     if model is None:
-        if info.get("custom_model"):
-            raise TrainlabError(f"run {run_dir.name} trained a custom model ({info['custom_model']}); pass model= to load it")
+        if record.custom_model:
+            raise TrainlabError(f"run {run_dir.name} trained a custom model ({record.custom_model}); pass model= to load it")
         model, _ = build_model(recipe.model, prep.input_shape, len(classes))
-    model.load_state_dict(load_file(weights))
+    try:
+        model.load_state_dict(load_file(weights))
+    except Exception as exc:  # safetensors' header errors and torch's shape mismatches
+        raise TrainlabError(f"{weights}: cannot load these weights into the run's model ({first_line(exc)}); "
+                            f"the file is truncated or from another model: remove the run with `trainlab runs rm {run_dir.name}`") from None
     dev = torch.device(device)
-    model.to(dev).eval()
-    if prefers_channels_last(model, dev):
-        model.to(memory_format=torch.channels_last)
-    history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    return Run(recipe, model, history, metrics, classes, prep, info["run_id"], run_dir, dev, ood=info.get("ood"))
+    model = place(model, dev).eval()
+    metrics = record.metrics or {}
+    return Run(recipe, model, read_history(run_dir / "history.csv"), metrics, classes, prep, record.run_id, run_dir, dev,
+               ood=record.ood, settings=settings)
 
 
-def reindex(runs_dir=None, db: str | None = None) -> list[str]:
-    """Add run folders that the index lacks (made before it existed, or with another --db)."""
-    from trainlab.store import open_store
-    root = runs_root(runs_dir)
-    store = open_store(root, db)
-    known = {r["id"] for r in store.list()}
-    added = []
-    for info_path in sorted(root.glob("*/run.json")):
-        info = json.loads(info_path.read_text())
-        if info.get("run_id") in known:
+# ---------------------------------------------------------------------------------------------
+# The run index and the runs folder
+# ---------------------------------------------------------------------------------------------
+
+def reindex(settings: Settings | None = None) -> tuple[list[str], list[str]]:
+    """Index run folders that the index lacks; (added ids, warnings about folders skipped)."""
+    settings = settings or load_settings()
+    store = open_index(settings)
+    known = {r.run_id for r in store.list()}
+    added, skipped = [], []
+    for info_path in sorted(settings.runs_dir.glob("*/run.json")):
+        run_dir = info_path.parent
+        try:
+            record, recipe = read_record(run_dir), read_recipe(run_dir)
+            if record.run_id in known:
+                continue
+            history = read_history(run_dir / "history.csv")
+        except TrainlabError as exc:
+            skipped.append(str(exc))
             continue
-        import yaml
-        recipe = yaml.safe_load((info_path.parent / "recipe.yaml").read_text())
-        store.record_start(info, recipe, info_path.parent)
-        hist = info_path.parent / "history.csv"
-        store.record_epochs(info["run_id"], read_history(hist) if hist.is_file() else [])
-        metrics_path = info_path.parent / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-        store.record_end(info["run_id"], info.get("status", "unknown"), info.get("error"), info.get("ended_at"), metrics)
-        added.append(info["run_id"])
-    return added
+        store.record_start(record, recipe.to_dict(), run_dir)
+        store.record_epochs(record.run_id, history, recipe.monitor)
+        store.record_end(record)
+        added.append(record.run_id)
+    return added, skipped
 
 
-def remove_run(run: str, runs_dir=None, db: str | None = None) -> Path:
+def remove_run(run: str, settings: Settings | None = None) -> Path:
     """Delete a run's folder (only ever a direct child of the runs folder) and its index entry."""
-    import shutil
-
-    from trainlab.store import open_store
-    root = runs_root(runs_dir)
-    run_dir = resolve_run_dir(run, root)
+    settings = settings or load_settings()
+    root = settings.runs_dir
+    run_dir = resolve_run_dir(run, settings)
     if run_dir.resolve().parent != root.resolve() or run_dir.is_symlink():
         raise TrainlabError(f"refusing to delete {run_dir}: it is not a run folder directly inside {root}")
-    open_store(root, db).remove(run_dir.name)
+    open_index(settings).remove(run_dir.name)
     shutil.rmtree(run_dir)
     return run_dir
+
+
+def compare_runs(runs: list[str], settings: Settings | None = None) -> tuple[list[RunRecord], list[Curve], dict[str, list]]:
+    """Records and curves of several runs (from the index: failed runs without weights compare too),
+    and the recipe settings that differ between them, side by side."""
+    settings = settings or load_settings()
+    if len(runs) < 2:
+        raise TrainlabError("compare needs two or more runs")
+    store = open_index(settings)
+    records = [store.get(resolve_run_dir(r, settings).name) for r in runs]
+    recipes = [validate(store.recipe(r.run_id)) for r in records]
+    flat = [flatten_recipe(rc.to_dict()) for rc in recipes]
+    diff = {k: [f.get(k) for f in flat] for k in ["name", *differing_keys(flat)]}
+    curves = [Curve(rc, store.history(r.run_id), r.run_id) for rc, r in zip(recipes, records)]
+    return records, curves, diff

@@ -16,6 +16,8 @@ import sys
 
 import torch
 
+from trainlab.errors import TrainlabError
+
 
 def tune_process() -> None:
     """Everything below, for a process that trains or predicts and then exits."""
@@ -52,3 +54,18 @@ def skip_dynamo_import() -> None:
         fn = getattr(getattr(torch.optim.Optimizer, name, None), "__wrapped__", None)
         if fn is not None and not hasattr(fn, "__dynamo_disable"):
             setattr(fn, "__dynamo_disable", fn)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """auto: CUDA when there is one, else the CPU; a named device is checked to exist."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise TrainlabError(f"--device {device!r}: use auto, cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainlabError(f"--device {device!r}: use auto, cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainlabError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return dev

@@ -8,7 +8,6 @@ an older database is upgraded in place, a newer one is refused.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -16,11 +15,14 @@ from sqlalchemy import (Column, Float, ForeignKey, Integer, MetaData, String, Ta
                         insert, select, update)
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
-from trainlab.errors import TrainlabError
+from trainlab.errors import TrainlabError, first_line
+from trainlab.metrics import HISTORY_COLUMNS, best_epoch
+from trainlab.record import RunRecord
+from trainlab.settings import Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: columns only; 2: + record_json, the whole RunRecord
 
 metadata = MetaData()
 schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
@@ -42,13 +44,13 @@ runs_table = Table(
     Column("train_seconds", Float),
     Column("run_dir", Text, nullable=False),
     Column("note", Text),
+    Column("record_json", Text),
 )
 epochs_table = Table(
     "epochs", metadata,
     Column("run_id", String(160), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("epoch", Integer, primary_key=True),
-    Column("loss", Float), Column("acc", Float), Column("val_loss", Float), Column("val_acc", Float),
-    Column("lr", Float), Column("seconds", Float),
+    *[Column(name, Float) for name in HISTORY_COLUMNS if name != "epoch"],
 )
 tags_table = Table(
     "tags", metadata,
@@ -56,12 +58,14 @@ tags_table = Table(
     Column("tag", String(100), primary_key=True),
 )
 
+
+
+def _add_record_json(conn) -> None:
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN record_json TEXT")
+
+
 # version -> function upgrading a database at that version to the next one
-MIGRATIONS: dict[int, callable] = {}
-
-
-def default_url(runs_dir: Path) -> str:
-    return os.environ.get("TRAINLAB_DB") or f"sqlite:///{runs_dir / 'trainlab.db'}"
+MIGRATIONS: dict[int, callable] = {1: _add_record_json}
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -96,10 +100,17 @@ class Store:
             except OperationalError as exc:
                 locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
                 if not locked or attempt == 39:
-                    raise TrainlabError(f"run index {_safe(self.url)}: {str(exc.orig).strip() or exc}; check that the "
+                    raise TrainlabError(f"run index {_safe(self.url)}: {_first_line(exc)}; check that the "
                                         f"database is reachable (--db / TRAINLAB_DB)") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            except DatabaseError as exc:  # a garbage or truncated SQLite file, a foreign schema
+                racing = any(w in str(exc).lower() for w in ("duplicate key", "already exists"))
+                if racing and attempt < 39:  # another process created the schema at the same moment
+                    time.sleep(delay)
+                    continue
+                raise TrainlabError(f"not a trainlab run index: {_safe(self.url)} ({_first_line(exc)}); move the file "
+                                    f"aside and rebuild the index with `trainlab runs reindex`") from None
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
@@ -123,49 +134,50 @@ class Store:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def record_start(self, info: dict, recipe: dict, run_dir: Path) -> None:
-        v = info.get("versions", {})
-        row = dict(id=info["run_id"], recipe=info["recipe"], recipe_digest=info["recipe_digest"],
-                   recipe_json=json.dumps(recipe, sort_keys=True), seed=info["seed"], status=info["status"],
+    def record_start(self, record: RunRecord, recipe: dict, run_dir: Path) -> None:
+        v = record.versions
+        row = dict(id=record.run_id, recipe=record.recipe, recipe_digest=record.recipe_digest,
+                   recipe_json=json.dumps(recipe, sort_keys=True), seed=record.seed, status=record.status,
                    error=None, trainlab_version=v.get("trainlab"), torch_version=v.get("torch"),
-                   python_version=v.get("python"), platform=v.get("platform"), device=info.get("device"),
-                   started_at=info.get("started_at"), ended_at=None, epochs=0, run_dir=str(run_dir))
+                   python_version=v.get("python"), platform=v.get("platform"), device=record.device,
+                   started_at=record.started_at, ended_at=None, epochs=record.epochs, run_dir=str(run_dir),
+                   record_json=record.model_dump_json())
 
         def write():
             with self.engine.begin() as conn:
                 if conn.execute(select(runs_table.c.id).where(runs_table.c.id == row["id"])).first():
                     conn.execute(update(runs_table).where(runs_table.c.id == row["id"])
-                                 .values(status=row["status"], error=None, ended_at=None))
+                                 .values(status=row["status"], error=None, ended_at=None, record_json=row["record_json"]))
                 else:
                     conn.execute(insert(runs_table).values(**row))
         self._retry(write)
 
-    def record_epochs(self, run_id: str, history: list[dict]) -> None:
+    def record_epochs(self, run_id: str, history: list[dict], monitor: str = "val_acc") -> None:
         """Replace the run's epoch rows with `history` (a resumed run rewrites what it re-did)."""
-        vals = [h for h in history if h.get("val_acc") is not None]
-        best = max(vals, key=lambda h: h["val_acc"]) if vals else None
+        best = best_epoch(history, monitor)
 
         def write():
             with self.engine.begin() as conn:
                 conn.execute(sa_delete(epochs_table).where(epochs_table.c.run_id == run_id))
                 if history:
-                    conn.execute(insert(epochs_table), [
-                        {"run_id": run_id, **{k: h.get(k) for k in ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "seconds")}}
-                        for h in history])
+                    conn.execute(insert(epochs_table), [{"run_id": run_id, **{k: h.get(k) for k in HISTORY_COLUMNS}}
+                                                        for h in history])
                 conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(
                     epochs=len(history), val_acc=history[-1].get("val_acc") if history else None,
-                    best_val_acc=best["val_acc"] if best else None, best_epoch=best["epoch"] if best else None))
+                    best_val_acc=best.get("val_acc") if best else None, best_epoch=best["epoch"] if best else None))
         self._retry(write)
 
-    def record_end(self, run_id: str, status: str, error: str | None, ended_at: str, metrics: dict | None) -> None:
-        values = dict(status=status, error=error, ended_at=ended_at)
-        if metrics:
-            values.update(test_acc=metrics.get("test_acc"), test_loss=metrics.get("test_loss"),
-                          train_seconds=metrics.get("train_seconds"))
+    def record_end(self, record: RunRecord) -> None:
+        """The run's final state: status, error, end time, metrics, the whole record."""
+        m = record.metrics or {}
+        values = dict(status=record.status, error=record.error, ended_at=record.ended_at,
+                      record_json=record.model_dump_json())
+        if m:
+            values.update(test_acc=m.get("test_acc"), test_loss=m.get("test_loss"), train_seconds=m.get("train_seconds"))
 
         def write():
             with self.engine.begin() as conn:
-                conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(**values))
+                conn.execute(update(runs_table).where(runs_table.c.id == record.run_id).values(**values))
         self._retry(write)
 
     def tag(self, run_id: str, tags: list[str], note: str | None = None) -> None:
@@ -198,7 +210,7 @@ class Store:
         return row
 
     def list(self, recipe: str | None = None, status: str | None = None, sort: str = "started_at",
-             limit: int | None = None, tag: str | None = None) -> list[dict]:
+             limit: int | None = None, tag: str | None = None) -> list[RunRecord]:
         sortable = {"started_at", "best_val_acc", "test_acc", "train_seconds", "recipe", "epochs"}
         if sort not in sortable:
             raise TrainlabError(f"--sort {sort!r}: use one of {', '.join(sorted(sortable))}")
@@ -215,22 +227,47 @@ class Store:
             q = q.limit(limit)
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
-            tags = {}
+            tags: dict[str, list[str]] = {}
             for r in conn.execute(select(tags_table)):
                 tags.setdefault(r.run_id, []).append(r.tag)
-        for r in rows:
-            r["tags"] = sorted(tags.get(r["id"], []))
-            r["recipe_json"] = json.loads(r["recipe_json"])
-        return rows
+        return [_to_record(r, sorted(tags.get(r["id"], []))) for r in rows]
 
-    def get(self, run_id: str) -> dict:
+    def get(self, run_id: str) -> RunRecord:
         with self.engine.connect() as conn:
             row = dict(self._require(conn, run_id)._mapping)
-            row["history"] = [dict(r._mapping) for r in conn.execute(
-                select(epochs_table).where(epochs_table.c.run_id == run_id).order_by(epochs_table.c.epoch))]
-            row["tags"] = sorted(r.tag for r in conn.execute(select(tags_table.c.tag).where(tags_table.c.run_id == run_id)))
-        row["recipe_json"] = json.loads(row["recipe_json"])
-        return row
+            tags = sorted(r.tag for r in conn.execute(select(tags_table.c.tag).where(tags_table.c.run_id == run_id)))
+        return _to_record(row, tags)
+
+    def history(self, run_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(epochs_table).where(epochs_table.c.run_id == run_id).order_by(epochs_table.c.epoch))
+            return [{k: r._mapping[k] for k in HISTORY_COLUMNS} for r in rows]
+
+    def recipe(self, run_id: str) -> dict:
+        with self.engine.connect() as conn:
+            return json.loads(self._require(conn, run_id).recipe_json)
+
+
+def _to_record(row: dict, tags: list[str]) -> RunRecord:
+    """A RunRecord from an index row: the stored record (schema v2), overlaid with what the index
+    keeps current (status, epochs, tags, note); rows from schema v1 are rebuilt from their columns."""
+    if row.get("record_json"):
+        base = json.loads(row["record_json"])
+    else:
+        base = {"run_id": row["id"], "recipe": row["recipe"], "recipe_digest": row["recipe_digest"], "seed": row["seed"],
+                "device": row["device"] or "cpu", "started_at": row["started_at"],
+                "versions": {k: row[f"{k}_version"] for k in ("trainlab", "torch", "python") if row.get(f"{k}_version")},
+                "metrics": {k: row[k] for k in ("test_acc", "test_loss", "train_seconds", "best_val_acc", "best_epoch")}}
+    base.update(status=row["status"], error=row["error"], ended_at=row["ended_at"], epochs=row["epochs"], tags=tags,
+                note=row["note"], run_dir=row["run_dir"])
+    metrics = dict(base.get("metrics") or {})
+    metrics.update({k: row[k] for k in ("best_val_acc", "best_epoch", "val_acc") if row.get(k) is not None})
+    base["metrics"] = metrics
+    return RunRecord.model_validate(base)
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    return first_line(getattr(exc, "orig", None) or exc, 200)
 
 
 def _safe(url: str) -> str:
@@ -242,12 +279,6 @@ def _safe(url: str) -> str:
         return url
 
 
-_OPEN: dict[str, Store] = {}
-
-
-def open_store(runs_dir: Path, db: str | None = None) -> Store:
-    """The store for a runs folder (one per URL per process)."""
-    url = db or default_url(runs_dir)
-    if url not in _OPEN:
-        _OPEN[url] = Store(url)
-    return _OPEN[url]
+def open_store(settings: Settings) -> Store:
+    """The run index that `settings` name (their db URL, by default `<runs_dir>/trainlab.db`)."""
+    return Store(settings.db_url)

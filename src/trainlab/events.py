@@ -1,0 +1,61 @@
+"""The per-run event log, `events.jsonl`: one JSON object a line, appended as training goes, so that
+another process (the dashboard, `tail -f`) can follow a run live without re-reading whole files.
+
+Each event has `id` (1, 2, ...), `t` (Unix seconds) and `type`: `status` (running, completed, ...),
+`batch` (epoch, step, steps, loss, acc, progress 0-1), `epoch` (the history row). A follower keeps
+the byte offset it has read to and asks for what came after (`read_events(path, offset)`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+EVENTS = "events.jsonl"
+
+
+class EventLog:
+    """Appends events; each line is written with one `write` on an O_APPEND descriptor, so a reader
+    never sees half a line from another writer."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.next_id = _last_id(self.path) + 1
+
+    def append(self, type_: str, **fields) -> None:
+        event = {"id": self.next_id, "t": round(time.time(), 3), "type": type_, **fields}
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        self.next_id += 1
+
+
+def _last_id(path: Path) -> int:
+    """The id of the last complete event in an existing log (a resumed run continues the numbering)."""
+    if not path.is_file():
+        return 0
+    events, _ = read_events(path, max(0, path.stat().st_size - 65536))
+    return events[-1]["id"] if events else 0
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
+    """The complete events after byte `offset`, and the offset to continue from."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1  # a line still being written stays for next time
+    events = []
+    for line in data[:end].splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:  # a partial first line when starting mid-file
+            continue
+    return events, offset + end

@@ -1,0 +1,61 @@
+"""File writes that never leave a half-written file, and reads that fail in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from trainlab.errors import TrainlabError
+
+
+def _umask() -> int:
+    """The process umask, read without changing it for good (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
+    usual mode (0666 less the umask), not mkstemp's private 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_text(path: str | os.PathLike, fix: str) -> str:
+    """A text file's contents; a missing, unreadable or non-UTF-8 file is one TrainlabError naming it and `fix`."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise TrainlabError(f"{path}: missing; {fix}") from None
+    except UnicodeDecodeError:
+        raise TrainlabError(f"{path}: not UTF-8 text (a binary file?); {fix}") from None
+    except OSError as exc:
+        raise TrainlabError(f"{path}: cannot read it ({exc.strerror or exc}); {fix}") from None
+
+
+def read_json_object(path: str | os.PathLike, fix: str) -> dict:
+    """A JSON object from a file; anything else is one TrainlabError naming the file and `fix`."""
+    try:
+        data = json.loads(read_text(path, fix))
+    except json.JSONDecodeError as exc:
+        raise TrainlabError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise TrainlabError(f"{path}: holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data

@@ -1,0 +1,138 @@
+"""The training loop: zero_grad, forward, backward, step over batches sliced from device tensors.
+
+Reading order: `make_scheduler`, `train_epoch` (one pass over the shuffled training split),
+`fit` (epochs, validation and callbacks). Building the parts is train.py's job; saving them,
+checkpoint.py's and runs.py's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainlab.augment import make_augment
+from trainlab.callbacks import Callback
+from trainlab.errors import Interrupted, TrainingDiverged
+from trainlab.inference import autocast, evaluate
+from trainlab.models import prefers_channels_last
+from trainlab.recipes import ScheduleConfig
+from trainlab.state import TrainState
+
+REPORT_EVERY = 0.1  # seconds between on_batch_end calls (and host syncs) unless a callback wants every batch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_scheduler(cfg: ScheduleConfig, opt: torch.optim.Optimizer, lr: float, total_steps: int, steps_per_epoch: int):
+    """A per-step LR scheduler (torch's own), or None for a constant LR."""
+    if cfg.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.max_lr or lr, total_steps=total_steps, pct_start=cfg.pct_start,
+            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=False)
+    if cfg.name == "cosine":
+        warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps - warm, 1), eta_min=cfg.min_lr)
+        if warm <= 0:
+            return cosine
+        linear = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=warm)
+        return torch.optim.lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warm])
+    return None
+
+
+def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[float, float]:
+    """One pass over the shuffled training split, from `state.step` on; the epoch's mean loss and accuracy."""
+    model, opt, data, r = state.model, state.optimizer, state.data, state.recipe
+    prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
+    channels_last = prefers_channels_last(model, state.device)
+    per_batch = any(cb.per_batch for cb in callbacks)
+    model.train()
+    if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order and sums)
+        state.perm = torch.randperm(n, generator=state.gen, device=state.gen.device).to(state.device)
+        state.loss_sum = torch.zeros((), device=state.device)
+        state.correct = torch.zeros((), dtype=torch.long, device=state.device)
+        state.step = 0
+    next_report = 0.0
+    for step in range(state.step, state.steps_per_epoch):
+        idx = state.perm[step * bs:(step + 1) * bs]
+        # index_select is ~5x cheaper than x[idx] for row gathers on CPU (measured: 9 vs 41 us)
+        x = prep(data.x_train.index_select(0, idx), augment)  # uint8 rows -> normalised float batch
+        y = data.y_train.index_select(0, idx)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(state.device):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=r.loss.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if state.scheduler is not None:
+            state.scheduler.step()
+        # running sums stay on the device: one host sync per report, not per step
+        state.loss_sum += loss.detach() * len(y)
+        state.correct += (logits.detach().argmax(1) == y).sum()
+        state.step = step + 1
+        now = time.perf_counter()
+        if per_batch or now >= next_report or step == state.steps_per_epoch - 1:
+            next_report = now + REPORT_EVERY
+            seen = min((step + 1) * bs, n)
+            logs = {"loss": state.loss_sum.item() / seen, "acc": state.correct.item() / seen,
+                    "batch_loss": loss.item(), "step": step, "epoch": state.epoch}
+            check_finite(state, logs["loss"])
+            for cb in callbacks:
+                cb.on_batch_end(state, step, logs)
+        if state.stop is not None and state.stop.is_set():
+            check_finite(state, state.loss_sum.item())  # a stop is checkpointed: never from a diverged state
+            raise Interrupted("stopped on request")
+    loss, acc = state.loss_sum.item() / n, state.correct.item() / n
+    state.perm = state.loss_sum = state.correct = None
+    state.step = 0
+    return loss, acc
+
+
+def check_finite(state: TrainState, loss: float) -> None:
+    if not math.isfinite(loss):
+        r = state.recipe
+        raise TrainingDiverged(
+            f"training diverged at epoch {state.epoch + 1}, batch {state.step}: the loss is {loss}; lower the learning "
+            f"rate (optimizer.lr={r.optimizer.lr}) or normalise the inputs (data.normalize)")
+
+
+def fit(state: TrainState, callbacks: list[Callback]) -> list[dict]:
+    """Train from `state.epoch` to the recipe's epochs (or until a callback stops it); the history."""
+    r, data = state.recipe, state.data
+    augment = make_augment(r.augment, state.gen)
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    for epoch in range(state.epoch, r.epochs):
+        if state.stop_training:  # a resumed run that early stopping had already ended
+            break
+        state.epoch = epoch
+        t0 = time.perf_counter()
+        for cb in callbacks:
+            cb.on_epoch_begin(state, epoch)
+        if state.perm is None:  # not a resumed, half-done epoch: record the lr it starts with
+            state.epoch_lr = state.optimizer.param_groups[0]["lr"]
+        loss, acc = train_epoch(state, augment, callbacks)
+        logs = {"epoch": epoch + 1, "loss": loss, "acc": acc, "val_loss": None, "val_acc": None, "lr": state.epoch_lr}
+        if data.x_val is not None:
+            logs["val_loss"], logs["val_acc"] = evaluate(state.model, data.x_val, data.y_val, data.preprocess,
+                                                         r.eval_batch_size, state.device, r.tta)
+        logs["seconds"] = time.perf_counter() - t0
+        state.history.append(logs)
+        state.epoch = epoch + 1
+        for cb in callbacks:
+            cb.on_epoch_end(state, epoch, logs)
+        if state.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end(state)
+    return state.history

@@ -1,0 +1,71 @@
+"""One settings object, read from the environment in one place.
+
+The CLI resolves its flags and the environment into a `Settings` once; the Python API takes one
+(or reads the environment through `Settings()` when none is given). Nothing else in trainlab
+reads environment variables.
+
+| field | variable | default |
+|---|---|---|
+| runs_dir | TRAINLAB_RUNS | ./runs |
+| data_dir | TRAINLAB_DATA | none (cache, /usr/share/datasets, then download) |
+| db | TRAINLAB_DB | sqlite:///<runs_dir>/trainlab.db |
+| offline | TRAINLAB_OFFLINE | false (downloads allowed) |
+| cache_dir | TRAINLAB_CACHE | $XDG_CACHE_HOME/trainlab or ~/.cache/trainlab |
+| download_timeout | TRAINLAB_DOWNLOAD_TIMEOUT | 30 seconds |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trainlab.errors import TrainlabError
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trainlab"
+
+
+class Settings(BaseSettings):
+    """Where runs, data, the run index and caches live; whether downloads are allowed."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    runs_dir: Path = Field(Path("runs"), validation_alias=AliasChoices("runs_dir", "TRAINLAB_RUNS"),
+                           description="folder of run folders")
+    data_dir: Path | None = Field(None, validation_alias=AliasChoices("data_dir", "TRAINLAB_DATA"),
+                                  description="folder holding dataset files (<dir>/<name>/<file> or <dir>/<file>)")
+    db: str | None = Field(None, validation_alias=AliasChoices("db", "TRAINLAB_DB"),
+                           description="run index URL; default sqlite:///<runs_dir>/trainlab.db")
+    offline: bool = Field(False, validation_alias=AliasChoices("offline", "TRAINLAB_OFFLINE"), description="never download")
+    cache_dir: Path = Field(default_factory=_default_cache, validation_alias=AliasChoices("cache_dir", "TRAINLAB_CACHE"),
+                            description="downloads and decoded image trees")
+    download_timeout: float = Field(30.0, gt=0, validation_alias=AliasChoices("download_timeout", "TRAINLAB_DOWNLOAD_TIMEOUT"),
+                                    description="seconds per download attempt")
+
+    @field_validator("runs_dir", "data_dir", "cache_dir", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{self.runs_dir / 'trainlab.db'}"
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with the given fields replaced; None leaves a field as it is (flags not given)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return self if not given else load_settings(**{**self.model_dump(exclude_unset=False), **given})
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit values (flags, arguments) taking precedence."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise TrainlabError(f"setting {key}: {err['msg']} (got {err.get('input')!r})") from None

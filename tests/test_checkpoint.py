@@ -1,0 +1,157 @@
+"""Checkpoints: what they hold, safe loading, the format check, callback states by key, exact resume."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import pytest
+import torch
+
+from trainlab.callbacks import Callback, EarlyStopping
+from trainlab.checkpoint import CHECKPOINT, FORMAT, callback_keys, load_checkpoint, restore, save_checkpoint, snapshot
+from trainlab.errors import Interrupted, TrainlabError
+from trainlab.record import read_record
+from trainlab.recipes import EarlyStoppingConfig
+from trainlab.settings import load_settings
+from trainlab.train import build
+
+
+class StopAt(Callback):
+    """Asks training to stop (as Ctrl-C does) after a given batch of a given epoch."""
+
+    per_batch = True
+
+    def __init__(self, epoch: int, batch: int, stop: threading.Event):
+        self.at, self.stop = (epoch, batch), stop
+
+    def on_batch_end(self, state, batch, logs):
+        if (state.epoch, batch) == self.at:
+            self.stop.set()
+
+
+def test_stop_then_resume_gives_bit_identical_weights(tiny_train, tmp_path):
+    ref = tiny_train(runs_dir=tmp_path / "a")
+    stop = threading.Event()
+    with pytest.raises(Interrupted) as err:
+        tiny_train(runs_dir=tmp_path / "b", stop=stop, callbacks=[StopAt(1, 4, stop)])
+    run_id = err.value.run_id
+    record = read_record(tmp_path / "b" / run_id)
+    assert record.status == "interrupted" and (tmp_path / "b" / run_id / CHECKPOINT).is_file()
+    ckpt = load_checkpoint(tmp_path / "b" / run_id / CHECKPOINT)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 5) and len(ckpt["history"]) == 1
+    resumed = tiny_train(runs_dir=tmp_path / "b", resume=run_id)
+    assert resumed.run_id == run_id and [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    a = (ref.run_dir / "model.safetensors").read_bytes()
+    b = (resumed.run_dir / "model.safetensors").read_bytes()
+    assert a == b
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(ref.history) == strip(resumed.history)
+
+
+def _state(tiny_ds, **changes):
+    from conftest import tiny_recipe
+    return build(tiny_recipe(**changes), load_settings(), torch.device("cpu"), dataset=tiny_ds)
+
+
+def test_round_trip_restores_everything(tiny_ds, tmp_path):
+    state = _state(tiny_ds)
+    state.epoch, state.step, state.history, state.notes = 2, 3, [{"epoch": 1, "loss": 0.5}], ["a note"]
+    state.perm = torch.randperm(180)
+    cbs = [EarlyStopping(EarlyStoppingConfig(patience=5))]
+    cbs[0].best, cbs[0].wait = 0.25, 2
+    save_checkpoint(tmp_path / CHECKPOINT, state, cbs)
+    before = torch.rand(3), torch.randint(0, 10**6, (1,)).item()
+    fresh, fresh_cbs = _state(tiny_ds), [EarlyStopping(EarlyStoppingConfig(patience=5))]
+    restore(load_checkpoint(tmp_path / CHECKPOINT), fresh, fresh_cbs)
+    assert (fresh.epoch, fresh.step, fresh.history, fresh.notes) == (2, 3, state.history, ["a note"])
+    assert torch.equal(fresh.perm, state.perm) and (fresh_cbs[0].best, fresh_cbs[0].wait) == (0.25, 2)
+    for k, v in state.model.state_dict().items():
+        assert torch.equal(v, fresh.model.state_dict()[k])
+    # the RNG states came back too: the same draws as right after the save
+    assert torch.equal(torch.rand(3), before[0])
+
+
+def test_a_crafted_checkpoint_runs_no_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / CHECKPOINT
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "payload": Evil()}, buf)
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(TrainlabError, match="refused") as err:
+        load_checkpoint(path)
+    assert not marker.exists() and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "corrupt or truncated"),
+    (b"PK\x03\x04garbage", "corrupt or truncated"),
+])
+def test_broken_checkpoints_are_one_line(tmp_path, content, message):
+    path = tmp_path / CHECKPOINT
+    path.write_bytes(content)
+    with pytest.raises(TrainlabError, match=message) as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+def test_truncated_checkpoint_is_one_line(tiny_ds, tmp_path):
+    state = _state(tiny_ds)
+    save_checkpoint(tmp_path / CHECKPOINT, state, [])
+    data = (tmp_path / CHECKPOINT).read_bytes()
+    (tmp_path / CHECKPOINT).write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainlabError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / CHECKPOINT)
+
+
+def test_an_old_format_is_refused(tmp_path):
+    torch.save({"version": 1, "epoch": 0}, tmp_path / CHECKPOINT)
+    with pytest.raises(TrainlabError, match="checkpoint format 1, this trainlab reads format 2"):
+        load_checkpoint(tmp_path / CHECKPOINT)
+
+
+class Counter(Callback):
+    def __init__(self):
+        self.n = 0
+
+    def on_epoch_end(self, state, epoch, logs):
+        self.n += 1
+
+    def state_dict(self):
+        return {"n": self.n}
+
+    def load_state_dict(self, state):
+        self.n = state["n"]
+
+
+def test_callback_states_are_keyed_by_name_not_position(tiny_ds, tmp_path):
+    state = _state(tiny_ds)
+    a, b, es = Counter(), Counter(), EarlyStopping(EarlyStoppingConfig())
+    a.n, b.n = 3, 7
+    assert callback_keys([a, es, b]) == ["Counter", "EarlyStopping", "Counter#2"]
+    save_checkpoint(tmp_path / CHECKPOINT, state, [a, es, b])
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    assert ckpt["callbacks"]["Counter"] == {"n": 3} and ckpt["callbacks"]["Counter#2"] == {"n": 7}
+    c, d = Counter(), Counter()
+    restore(ckpt, _state(tiny_ds), [c, EarlyStopping(EarlyStoppingConfig()), d])  # same keys, new order of creation
+    assert (c.n, d.n) == (3, 7)
+    with pytest.raises(TrainlabError, match="holds state for callback"):
+        restore(load_checkpoint(tmp_path / CHECKPOINT), _state(tiny_ds), [Counter(), EarlyStopping(EarlyStoppingConfig())])
+    save_checkpoint(tmp_path / CHECKPOINT, state, [])
+    with pytest.raises(TrainlabError, match="no state for callback Counter"):
+        restore(load_checkpoint(tmp_path / CHECKPOINT), _state(tiny_ds), [Counter()])
+
+
+def test_snapshot_holds_only_tensors_and_plain_values(tiny_ds):
+    state = _state(tiny_ds, **{"schedule.name": "onecycle"})
+    payload = snapshot(state, [EarlyStopping(EarlyStoppingConfig())])
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    buf.seek(0)
+    torch.load(buf, weights_only=True)  # raises if anything else were inside
