@@ -14,11 +14,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "trainlab"
 # lowest first
 LAYERS: dict[str, list[str]] = {
     "base": ["version", "errors", "fileio", "settings", "runtime"],
-    "core": ["recipes", "images", "preprocess", "readers", "trees", "data", "augment", "models", "optim", "metrics",
+    "core": ["recipes", "images", "preprocess", "readers", "trees", "data", "augment", "models", "optim", "history", "metrics",
              "plots"],
     "engine": ["state", "inference", "callbacks", "progress", "checkpoint", "loop"],
     "records": ["record", "store", "events", "runs"],
-    "applications": ["train", "evaluate", "predict"],
+    "applications": ["training", "evaluate", "predict"],
     "interfaces": ["cli", "__main__", "__init__"],
 }
 ENV_READERS = {"settings"}

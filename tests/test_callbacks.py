@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from trainlab.callbacks import Callback
 from trainlab.errors import Pruned, TrainingDiverged
-from trainlab.metrics import best_epoch, metric_mode
+from trainlab.history import best_epoch, metric_mode
 from trainlab.record import read_record
 
 

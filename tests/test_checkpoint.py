@@ -15,7 +15,7 @@ from trainlab.errors import Interrupted, TrainlabError
 from trainlab.record import read_record
 from trainlab.recipes import EarlyStoppingConfig
 from trainlab.settings import load_settings
-from trainlab.train import build
+from trainlab.training import build
 
 
 class StopAt(Callback):

@@ -53,7 +53,7 @@ def test_runs_lists_filters_and_sorts(two_runs):
     assert r["status"] == "completed" and r["epochs"] == 2 and r["seed"] == 0 and r["versions"]["torch"]
     m = r["metrics"]
     assert m["best_val_acc"] is not None and m["test_acc"] is not None and m["train_seconds"] > 0
-    assert m["best_epoch"] in (1, 2) and r["dataset"]["n_train"] == 2000 and r["preprocess"]["normalize"] == "scale"
+    assert m["best_epoch"] in (1, 2) and r["dataset"]["n_train"] == 1500 and r["preprocess"]["normalize"] == "scale"
     by_acc = json.loads(cli("runs", "--sort", "best_val_acc", "--json", runs=runs).stdout)
     assert by_acc[0]["metrics"]["best_val_acc"] >= by_acc[1]["metrics"]["best_val_acc"]
     assert json.loads(cli("runs", "--status", "failed", "--json", runs=runs).stdout) == []
@@ -157,7 +157,7 @@ def test_two_processes_train_into_one_sqlite_store(tmp_path, data_dir):
     assert set(rows) == set(ids)
     for i in ids:
         assert rows[i]["status"] == "completed" and rows[i]["epochs"] == 4
-        assert len(Store(f"sqlite:///{tmp_path / 'trainlab.db'}").get(i)["history"]) == 4
+        assert len(Store(f"sqlite:///{tmp_path / 'trainlab.db'}").history(i)) == 4
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------

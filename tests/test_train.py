@@ -139,7 +139,7 @@ def test_image_tree_as_the_dataset(tmp_path):
 def test_trainlab_train_stays_the_function_after_submodule_imports():
     import importlib
 
-    importlib.import_module("trainlab.train")
+    importlib.import_module("trainlab.training")
     importlib.import_module("trainlab.cli")
     assert callable(trainlab.train) and trainlab.train.__name__ == "train"
 

@@ -3,25 +3,35 @@
     import trainlab
     run = trainlab.train("mnist-mlp", epochs=3, optimizer__lr=0.002)
     run.history, run.evaluate(), run.predict(images)
+
+The public names below load on first use (PEP 562), so `import trainlab` and the `trainlab`
+command start without importing torch, matplotlib or SQLAlchemy until something needs them.
 """
 
-from trainlab.version import __version__  # noqa: E402,F401
+from __future__ import annotations
 
-# Imported eagerly on purpose: binding `train` after the `trainlab.train` submodule has loaded keeps
-# `trainlab.train` the function. matplotlib and SQLAlchemy load only when a picture or the run index is used.
-from trainlab.callbacks import Callback  # noqa: E402
-from trainlab.data import load_dataset  # noqa: E402
-from trainlab.errors import TrainlabError  # noqa: E402
-from trainlab.inference import Predictions  # noqa: E402
-from trainlab.metrics import EvalReport  # noqa: E402
-from trainlab.plots import plot_history  # noqa: E402
-from trainlab.readers import Dataset  # noqa: E402
-from trainlab.recipes import Recipe, load_recipe, preset_names  # noqa: E402
-from trainlab.runs import Run, load_run  # noqa: E402
-from trainlab.settings import Settings, load_settings  # noqa: E402
-from trainlab.trees import load_image_tree  # noqa: E402
-from trainlab.train import train  # noqa: E402
+import importlib
 
-__all__ = ["Callback", "Dataset", "EvalReport", "Predictions", "plot_history", "Recipe", "Run", "Settings", "TrainlabError",
-           "load_dataset", "load_image_tree", "load_recipe", "load_run", "load_settings", "preset_names", "train",
-           "__version__"]
+from trainlab.version import __version__
+
+_EXPORTS = {
+    "Callback": "trainlab.callbacks", "Dataset": "trainlab.readers", "EvalReport": "trainlab.metrics",
+    "Predictions": "trainlab.inference", "Recipe": "trainlab.recipes", "Run": "trainlab.runs",
+    "Settings": "trainlab.settings", "TrainlabError": "trainlab.errors", "load_dataset": "trainlab.data",
+    "load_image_tree": "trainlab.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs",
+    "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "preset_names": "trainlab.recipes",
+    "train": "trainlab.training",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trainlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

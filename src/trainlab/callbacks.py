@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from trainlab.metrics import metric_mode
+from trainlab.history import metric_mode
 from trainlab.recipes import EarlyStoppingConfig, ReduceLRConfig
 from trainlab.state import TrainState
 

@@ -38,6 +38,12 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def tuned() -> None:
+    """Process tuning for commands that train or run models (runtime.py: no dynamo import, glibc keeps freed memory)."""
+    from trainlab.runtime import tune_process
+    tune_process()
+
+
 def settings_for(data_dir=None, runs_dir=None, db=None):
     from trainlab.settings import load_settings
     return load_settings(data_dir=data_dir, runs_dir=runs_dir, db=db)
@@ -74,6 +80,7 @@ def _train_json(run) -> str:
 
 def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
     """Run `fn` (train or rerun) under the signal handlers; turn a stop into the resume hint and 130/143."""
+    tuned()
     stop = threading.Event()
     with stop_on_signals(stop) as received:
         try:
@@ -102,7 +109,7 @@ def train(
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write a run folder.")] = False,
 ) -> None:
     """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints, events)."""
-    from trainlab.train import train as train_fn
+    from trainlab.training import train as train_fn
     if resume is None and recipe is None:
         fail("give a recipe (see `trainlab recipes`) or --resume RUN_ID")
     if resume is not None and (recipe is not None or set_ or epochs is not None or seed is not None or no_save):
@@ -119,7 +126,7 @@ def rerun(run: Annotated[str, typer.Argument(help="A run id or folder.")], data_
           runs_dir: RunsDirOpt = None, db: DbOpt = None,
           quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False, json_out: JsonOpt = False) -> None:
     """Train a run's exact recipe and seed again, as a new run."""
-    from trainlab.train import rerun as rerun_fn
+    from trainlab.training import rerun as rerun_fn
     _run_training(rerun_fn, json_out, runs_dir, run=run, settings=settings_for(data_dir, runs_dir, db),
                   progress="none" if quiet else "auto")
 
@@ -146,7 +153,7 @@ def summary(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
             data_dir: DataDirOpt = None) -> None:
     """Print the model's layers, output shapes and parameter counts, as Keras' model.summary()."""
     from trainlab.recipes import load_recipe
-    from trainlab.train import summarize
+    from trainlab.training import summarize
     typer.echo(summarize(load_recipe(recipe, set_), settings_for(data_dir)))
 
 
@@ -190,6 +197,7 @@ def evaluate(run: Annotated[str, typer.Argument(help="A run id or run folder.")]
              data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None, json_out: JsonOpt = False) -> None:
     """Evaluate a saved run: loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes."""
     from trainlab.evaluate import evaluate_run
+    tuned()
     report, files, warnings = evaluate_run(run, split=split, out_dir=out, settings=settings_for(data_dir, runs_dir),
                                            pictures=not no_pictures)
     for w in warnings:
@@ -246,6 +254,7 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     from trainlab.predict import check_style, predict_test_items, write_model_views
     from trainlab.runs import load_run
     check_style(style)
+    tuned()
     if not inputs and not test_index:
         fail("give image files or folders, or --test-index N")
     settings = settings_for(data_dir, runs_dir)
@@ -287,8 +296,8 @@ def runs_list(ctx: typer.Context,
     """List runs: id, recipe, status, epochs, best val acc, test acc, duration and age."""
     if ctx.invoked_subcommand is not None:
         return
-    from trainlab.runs import open_index
-    rows = open_index(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag)
+    from trainlab.store import open_store
+    rows = open_store(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag)
     if json_out:
         print(json.dumps([r.model_dump() for r in rows]))
         return
@@ -305,9 +314,10 @@ def runs_list(ctx: typer.Context,
 @runs_app.command("show")
 def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """Everything recorded about one run."""
-    from trainlab.runs import open_index, resolve_run_dir
+    from trainlab.record import resolve_run_dir
+    from trainlab.store import open_store
     settings = settings_for(runs_dir=runs_dir, db=db)
-    store = open_index(settings)
+    store = open_store(settings)
     record = store.get(resolve_run_dir(run, settings).name)
     history = store.history(record.run_id)
     if json_out:
@@ -354,12 +364,13 @@ def runs_tag(run: str, tags: Annotated[Optional[list[str]], typer.Argument(help=
              note: Annotated[Optional[str], typer.Option(help="Set the run's note.")] = None,
              runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Add tags (and a note) to a run."""
-    from trainlab.runs import open_index, resolve_run_dir
+    from trainlab.record import resolve_run_dir
+    from trainlab.store import open_store
     if not tags and note is None:
         fail("give tags to add, or --note TEXT")
     settings = settings_for(runs_dir=runs_dir, db=db)
     run_id = resolve_run_dir(run, settings).name
-    open_index(settings).tag(run_id, tags or [], note)
+    open_store(settings).tag(run_id, tags or [], note)
     typer.echo(f"tagged {run_id}")
 
 
@@ -393,8 +404,6 @@ def runs_reindex(runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
-        from trainlab.runtime import tune_process
-        tune_process()  # the CLI never compiles and exits when done
         app()
     except TrainlabError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -146,7 +146,7 @@ def fetch(spec: DatasetSpec, remote: RemoteFile, settings: Settings, progress: b
     known = None if remote.decompress else f"{remote.algorithm}:{remote.digest}"  # IDX: checked after gunzip
     errors = []
     for mirror in spec.mirrors:
-        fetcher = pooch.create(path=target, base_url=mirror, registry={remote.name: known}, retry_if_failed=2)
+        fetcher = pooch.create(path=target, base_url=mirror, registry={remote.name: known}, retry_if_failed=1)
         downloader = pooch.HTTPDownloader(timeout=settings.download_timeout, progressbar=progress and _has_tqdm())
         try:
             path = Path(fetcher.fetch(remote.name, downloader=downloader))

@@ -3,16 +3,20 @@ and the web API show it."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trainlab.errors import TrainlabError
+from trainlab.errors import RunNotFound, TrainlabError
 from trainlab.fileio import atomic_write, read_json_object
+from trainlab.settings import Settings, load_settings
 
 Status = Literal["running", "completed", "failed", "interrupted", "pruned"]
 STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class DatasetInfo(BaseModel):
@@ -67,3 +71,22 @@ def read_record(run_dir: Path) -> RunRecord:
         raise TrainlabError(f"{run_dir / 'run.json'}: {'.'.join(map(str, err['loc']))}: {err['msg']}; {fix}") from None
 
 
+def resolve_run_dir(run: str | os.PathLike, settings: Settings | None = None) -> Path:
+    """A run folder from an id (under the runs folder), a unique part of one, or a path; ids are
+    checked against path traversal."""
+    text = str(run)
+    path = Path(text).expanduser()
+    if (path / "run.json").is_file():
+        return path.resolve()
+    if not RUN_ID_RE.match(text) or ".." in text:
+        raise RunNotFound(f"'{text}' is not a valid run id (letters, digits, '.', '_' and '-') nor a run folder")
+    root = (settings or load_settings()).runs_dir
+    candidate = root / text
+    if (candidate / "run.json").is_file():
+        return candidate
+    matches = sorted(p for p in root.glob(f"*{text}*") if (p / "run.json").is_file()) if root.is_dir() else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise RunNotFound(f"'{text}' matches {len(matches)} runs in {root}; give more of the id")
+    raise RunNotFound(f"no run '{text}' in {root}; list runs with `trainlab runs` or pass --runs-dir")

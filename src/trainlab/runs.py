@@ -37,17 +37,15 @@ from trainlab.events import EVENTS, EventLog
 from trainlab.fileio import atomic_write, read_text
 from trainlab.images import expand_inputs, load_file as load_image_file
 from trainlab.inference import Predictions, as_batch, classify, predict_logits
-from trainlab.metrics import HISTORY_COLUMNS, EvalReport, best_epoch, classification_report
+from trainlab.history import HISTORY_COLUMNS, best_epoch
+from trainlab.metrics import EvalReport, classification_report
 from trainlab.models import build_model, place
 from trainlab.plots import plot_history
 from trainlab.preprocess import Preprocess
-from trainlab.record import DatasetInfo, RunRecord, read_record
+from trainlab.record import DatasetInfo, RunRecord, read_record, resolve_run_dir
 from trainlab.recipes import Recipe, differing_keys, flatten_recipe, validate
 from trainlab.settings import Settings, load_settings
 from trainlab.state import TensorData, TrainState, prepare_data
-
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
 
 # ---------------------------------------------------------------------------------------------
 # Reading a run folder
@@ -122,27 +120,6 @@ def open_index(settings: Settings):
     """The run index (store.py); SQLAlchemy is imported only when an index is opened."""
     from trainlab.store import open_store
     return open_store(settings)
-
-
-def resolve_run_dir(run: str | os.PathLike, settings: Settings | None = None) -> Path:
-    """A run folder from an id (under the runs folder), a unique part of one, or a path; ids are
-    checked against path traversal."""
-    text = str(run)
-    path = Path(text).expanduser()
-    if (path / "run.json").is_file():
-        return path.resolve()
-    if not RUN_ID_RE.match(text) or ".." in text:
-        raise RunNotFound(f"'{text}' is not a valid run id (letters, digits, '.', '_' and '-') nor a run folder")
-    root = (settings or load_settings()).runs_dir
-    candidate = root / text
-    if (candidate / "run.json").is_file():
-        return candidate
-    matches = sorted(p for p in root.glob(f"*{text}*") if (p / "run.json").is_file()) if root.is_dir() else []
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise RunNotFound(f"'{text}' matches {len(matches)} runs in {root}; give more of the id")
-    raise RunNotFound(f"no run '{text}' in {root}; list runs with `trainlab runs` or pass --runs-dir")
 
 
 # ---------------------------------------------------------------------------------------------

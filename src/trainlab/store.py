@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
 from trainlab.errors import TrainlabError, first_line
-from trainlab.metrics import HISTORY_COLUMNS, best_epoch
+from trainlab.history import HISTORY_COLUMNS, best_epoch
 from trainlab.record import RunRecord
 from trainlab.settings import Settings
 
