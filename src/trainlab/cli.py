@@ -49,16 +49,38 @@ def settings_for(data_dir=None, runs_dir=None, db=None):
     return load_settings(data_dir=data_dir, runs_dir=runs_dir, db=db)
 
 
+class Armed(threading.Event):
+    """Set from the start of training to the end of the final save: a stop request is then honoured
+    at the next step, or (after the last epoch) simply lets the final save finish."""
+
+
+def arm(flag: Armed):
+    from trainlab.callbacks import Callback
+
+    class Arm(Callback):
+        def on_train_begin(self, state):
+            flag.set()
+
+        def on_test_end(self, state, metrics):
+            flag.clear()
+
+        def on_exception(self, state, exc):
+            flag.clear()
+
+    return Arm()
+
+
 @contextlib.contextmanager
-def stop_on_signals(stop: threading.Event):
-    """Ctrl-C and SIGTERM ask training to stop after the current step (checkpointed, marked
-    interrupted); a second Ctrl-C stops at once. Yields the list of signals received."""
+def stop_on_signals(stop: threading.Event, armed: Armed):
+    """While training runs, Ctrl-C and SIGTERM ask it to stop after the current step (checkpointed,
+    marked interrupted); a second Ctrl-C stops at once. Before it runs (loading data, building),
+    they stop at once. Yields the list of signals received."""
     received: list[int] = []
 
     def handler(signum, frame):
-        if signum == signal.SIGINT and stop.is_set():
-            raise KeyboardInterrupt
         received.append(signum)
+        if not armed.is_set() or (signum == signal.SIGINT and stop.is_set()):
+            raise KeyboardInterrupt
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -80,15 +102,18 @@ def _train_json(run) -> str:
 
 def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
     """Run `fn` (train or rerun) under the signal handlers; turn a stop into the resume hint and 130/143."""
-    tuned()
-    stop = threading.Event()
-    with stop_on_signals(stop) as received:
+    stop, armed = threading.Event(), Armed()
+    with stop_on_signals(stop, armed) as received:
         try:
-            run = fn(stop=stop, **kw)
+            tuned()
+            run = fn(stop=stop, callbacks=[arm(armed)], **kw)
         except StopRun as exc:
             where = f" --runs-dir {runs_dir}" if runs_dir else ""
             typer.echo(f"\n{exc.status}; the last checkpoint is kept. Resume with: trainlab train --resume {exc.run_id}{where}"
                        if exc.run_id else f"\n{exc.status}")
+            raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
             raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
     if json_out:
         print(_train_json(run))
@@ -250,13 +275,15 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
             data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None,
             json_out: Annotated[bool, typer.Option("--json", help="One JSON object per input.")] = False) -> None:
     """Predict the class of image files (prepared as the run's training data was) or test-set items.
-    Exit status 1 when some inputs could not be read (each is named on stderr)."""
+    Each input that cannot be read is named on stderr; exit status 1 when some failed, 2 when all did."""
     from trainlab.predict import check_style, predict_test_items, write_model_views
     from trainlab.runs import load_run
     check_style(style)
-    tuned()
     if not inputs and not test_index:
         fail("give image files or folders, or --test-index N")
+    if show is not None and show.exists() and not show.is_dir():
+        fail(f"--show {show}: is a file; give a folder for the pictures")
+    tuned()
     settings = settings_for(data_dir, runs_dir)
     r = load_run(run, settings)
     results = ([r.predict(inputs, style)] if inputs else []) + ([predict_test_items(r, test_index, settings)] if test_index else [])
@@ -267,7 +294,7 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
             files = write_model_views(r, preds, show, style)
             typer.echo(f"wrote {len(files)} images to {show}", err=json_out)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(2 if failed == sum(len(p) + len(p.failures) for p in results) else 1)
 
 
 def _age(iso: str | None) -> str:
@@ -287,7 +314,7 @@ def _fmt(v, digits=4) -> str:
 @runs_app.callback(invoke_without_command=True)
 def runs_list(ctx: typer.Context,
               recipe: Annotated[Optional[str], typer.Option(help="Only this recipe.")] = None,
-              status: Annotated[Optional[str], typer.Option(help="running, completed, interrupted, failed or pruned.")] = None,
+              status: Annotated[Optional[str], typer.Option(help="running, completed, interrupted, failed, pruned, stale (its process is gone) or missing (its folder is).")] = None,
               tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag.")] = None,
               sort: Annotated[str, typer.Option(help="started_at, best_val_acc, test_acc, train_seconds, recipe, epochs.")] = "started_at",
               limit: Annotated[Optional[int], typer.Option(help="At most N rows.")] = None,
@@ -299,14 +326,14 @@ def runs_list(ctx: typer.Context,
     from trainlab.store import open_store
     rows = open_store(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag)
     if json_out:
-        print(json.dumps([r.model_dump() for r in rows]))
+        print(json.dumps([dict(r.model_dump(), live_status=r.live_status()) for r in rows]))
         return
     from rich.console import Console
     from rich.table import Table
     table = Table("id", "recipe", "status", "epochs", "best val acc", "test acc", "train s", "age", "tags")
     for r in rows:
         m = r.metrics or {}
-        table.add_row(r.run_id, r.recipe, r.status, str(r.epochs), _fmt(m.get("best_val_acc")), _fmt(m.get("test_acc")),
+        table.add_row(r.run_id, r.recipe, r.live_status(), str(r.epochs), _fmt(m.get("best_val_acc")), _fmt(m.get("test_acc")),
                       _fmt(m.get("train_seconds"), 1), _age(r.started_at), ",".join(r.tags))
     Console(width=200).print(table)
 
@@ -324,7 +351,7 @@ def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out:
         print(json.dumps(dict(record.model_dump(), history=history)))
         return
     m = record.metrics or {}
-    fields = {"id": record.run_id, "recipe": record.recipe, "status": record.status, "error": record.error,
+    fields = {"id": record.run_id, "recipe": record.recipe, "status": record.live_status(), "error": record.error,
               "seed": record.seed, "device": record.device, "started_at": record.started_at, "ended_at": record.ended_at,
               "epochs": record.epochs, **{k: m.get(k) for k in ("best_epoch", "best_val_acc", "test_acc", "test_loss", "train_seconds")},
               **{f"{k}_version": v for k, v in record.versions.items() if k != "platform"}, "run_dir": record.run_dir,
@@ -379,16 +406,24 @@ def runs_rm(runs: Annotated[list[str], typer.Argument(help="Run ids to delete.")
             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
             runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Delete runs: their folders (only inside the runs folder) and their index entries."""
-    from trainlab.runs import remove_run, resolve_run_dir
+    from trainlab.runs import remove_run
+    from trainlab.record import resolve_run_dir
+    from trainlab.errors import RunNotFound
     settings = settings_for(runs_dir=runs_dir, db=db)
-    dirs = [resolve_run_dir(r, settings) for r in runs]
+
+    def target(r):  # a folder, or an id that only the index still knows (its folder was deleted by hand)
+        try:
+            return resolve_run_dir(r, settings)
+        except RunNotFound:
+            return r
+    dirs = [target(r) for r in runs]
     if not yes:
         if not sys.stdin.isatty():
             fail("runs rm asks for confirmation; pass --yes when not at a terminal")
-        if not typer.confirm(f"delete {len(dirs)} run(s): {', '.join(d.name for d in dirs)}?"):
+        if not typer.confirm(f"delete {len(dirs)} run(s): {', '.join(Path(d).name for d in dirs)}?"):
             raise typer.Exit(1)
     for d in dirs:
-        typer.echo(f"deleted {remove_run(str(d), settings)}")
+        typer.echo(f"deleted {remove_run(d, settings)}")
 
 
 @runs_app.command("reindex")

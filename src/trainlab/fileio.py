@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,20 +23,46 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
     usual mode (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    data = data.encode() if isinstance(data, str) else data
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc, len(data)) from None
         raise
     return path
+
+
+def write_error(path: Path, exc: OSError, needed: int) -> TrainlabError:
+    """One line for a failed write: a full disk with the space needed, a read-only or forbidden folder."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(next(p for p in [path.parent, *path.parents] if p.exists())).free
+        except (OSError, StopIteration):
+            free = 0
+        return TrainlabError(f"{path}: no space left on the device ({_size(free)} free, {_size(needed)} needed); "
+                             f"free some space or write elsewhere (--runs-dir)")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return TrainlabError(f"{path}: cannot write here ({exc.strerror}); use a writable folder (--runs-dir, --out)")
+    return TrainlabError(f"{path}: cannot write it ({exc.strerror or exc})")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def read_text(path: str | os.PathLike, fix: str) -> str:

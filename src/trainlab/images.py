@@ -143,10 +143,8 @@ def expand_inputs(inputs) -> list[str]:
     out = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
-        else:
-            out.append(str(item))
+        found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()) if p.is_dir() else []
+        out += found or [str(item)]  # a folder without images stays, and fails as one input
     return out
 
 
@@ -157,7 +155,7 @@ def load_file(path: str | os.PathLike, style: str, shape: tuple[int, int, int]) 
     except FileNotFoundError:
         raise ValueError("no such file") from None
     except IsADirectoryError:
-        raise ValueError("is a folder with no images") from None
+        raise ValueError(f"a folder with no images ({', '.join(IMAGE_EXTENSIONS)})") from None
     except OSError as exc:
         raise ValueError(f"cannot read it ({exc.strerror or exc})") from None
     im = open_image(data, str(path))

@@ -7,6 +7,7 @@ log-softmax (the numerically stable equivalent of Keras' softmax + categorical c
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -87,8 +88,15 @@ def _make(spec, shape: tuple[int, ...], is_last: bool) -> list[nn.Module]:
     return mods
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Sequential, list[LayerInfo]]:
-    """The model for `cfg` on inputs of `input_shape` (C, H, W) or (D,), and one LayerInfo per spec."""
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
+                device: str | None = None) -> tuple[nn.Sequential, list[LayerInfo]]:
+    """The model for `cfg` on inputs of `input_shape` (C, H, W) or (D,), and one LayerInfo per spec.
+    `device="meta"` builds it without allocating memory (shapes and parameter counts only)."""
+    with torch.device(device) if device else contextlib.nullcontext():
+        return _build(cfg, input_shape, num_classes)
+
+
+def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Sequential, list[LayerInfo]]:
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     infos: list[LayerInfo] = []
     counts: dict[str, int] = {}
@@ -148,6 +156,36 @@ def place(model: nn.Module, device: torch.device) -> nn.Module:
     if prefers_channels_last(model, device):
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def training_bytes(params: int) -> int:
+    """Memory to train `params` fp32 parameters: weights, gradients and two optimizer states (Adam's)."""
+    return 4 * 4 * params
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), None where unknown."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_size(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> str | None:
+    """Refuse a model too large to train here, before allocating it; a notice for one of over 1 GB."""
+    model, _ = build_model(cfg, input_shape, num_classes, device="meta")
+    params = count_params(model)
+    need = training_bytes(params)
+    avail = available_memory() if device.type == "cpu" else torch.cuda.mem_get_info(device)[0]
+    if avail is not None and need > 0.8 * avail:
+        raise RecipeError(f"model: {params:,} parameters need about {need / 2**30:.1f} GiB to train (weights, gradients, "
+                          f"optimizer state) but {avail / 2**30:.1f} GiB is available on {device.type}; make the layers smaller")
+    if need > 2**30:
+        return f"note: the model has {params:,} parameters and needs about {need / 2**30:.1f} GiB to train"
+    return None
 
 
 def count_params(model: nn.Module) -> int:

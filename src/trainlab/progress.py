@@ -43,6 +43,7 @@ class ProgressPrinter(Callback):
         self.mode = resolve_mode(mode, self.file)
         self._bar = None
         self._task = None
+        self._notes_shown = 0
 
     def _line(self, text: str) -> None:
         if self.mode != "none":
@@ -54,6 +55,9 @@ class ProgressPrinter(Callback):
         n_val = 0 if d.x_val is None else len(d.x_val)
         self._line(f"Training {r.name} on {d.name}: {len(d.x_train)} train, {n_val} val, {len(d.x_test)} test examples; "
                    f"{state.steps_per_epoch} steps/epoch, {r.epochs} epochs, batch {r.batch_size}, device {state.device}")
+        for note in state.notes:  # what data loading and model building noticed
+            self._line(note)
+        self._notes_shown = len(state.notes)
 
     def on_epoch_begin(self, state, epoch):
         if self.mode != "bar":
@@ -82,7 +86,7 @@ class ProgressPrinter(Callback):
 
     def on_train_end(self, state):
         self.close()
-        for note in state.notes:
+        for note in state.notes[self._notes_shown:]:
             self._line(note)
 
     def on_test_end(self, state, metrics):

@@ -28,6 +28,7 @@ class Dataset:
     y_test: np.ndarray
     source: str = ""
     info: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the loader decided that the user should hear
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainlab.errors import RecipeError
+from trainlab.fileio import read_text
 
 Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "gelu", "elu", "selu", "leaky_relu", "silu"]
 
@@ -192,7 +193,7 @@ class Recipe(Strict):
     loss: LossConfig = LossConfig()
     batch_size: int = Field(32, gt=0)
     epochs: int = Field(1, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds torch, numpy, Python and the batch order")
     schedule: ScheduleConfig = ScheduleConfig()
     callbacks: CallbacksConfig = CallbacksConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -281,7 +282,7 @@ def recipe_dict(name_or_path: str | Path) -> tuple[dict, str]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise RecipeError(f"recipe file {path} not found; give a preset name (`trainlab recipes`) or a YAML path")
-        data = _read_yaml(path.read_text(), str(path))
+        data = _read_yaml(read_text(path, "give a YAML recipe file"), str(path))
         data.setdefault("name", path.stem)
         return data, str(path)
     close = difflib.get_close_matches(text, preset_names(), n=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +28,50 @@ class DatasetInfo(BaseModel):
     n_train: int
     n_val: int
     n_test: int
+
+
+class ProcessInfo(BaseModel):
+    """The process that trains a run: enough to tell, later, whether it is still alive."""
+
+    host: str
+    pid: int
+    boot_id: str | None = None  # this boot of the host (a pid is only unique within one)
+    start_ticks: int | None = None  # the process's start time (Linux: /proc/<pid>/stat), to tell a reused pid
+
+    @classmethod
+    def current(cls) -> "ProcessInfo":
+        return cls(host=socket.gethostname(), pid=os.getpid(), boot_id=_boot_id(), start_ticks=_start_ticks(os.getpid()))
+
+    def alive(self) -> bool | None:
+        """True or False for a process of this host; None when it ran on another host (unknowable here)."""
+        if self.host != socket.gethostname() or (self.boot_id and self.boot_id != _boot_id()):
+            return None if self.host != socket.gethostname() else False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's
+            pass
+        return self.start_ticks is None or _start_ticks(self.pid) == self.start_ticks
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+HEARTBEAT_SECONDS = 30.0  # how often a training process refreshes run.json's heartbeat
+STALE_AFTER = timedelta(seconds=10 * HEARTBEAT_SECONDS)  # a run on another host without one for this long is stale
 
 
 class RunRecord(BaseModel):
@@ -55,9 +101,61 @@ class RunRecord(BaseModel):
     tags: list[str] = []
     note: str | None = None
     run_dir: str | None = None
+    process: ProcessInfo | None = None
+    heartbeat_at: str | None = None
+    threads: int | None = None  # torch's intra-op threads: results depend on them
+
+    def live_status(self) -> str:
+        """The status, with `stale` for a run recorded as running whose process is gone (killed,
+        crashed, its machine rebooted), and `missing` when its folder was deleted."""
+        if self.run_dir is not None and not Path(self.run_dir, "run.json").is_file():
+            return "missing"
+        if self.status != "running" or self.process is None:
+            return self.status
+        alive = self.process.alive()
+        if alive is None:  # another host: trust the heartbeat
+            beat = datetime.fromisoformat(self.heartbeat_at or self.started_at or "1970-01-01T00:00:00+00:00")
+            alive = datetime.now(timezone.utc) - beat < STALE_AFTER
+        return "running" if alive else "stale"
 
     def save(self, run_dir: Path) -> None:
         atomic_write(run_dir / "run.json", self.model_dump_json(indent=2, exclude={"tags", "note", "run_dir"}) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per run folder
+# ---------------------------------------------------------------------------------------------
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by the process that trains it (flock: the kernel
+    releases it when the process dies, kill -9 included), so two processes never write one folder."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.fd: int | None = None
+
+    def acquire(self, run_id: str) -> "RunLock":
+        import fcntl
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise TrainlabError(f"run {run_id} is being trained right now by {holder}; stop that process first "
+                                f"(Ctrl-C in its terminal, or kill it), then resume") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
 
 
 def read_record(run_dir: Path) -> RunRecord:

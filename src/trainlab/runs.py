@@ -42,7 +42,8 @@ from trainlab.metrics import EvalReport, classification_report
 from trainlab.models import build_model, place
 from trainlab.plots import plot_history
 from trainlab.preprocess import Preprocess
-from trainlab.record import DatasetInfo, RunRecord, read_record, resolve_run_dir
+from trainlab.record import (HEARTBEAT_SECONDS, RUN_ID_RE, DatasetInfo, ProcessInfo, RunLock, RunRecord, read_record,
+                             resolve_run_dir)
 from trainlab.recipes import Recipe, differing_keys, flatten_recipe, validate
 from trainlab.settings import Settings, load_settings
 from trainlab.state import TensorData, TrainState, prepare_data
@@ -116,6 +117,18 @@ def new_run_id(recipe_name: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(3)}"
 
 
+def open_runs_folder(settings: Settings):
+    """Check that runs can be written under the runs folder and open its index (before any data loads)."""
+    root = settings.runs_dir
+    if root.exists() and not root.is_dir():
+        raise TrainlabError(f"--runs-dir {root}: is a file, not a folder; pass a folder for the run folders")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainlabError(f"--runs-dir {root}: cannot create it ({exc.strerror}); pass a writable folder") from None
+    return open_index(settings)
+
+
 def open_index(settings: Settings):
     """The run index (store.py); SQLAlchemy is imported only when an index is opened."""
     from trainlab.store import open_store
@@ -128,24 +141,31 @@ def open_index(settings: Settings):
 
 class RunWriter(Callback):
     """Writes one run's folder and index entry as training goes: the record at the start, history,
-    best weights and events each epoch, batch events as they are reported, everything at the end."""
+    best weights and events each epoch, batch events and a heartbeat as they come, everything at
+    the end. It holds the folder's lock from creation (or reopening) to the end."""
 
     def __init__(self, run_dir: Path, recipe: Recipe, store, record: RunRecord | None = None,
                  custom_model: str | None = None):
         self.run_dir, self.recipe, self.store, self.record = run_dir, recipe, store, record
         self.run_id, self.custom_model = run_dir.name, custom_model
+        self.lock = RunLock(run_dir).acquire(run_dir.name)
         self.events = EventLog(run_dir / EVENTS)
+        self.next_beat = 0.0
 
     @classmethod
-    def create(cls, recipe: Recipe, settings: Settings, custom_model: str | None = None) -> "RunWriter":
-        store = open_index(settings)  # fails here, before any training, if the database is unusable
+    def create(cls, recipe: Recipe, settings: Settings, store, custom_model: str | None = None) -> "RunWriter":
+        """A new run folder under the runs folder; `store` is the index (open_runs_folder)."""
         run_dir = settings.runs_dir / new_run_id(recipe.name)
-        run_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            raise TrainlabError(f"{run_dir}: cannot create the run folder ({exc.strerror}); pass a writable --runs-dir") from None
         return cls(run_dir, recipe, store, custom_model=custom_model)
 
     @classmethod
     def reopen(cls, run: str | os.PathLike, settings: Settings) -> "RunWriter":
-        """The writer of an interrupted or failed run, for `--resume`."""
+        """The writer of an interrupted, failed or stale run, for `--resume`; a run whose process
+        is still alive is refused (its lock is held)."""
         run_dir = resolve_run_dir(run, settings)
         record, recipe = read_record(run_dir), read_recipe(run_dir)
         if record.status == "completed":
@@ -161,15 +181,16 @@ class RunWriter(Callback):
         return self.run_dir / CHECKPOINT
 
     def on_train_begin(self, state: TrainState) -> None:
+        live = dict(process=ProcessInfo.current(), heartbeat_at=now(), threads=torch.get_num_threads())
         if self.record is not None:  # resumed
             self.record = self.record.model_copy(update={"status": "running", "ended_at": None, "error": None,
-                                                         "resumed_at": [*self.record.resumed_at, now()]})
+                                                         "resumed_at": [*self.record.resumed_at, now()], **live})
         else:
             d = state.data
             self.record = RunRecord(
                 run_id=self.run_id, recipe=self.recipe.name, recipe_digest=self.recipe.digest(), status="running",
                 seed=self.recipe.seed, device=str(state.device), versions=versions(), started_at=now(),
-                custom_model=self.custom_model, preprocess=d.preprocess.to_dict(),
+                custom_model=self.custom_model, preprocess=d.preprocess.to_dict(), **live,
                 dataset=DatasetInfo(name=d.name, source=d.source, classes=d.classes, n_train=len(d.x_train),
                                     n_val=0 if d.x_val is None else len(d.x_val), n_test=len(d.x_test)))
             atomic_write(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
@@ -177,12 +198,20 @@ class RunWriter(Callback):
         if self.store:
             self.store.record_start(self.record, self.recipe.to_dict(), self.run_dir)
         self.events.append("status", status="running", epochs=self.recipe.epochs, steps=state.steps_per_epoch)
+        self.next_beat = time.monotonic() + HEARTBEAT_SECONDS
 
     def on_batch_end(self, state, batch, logs):
         done = state.epoch * state.steps_per_epoch + batch + 1
         self.events.append("batch", epoch=state.epoch + 1, step=batch + 1, steps=state.steps_per_epoch,
                            loss=logs["loss"], acc=logs["acc"], batch_loss=logs["batch_loss"],
                            progress=done / (self.recipe.epochs * state.steps_per_epoch))
+        if time.monotonic() >= self.next_beat:
+            self._beat()
+
+    def _beat(self) -> None:
+        self.record = self.record.model_copy(update={"heartbeat_at": now()})
+        self.record.save(self.run_dir)
+        self.next_beat = time.monotonic() + HEARTBEAT_SECONDS
 
     def on_epoch_end(self, state, epoch, logs):
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
@@ -193,21 +222,35 @@ class RunWriter(Callback):
             save_weights(state.model, self.run_dir / "best.safetensors",
                          {"recipe": self.recipe.to_yaml(), "epoch": logs["epoch"], self.recipe.monitor: logs[self.recipe.monitor]})
         self.events.append("epoch", **logs)
+        self._beat()
 
     def on_test_end(self, state, metrics):
+        """Every file first, the record last: a run marked completed has all its files."""
         atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        self._finish(state, "completed", None, metrics)
+        self._save_artifacts(state)
+        self._mark(state, "completed", None, metrics)
 
     def on_exception(self, state, exc):
+        """The record first (small, most likely to be written on a full disk), then what else can be saved."""
         status = exc.status if isinstance(exc, StopRun) else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        self._finish(state, status, str(exc) or type(exc).__name__, None)
+        error = first_line(exc, 500) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+        if self.record is None:  # stopped before training began: nothing recorded yet
+            self.lock.release()
+            return
+        try:
+            self._mark(state, status, error, None)
+            self._save_artifacts(state)
+        finally:
+            self.lock.release()
 
-    def _finish(self, state: TrainState, status: str, error: str | None, metrics: dict | None) -> None:
+    def _save_artifacts(self, state: TrainState) -> None:
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
         # metadata describes the model (recipe, version), not the run: the same training gives the same bytes
         save_weights(state.model, self.run_dir / "model.safetensors", {"recipe": self.recipe.to_yaml(), "trainlab": __version__})
         if state.history:
             plot_history(Curve(self.recipe, state.history, self.run_id), self.run_dir / "curves.png")
+
+    def _mark(self, state: TrainState, status: str, error: str | None, metrics: dict | None) -> None:
         timings = {k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")} if metrics else None
         self.record = self.record.model_copy(update=dict(
             status=status, ended_at=now(), error=error, notes=list(state.notes), ood=state.ood, timings=timings,
@@ -217,6 +260,8 @@ class RunWriter(Callback):
         if self.store:
             self.store.record_epochs(self.run_id, state.history, self.recipe.monitor)
             self.store.record_end(self.record)
+        if status == "completed":
+            self.lock.release()
 
 
 @dataclass
@@ -364,16 +409,25 @@ def reindex(settings: Settings | None = None) -> tuple[list[str], list[str]]:
     return added, skipped
 
 
-def remove_run(run: str, settings: Settings | None = None) -> Path:
-    """Delete a run's folder (only ever a direct child of the runs folder) and its index entry."""
+def remove_run(run: str, settings: Settings | None = None) -> str:
+    """Delete a run's folder (only ever a direct child of the runs folder) and its index entry; an
+    index entry whose folder was deleted by hand is removed too. Returns what was removed."""
     settings = settings or load_settings()
     root = settings.runs_dir
-    run_dir = resolve_run_dir(run, settings)
+    try:
+        run_dir = resolve_run_dir(run, settings)
+    except RunNotFound:
+        index = open_index(settings)
+        if RUN_ID_RE.match(str(run)) and any(r.run_id == str(run) for r in index.list()):
+            index.remove(str(run))
+            return f"{run} (index entry; its folder was already gone)"
+        raise
     if run_dir.resolve().parent != root.resolve() or run_dir.is_symlink():
         raise TrainlabError(f"refusing to delete {run_dir}: it is not a run folder directly inside {root}")
+    RunLock(run_dir).acquire(run_dir.name).release()  # never delete a run that is training
     open_index(settings).remove(run_dir.name)
     shutil.rmtree(run_dir)
-    return run_dir
+    return str(run_dir)
 
 
 def compare_runs(runs: list[str], settings: Settings | None = None) -> tuple[list[RunRecord], list[Curve], dict[str, list]]:

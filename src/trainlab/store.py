@@ -8,6 +8,7 @@ an older database is upgraded in place, a newer one is refused.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -60,6 +61,14 @@ tags_table = Table(
 
 
 
+def _readonly_sqlite(url: str) -> bool:
+    """Whether a SQLite index file exists in a folder this process cannot write (a read-only mount)."""
+    if not url.startswith("sqlite:///"):
+        return False
+    path = Path(url.removeprefix("sqlite:///"))
+    return path.is_file() and not os.access(path.parent, os.W_OK)
+
+
 def _add_record_json(conn) -> None:
     conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN record_json TEXT")
 
@@ -81,14 +90,17 @@ class Store:
 
     def __init__(self, url: str):
         self.url = url
+        self.readonly = _readonly_sqlite(url)
         try:
-            if url.startswith("sqlite:///"):
+            if url.startswith("sqlite:///") and not self.readonly:
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+            # a SQLite index in a read-only folder is opened immutable: listing and showing runs still work
+            engine_url = f"sqlite:///file:{url.removeprefix('sqlite:///')}?mode=ro&immutable=1&uri=true" if self.readonly else url
+            self.engine: Engine = create_engine(engine_url, future=True, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise TrainlabError(f"--db {_safe(url)}: cannot use this database URL ({exc.__class__.__name__}: {exc}); "
                                 f"use sqlite:///path.db or postgresql+psycopg://user@host/db") from None
-        if self.engine.dialect.name == "sqlite":
+        if self.engine.dialect.name == "sqlite" and not self.readonly:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._retry(self._migrate)
 
@@ -113,6 +125,13 @@ class Store:
                                     f"aside and rebuild the index with `trainlab runs reindex`") from None
 
     def _migrate(self) -> None:
+        if self.readonly:
+            with self.engine.connect() as conn:
+                version = conn.execute(select(schema_info.c.version)).scalar()
+            if version != SCHEMA_VERSION:
+                raise TrainlabError(f"run index {_safe(self.url)} is read-only and has schema v{version}, this trainlab "
+                                    f"reads v{SCHEMA_VERSION}; open it once where it can be upgraded")
+            return
         with self.engine.begin() as conn:
             metadata.create_all(conn, tables=[schema_info])
             row = conn.execute(select(schema_info.c.version)).first()
@@ -214,23 +233,25 @@ class Store:
         sortable = {"started_at", "best_val_acc", "test_acc", "train_seconds", "recipe", "epochs"}
         if sort not in sortable:
             raise TrainlabError(f"--sort {sort!r}: use one of {', '.join(sorted(sortable))}")
+        computed = status in ("stale", "missing")  # not stored: worked out from the record (RunRecord.live_status)
         q = select(runs_table)
         if recipe:
             q = q.where(runs_table.c.recipe == recipe)
-        if status:
+        if status and not computed:
             q = q.where(runs_table.c.status == status)
         if tag:
             q = q.where(runs_table.c.id.in_(select(tags_table.c.run_id).where(tags_table.c.tag == tag)))
         col = runs_table.c[sort]
         q = q.order_by(col.desc().nulls_last() if sort != "recipe" else col, runs_table.c.started_at.desc())
-        if limit:
+        if limit and not computed:
             q = q.limit(limit)
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
             tags: dict[str, list[str]] = {}
             for r in conn.execute(select(tags_table)):
                 tags.setdefault(r.run_id, []).append(r.tag)
-        return [_to_record(r, sorted(tags.get(r["id"], []))) for r in rows]
+        records = [_to_record(r, sorted(tags.get(r["id"], []))) for r in rows]
+        return [r for r in records if r.live_status() == status] if computed else records
 
     def get(self, run_id: str) -> RunRecord:
         with self.engine.connect() as conn:

@@ -22,12 +22,12 @@ from trainlab.data import input_spec, load_dataset
 from trainlab.errors import StopRun, TrainlabError
 from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.loop import fit, make_scheduler, seed_everything
-from trainlab.models import build_model, place, summary_text
+from trainlab.models import build_model, check_size, place, summary_text
 from trainlab.optim import make_optimizer
 from trainlab.progress import ProgressPrinter
 from trainlab.readers import Dataset
 from trainlab.recipes import Recipe, load_recipe, parse_set
-from trainlab.runs import Run, RunWriter, final_metrics, read_recipe, resolve_run_dir
+from trainlab.runs import Run, RunWriter, final_metrics, open_runs_folder, read_recipe, resolve_run_dir
 from trainlab.record import read_record
 from trainlab.runtime import pick_device
 from trainlab.settings import Settings, load_settings
@@ -50,13 +50,14 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
     ds = dataset or load_dataset(r.data.name, source=r.data.source, settings=settings, test_fraction=r.data.test_fraction,
                                  split_seed=r.data.split_seed, progress=progress)
     data = prepare_data(ds, r, device)
+    notes = [n for n in [None if model else check_size(r.model, data.preprocess.input_shape, len(data.classes), device)] if n]
     seed_everything(r.seed)  # the model's init depends on the seed alone, not on data loading
     net = model if model is not None else build_model(r.model, data.preprocess.input_shape, len(data.classes))[0]
     net = place(net, device)
     opt = make_optimizer(r.optimizer, net.parameters())
     steps = math.ceil(len(data.x_train) / r.batch_size)
     return TrainState(r, net, opt, data, device, steps, scheduler=make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps),
-                      gen=torch.Generator(device="cpu").manual_seed(r.seed))
+                      gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes])
 
 
 def standard_callbacks(state: TrainState, progress: str, extra: list[Callback] | tuple,
@@ -120,14 +121,16 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
         raise TrainlabError(f"run {writer.run_id} trained a custom model ({writer.custom_model}); "
                             f"resume it from Python with trainlab.train(resume=..., model={writer.custom_model}())")
     r = writer.recipe if writer else resolve_recipe(recipe, overrides, kw_overrides, epochs=epochs, seed=seed, batch_size=batch_size)
+    store = open_runs_folder(settings) if save and writer is None else None  # a bad --runs-dir or --db fails before data loads
     t0 = time.perf_counter()
     state = build(r, settings, pick_device(device), model, dataset, progress != "none")
     data_seconds = time.perf_counter() - t0
-    if save and writer is None:
-        writer = RunWriter.create(r, settings, custom_model=None if model is None else type(model).__name__)
+    if store is not None:
+        writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__)
     cbs = standard_callbacks(state, progress, callbacks, writer, checkpoint_every)
     if resume is not None:
         restore(load_checkpoint(writer.checkpoint_path), state, cbs)
+        state.notes += match_threads(writer.record.threads)
     state.stop, state.run_id, state.run_dir = stop, writer and writer.run_id, writer and writer.run_dir
     try:
         t1 = time.perf_counter()
@@ -142,6 +145,15 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     return Run(recipe=r, model=state.model, history=state.history, metrics=state.metrics, classes=state.data.classes,
                preprocess=state.data.preprocess, run_id=state.run_id, run_dir=state.run_dir, device=state.device,
                data=state.data, ood=state.ood, settings=settings)
+
+
+def match_threads(threads: int | None) -> list[str]:
+    """Use the thread count a run was trained with: CPU results (so bit-identical resume) depend on it."""
+    if threads and threads != torch.get_num_threads():
+        was = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        return [f"note: resumed with {threads} threads as the run was trained (this process had {was})"]
+    return []
 
 
 def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:

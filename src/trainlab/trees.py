@@ -50,7 +50,11 @@ def _tree_entries(root: Path) -> tuple[list[str], set[str], callable, str]:
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
                 if _hidden(rel):
                     continue
-                st = os.stat(os.path.join(dirpath, name))
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    raise DataError(f"{root}: '{rel}' is a broken link (its target is missing); remove it or restore "
+                                    f"the target") from None
                 h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
                 files.append(rel)
         return sorted(files), folders, ("dir", str(root)), h.hexdigest()
@@ -128,15 +132,16 @@ def _decode_one(args) -> np.ndarray | str:
     source, rel, size, channels = args
     try:
         return resize_to(open_image(_read_member(source, rel), rel), size, channels)
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         return f"{rel}: {exc}"
 
 
 def _probe(source, rel) -> tuple[tuple[int, int], int]:
+    """(height, width) and channels (1 or 3) of one image, from its header."""
     from PIL import Image
     try:
         data = _read_member(source, rel)
-    except OSError as exc:
+    except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{source[1]}: cannot read '{rel}' ({exc}); check the file") from None
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -144,6 +149,21 @@ def _probe(source, rel) -> tuple[tuple[int, int], int]:
             return (im.size[1], im.size[0]), channels
     except Exception as exc:
         raise DataError(f"{source[1]}: cannot read image '{rel}' ({exc}); delete or replace it") from None
+
+
+def _majority_channels(source, rels: list[str], sample: int = 500) -> tuple[int, str | None]:
+    """The channels most images have (1 or 3; ties go to 3), probing up to `sample` images spread
+    over the tree, and a notice when the tree mixes grayscale and colour."""
+    step = max(1, len(rels) // sample)
+    counts = {1: 0, 3: 0}
+    for rel in rels[::step][:sample]:
+        counts[_probe(source, rel)[1]] += 1
+    channels = 1 if counts[1] > counts[3] else 3
+    if counts[1] and counts[3]:
+        return channels, (f"note: the tree mixes grayscale ({counts[1]}) and colour ({counts[3]}) images among "
+                          f"{counts[1] + counts[3]} probed; all are converted to {'grayscale' if channels == 1 else 'RGB'}, "
+                          f"the majority")
+    return channels, None
 
 
 def _decode_many(source, rels: list[str], size, channels, root: Path) -> np.ndarray:
@@ -176,21 +196,23 @@ def load_image_tree(path: str | os.PathLike, *, size: tuple[int, int] | None = N
         extra = sorted(set(groups["test"]) - set(groups["train"]))
         raise DataError(f"{root}: test has classes {extra} that train lacks; every class needs training images")
     first = groups.get("train", groups.get("all"))[classes[0]][0]
-    probe_size, probe_channels = _probe(source, first)
-    size = tuple(size) if size else probe_size
-    channels = channels or probe_channels
+    size = tuple(size) if size else _probe(source, first)[0]
+    notice = None
+    if channels is None:
+        channels, notice = _majority_channels(source, sorted(f for split in groups.values() for c in split.values() for f in c))
     key = hashlib.sha256(json.dumps([content_key, list(size), channels, test_fraction, split_seed]).encode()).hexdigest()[:24]
     entry = Path(cache_dir) / "trees" / key if cache_dir is not None else None
     cached = _read_cache(entry) if entry is not None else None
+    notes = [notice] if notice else []
     if cached is not None:
-        return Dataset(root.name, cached[0], **cached[1], source=str(root), info={"cache": str(entry)})
+        return Dataset(root.name, cached[0], **cached[1], source=str(root), info={"cache": str(entry)}, notes=notes)
     arrays = {}
     for split, items in _split_files(groups, classes, test_fraction, split_seed).items():
         arrays[f"x_{split}"] = _decode_many(source, [f for f, _ in items], size, channels, root)
         arrays[f"y_{split}"] = np.asarray([y for _, y in items], dtype=np.int64)
     if entry is not None:
         _write_cache(entry, arrays, {"classes": classes, "root": str(root), "prefix": prefix})
-    return Dataset(root.name, classes, **arrays, source=str(root), info={"cache": str(entry) if entry else None})
+    return Dataset(root.name, classes, **arrays, source=str(root), info={"cache": str(entry) if entry else None}, notes=notes)
 
 
 def _split_files(groups: dict, classes: list[str], test_fraction: float, split_seed: int) -> dict[str, list[tuple[str, int]]]:
