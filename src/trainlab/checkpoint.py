@@ -125,10 +125,11 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise TrainlabError(f"{path}: no checkpoint; the run stopped before its first one") from None
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)|Unsupported operand \S+", str(exc))
-        what = found.group(1) or found.group(0) if found else first_line(exc)
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None:  # not a pickle that names code: random or damaged bytes
+            raise TrainlabError(f"{path}: corrupt or truncated checkpoint (not a checkpoint's contents); {fix}") from None
         raise TrainlabError(f"{path}: refused: it holds objects other than tensors and plain values "
-                            f"({what}); it was not written by trainlab: {fix}") from None
+                            f"({found.group(1)}); it was not written by trainlab: {fix}") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise TrainlabError(f"{path}: corrupt or truncated checkpoint ({first_line(exc)}); {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

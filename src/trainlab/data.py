@@ -221,14 +221,14 @@ def load_idx_dataset(spec: DatasetSpec, paths: dict[str, Path], verify: bool = T
         contents[remote.name] = read_maybe_gzip(path)
         ndim = 3 if "images" in remote.name else 1
         arrays[remote.name.split("-idx")[0]] = parse_idx(contents[remote.name], path, ndim)
-    if verify:
-        for remote in spec.files:
-            verify_file(paths[remote.name], remote, contents[remote.name])
     x_train, y_train = arrays["train-images"], arrays["train-labels"]
     x_test, y_test = arrays["t10k-images"], arrays["t10k-labels"]
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if len(x) != len(y):
             raise DataError(f"{spec.name}: {split} has {len(x)} images but {len(y)} labels; the files do not belong together")
+    if verify:
+        for remote in spec.files:
+            verify_file(paths[remote.name], remote, contents[remote.name])
     return Dataset(spec.name, list(spec.classes), x_train[..., None], y_train.astype(np.int64),
                    x_test[..., None], y_test.astype(np.int64), source=str(paths[spec.files[0].name].parent))
 

@@ -17,6 +17,10 @@ class TrainingDiverged(TrainlabError):
     """The loss became NaN or infinite."""
 
 
+class WriteError(TrainlabError):
+    """A file could not be written: a full disk, a read-only or forbidden folder."""
+
+
 class RunNotFound(TrainlabError):
     """A run id or path does not name a run."""
 

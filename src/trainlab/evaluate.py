@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trainlab.errors import WriteError
 from trainlab.metrics import EvalReport, classification_report
 from trainlab.plots import plot_confusion, plot_gallery
 from trainlab.runs import Run, load_run
@@ -40,6 +41,6 @@ def evaluate_run(run: str | Path | Run, split: str = "test", out_dir: str | Path
             files.append(plot_confusion(report, out / f"confusion-{split}.png"))
             files.append(plot_gallery(imgs, captions, out / f"misclassified-{split}.png",
                                       title=f"{r.recipe.name}: {len(imgs)} highest-loss mistakes on {split}"))
-        except OSError as exc:
-            warnings.append(f"pictures not written to {out} ({exc.strerror or exc}); pass --out DIR to write them elsewhere")
+        except WriteError as exc:
+            warnings.append(f"pictures not written ({exc}); pass --out DIR to write them elsewhere")
     return report, files, warnings

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainlab.errors import TrainlabError
+from trainlab.errors import TrainlabError, WriteError
 
 
 def _umask() -> int:
@@ -43,18 +43,18 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     return path
 
 
-def write_error(path: Path, exc: OSError, needed: int) -> TrainlabError:
+def write_error(path: Path, exc: OSError, needed: int) -> WriteError:
     """One line for a failed write: a full disk with the space needed, a read-only or forbidden folder."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         try:
             free = shutil.disk_usage(next(p for p in [path.parent, *path.parents] if p.exists())).free
         except (OSError, StopIteration):
             free = 0
-        return TrainlabError(f"{path}: no space left on the device ({_size(free)} free, {_size(needed)} needed); "
+        return WriteError(f"{path}: no space left on the device ({_size(free)} free, {_size(needed)} needed); "
                              f"free some space or write elsewhere (--runs-dir)")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return TrainlabError(f"{path}: cannot write here ({exc.strerror}); use a writable folder (--runs-dir, --out)")
-    return TrainlabError(f"{path}: cannot write it ({exc.strerror or exc})")
+        return WriteError(f"{path}: cannot write here ({exc.strerror}); use a writable folder (--runs-dir, --out)")
+    return WriteError(f"{path}: cannot write it ({exc.strerror or exc})")
 
 
 def _size(n: int) -> str:

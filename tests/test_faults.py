@@ -1,0 +1,143 @@
+"""Faults leave a truthful, resumable run: SIGTERM (interrupted, exit 143), SIGKILL (stale until
+resumed), a second process on a live run (refused), a full disk (failed, one line) and a read-only
+runs folder (reading commands still work). The disk tests mount a small tmpfs and need root."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ARGS = ["mnist-mlp", "--epochs", "4", "--set", "data.limit_train=12000", "--set", "data.limit_test=500",
+        "--checkpoint-every", "0.1", "--quiet"]
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env, stdin=subprocess.DEVNULL, **kw)
+
+
+SLOW = ["mnist-tfjs-cnn", "--epochs", "6", "--set", "data.limit_train=6000", "--set", "data.limit_test=500",
+        "--checkpoint-every", "0.1", "--quiet"]  # about a second an epoch: time to act on a live run
+
+
+def start(runs: Path, data_dir: Path, args=ARGS) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "trainlab", "train", *args, "--runs-dir", str(runs),
+                             "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(runs: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        found = list(runs.glob("*/checkpoint.pt")) if runs.is_dir() else []
+        if found:
+            return found[0].parent
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise TimeoutError
+
+
+def status(runs: Path, run_dir: Path) -> str:
+    rows = json.loads(cli("runs", "--json", "--runs-dir", runs).stdout)
+    return {r["run_id"]: r["live_status"] for r in rows}[run_dir.name]
+
+
+def test_sigterm_checkpoints_and_marks_interrupted(tmp_path, data_dir):
+    runs = tmp_path / "runs"
+    proc = start(runs, data_dir)
+    run_dir = wait_for_checkpoint(runs, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert f"trainlab train --resume {run_dir.name}" in out
+    assert status(runs, run_dir) == "interrupted"
+    p = cli("train", "--resume", run_dir.name, "--runs-dir", runs, "--data-dir", data_dir, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert status(runs, run_dir) == "completed"
+
+
+def test_sigkill_leaves_a_stale_run_that_resumes_and_a_live_run_is_not_resumed_twice(tmp_path, data_dir):
+    runs = tmp_path / "runs"
+    proc = start(runs, data_dir, SLOW)
+    run_dir = wait_for_checkpoint(runs, proc)
+    while status(runs, run_dir) != "running":  # the record is written just after the first checkpoint
+        time.sleep(0.05)
+    twin = cli("train", "--resume", run_dir.name, "--runs-dir", runs, "--data-dir", data_dir)
+    assert twin.returncode == 2 and "is being trained right now by pid" in twin.stderr, twin.stderr
+    rm = cli("runs", "rm", run_dir.name, "--yes", "--runs-dir", runs)
+    assert rm.returncode == 2 and run_dir.is_dir()  # nor deleted under it
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # what the file says ...
+    assert status(runs, run_dir) == "stale"  # ... and the truth
+    p = cli("train", "--resume", run_dir.name, "--runs-dir", runs, "--data-dir", data_dir, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert status(runs, run_dir) == "completed"
+
+
+def test_an_index_row_whose_folder_is_gone_is_missing_and_removable(tmp_path, data_dir):
+    runs = tmp_path / "runs"
+    p = cli("train", *ARGS[:1], "--epochs", "1", "--set", "data.limit_train=500", "--set", "data.limit_test=100",
+            "--quiet", "--json", "--runs-dir", runs, "--data-dir", data_dir)
+    run_id = json.loads(p.stdout.splitlines()[-1])["run_id"]
+    import shutil
+    shutil.rmtree(runs / run_id)
+    assert status(runs, runs / run_id) == "missing"
+    p = cli("runs", "rm", run_id, "--yes", "--runs-dir", runs)
+    assert p.returncode == 0 and "index entry" in p.stdout
+    assert json.loads(cli("runs", "--json", "--runs-dir", runs).stdout) == []
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 400 KiB tmpfs: room for a run's small files, not for its weights and checkpoint."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (this process is not root)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_run_is_marked_failed(tmpfs, tmp_path, data_dir):
+    p = cli("train", "mnist-mlp", "--set", "model.layers.0.units=256", "--epochs", "1", "--set", "data.limit_train=2000",
+            "--set", "data.limit_test=200", "--runs-dir", tmpfs, "--db", f"sqlite:///{tmp_path / 'index.db'}",
+            "--data-dir", data_dir, "--quiet")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    (line,) = [x for x in p.stderr.splitlines() if x.strip()]
+    assert line.startswith("error: ") and "no space left on the device" in line and "needed" in line
+    (run_dir,) = [d for d in tmpfs.iterdir() if d.is_dir()]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not [f for f in run_dir.iterdir() if f.name.endswith(".tmp")]  # no half-written file
+
+
+def test_reading_commands_work_on_a_read_only_runs_folder(tmp_path, data_dir):
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root (this process is not root)")
+    runs = tmp_path / "runs"
+    p = cli("train", "mnist-mlp", "--epochs", "1", "--set", "data.limit_train=500", "--set", "data.limit_test=100",
+            "--quiet", "--json", "--runs-dir", runs, "--data-dir", data_dir)
+    run_id = json.loads(p.stdout.splitlines()[-1])["run_id"]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(runs), str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount read-only here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=False)
+        assert cli("runs", "--runs-dir", ro).returncode == 0
+        assert run_id in cli("runs", "show", run_id, "--runs-dir", ro).stdout
+        ev = cli("evaluate", run_id, "--runs-dir", ro, "--data-dir", data_dir)
+        assert ev.returncode == 0 and "precision" in ev.stdout  # the report, though its pictures cannot be written
+        assert "warning: pictures not written" in ev.stderr
+        assert cli("evaluate", run_id, "--no-pictures", "--runs-dir", ro, "--data-dir", data_dir).returncode == 0
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
