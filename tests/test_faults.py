@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ARGS = ["mnist-mlp", "--epochs", "4", "--set", "data.limit_train=12000", "--set", "data.limit_test=500",
+ARGS = ["mnist-mlp", "--epochs", "3", "--set", "data.limit_train=9000", "--set", "data.limit_test=500",
         "--checkpoint-every", "0.1", "--quiet"]
 
 
@@ -23,7 +23,7 @@ def cli(*args, env=None, **kw):
                           timeout=300, env=env, stdin=subprocess.DEVNULL, **kw)
 
 
-SLOW = ["mnist-tfjs-cnn", "--epochs", "6", "--set", "data.limit_train=6000", "--set", "data.limit_test=500",
+SLOW = ["mnist-tfjs-cnn", "--epochs", "4", "--set", "data.limit_train=6000", "--set", "data.limit_test=500",
         "--checkpoint-every", "0.1", "--quiet"]  # about a second an epoch: time to act on a live run
 
 
@@ -81,19 +81,6 @@ def test_sigkill_leaves_a_stale_run_that_resumes_and_a_live_run_is_not_resumed_t
     assert status(runs, run_dir) == "completed"
 
 
-def test_an_index_row_whose_folder_is_gone_is_missing_and_removable(tmp_path, data_dir):
-    runs = tmp_path / "runs"
-    p = cli("train", *ARGS[:1], "--epochs", "1", "--set", "data.limit_train=500", "--set", "data.limit_test=100",
-            "--quiet", "--json", "--runs-dir", runs, "--data-dir", data_dir)
-    run_id = json.loads(p.stdout.splitlines()[-1])["run_id"]
-    import shutil
-    shutil.rmtree(runs / run_id)
-    assert status(runs, runs / run_id) == "missing"
-    p = cli("runs", "rm", run_id, "--yes", "--runs-dir", runs)
-    assert p.returncode == 0 and "index entry" in p.stdout
-    assert json.loads(cli("runs", "--json", "--runs-dir", runs).stdout) == []
-
-
 @pytest.fixture
 def tmpfs(tmp_path):
     """A 400 KiB tmpfs: room for a run's small files, not for its weights and checkpoint."""
@@ -120,7 +107,7 @@ def test_a_full_disk_is_one_line_and_the_run_is_marked_failed(tmpfs, tmp_path, d
     assert not [f for f in run_dir.iterdir() if f.name.endswith(".tmp")]  # no half-written file
 
 
-def test_reading_commands_work_on_a_read_only_runs_folder(tmp_path, data_dir):
+def test_reading_commands_work_on_a_read_only_runs_folder_and_missing_folders_show(tmp_path, data_dir):
     if os.geteuid() != 0:
         pytest.skip("mounting needs root (this process is not root)")
     runs = tmp_path / "runs"
@@ -141,3 +128,22 @@ def test_reading_commands_work_on_a_read_only_runs_folder(tmp_path, data_dir):
         assert cli("evaluate", run_id, "--no-pictures", "--runs-dir", ro, "--data-dir", data_dir).returncode == 0
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
+    # an index row whose folder was deleted by hand: shown as missing, removable with runs rm
+    import shutil
+    shutil.rmtree(runs / run_id)
+    assert status(runs, runs / run_id) == "missing"
+    p = cli("runs", "rm", run_id, "--yes", "--runs-dir", runs)
+    assert p.returncode == 0 and "index entry" in p.stdout
+    assert json.loads(cli("runs", "--json", "--runs-dir", runs).stdout) == []
+
+
+@pytest.mark.parametrize("delay", [0.05, 1.0])
+def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, data_dir, delay):
+    proc = subprocess.Popen([sys.executable, "-m", "trainlab", "train", "mnist-mlp", "--runs-dir", str(tmp_path / "runs"),
+                             "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)  # importing, loading data, or building the model
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in out + err, err
+    # before training: one line; once training runs (a fast machine): checkpointed, with the resume command
+    assert [x for x in err.splitlines() if x.strip()] == ["interrupted"] or "Resume with" in out, (out, err)

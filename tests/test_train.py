@@ -31,7 +31,7 @@ def test_train_returns_a_run_and_writes_its_record(data_dir, tmp_path):
     assert [h["epoch"] for h in run.history] == [1, 2]
     assert set(run.history[0]) >= {"loss", "acc", "val_loss", "val_acc", "lr", "seconds"}
     assert run.metrics["test_acc"] > 0.8  # 2,000 MNIST digits, two epochs
-    files = sorted(p.name for p in run.run_dir.iterdir())
+    files = sorted(p.name for p in run.run_dir.iterdir() if not p.name.startswith("."))  # .lock aside
     assert files == ["best.safetensors", "checkpoint.pt", "curves.png", "events.jsonl", "history.csv", "metrics.json",
                      "model.safetensors", "recipe.yaml", "run.json"]
     info = json.loads((run.run_dir / "run.json").read_text())

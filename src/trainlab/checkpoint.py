@@ -15,7 +15,6 @@ import pickle
 import random
 import re
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -130,8 +129,8 @@ def load_checkpoint(path: Path) -> dict:
             raise TrainlabError(f"{path}: corrupt or truncated checkpoint (not a checkpoint's contents); {fix}") from None
         raise TrainlabError(f"{path}: refused: it holds objects other than tensors and plain values "
                             f"({found.group(1)}); it was not written by trainlab: {fix}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise TrainlabError(f"{path}: corrupt or truncated checkpoint ({first_line(exc)}); {fix}") from None
+    except Exception as exc:  # damaged bytes surface as any of a dozen errors from zipfile, pickle and torch
+        raise TrainlabError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {first_line(exc)}); {fix}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format", ckpt.get("version")) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise TrainlabError(f"{path}: checkpoint format {found!r}, this trainlab reads format {FORMAT}; {fix}")

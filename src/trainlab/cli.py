@@ -436,14 +436,24 @@ def runs_reindex(runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     typer.echo(f"indexed {len(added)} run(s)" + (": " + ", ".join(added) if added else ""))
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C outside training (typer would turn a KeyboardInterrupt into a silent exit 130)."""
+
+
+def _interrupt(signum, frame):
+    raise _Interrupted
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+    """Console entry point: user errors become one line on stderr and exit status 2; Ctrl-C one line and 130."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         app()
     except TrainlabError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         typer.echo("interrupted", err=True)
         sys.exit(130)
 
