@@ -34,7 +34,7 @@ def main() -> None:
             print(f"{run.recipe.name}: val_acc {run.history[-1]['val_acc']:.4f}")
 
         cnn = trainlab.train("mnist-tfjs-cnn", runs_dir=runs_dir, progress="none")
-        report, files = evaluate_run(cnn, out_dir=runs_dir / "eval")
+        report, files, _ = evaluate_run(cnn, out_dir=runs_dir / "eval")
         (DOCS / "evaluate.txt").write_text(report.text() + "\n")
         shutil.copy(files[0], DOCS / "confusion.png")
         shutil.copy(files[1], DOCS / "misclassified.png")

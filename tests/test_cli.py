@@ -50,23 +50,7 @@ def test_env_var_data_dir_and_python_m(data_dir, tmp_path):
     assert json.loads(p.stdout)["run_id"] is None and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["train", "mnist-mlp", "--set", "optimizer.lrr=1"], "optimizer.lrr: unknown key (did you mean 'lr'?)"),
-    (["train", "mnist-mpl"], "unknown recipe 'mnist-mpl' (did you mean 'mnist-mlp'?)"),
-    (["train", "mnist-mlp", "--set", "data.name=cifar10"], "cifar-10-python.tar.gz not found"),
-    (["train", "mnist-mlp", "--set", "data.name=/no/such/tree"], "no such file or folder"),
-    (["evaluate", "../../etc"], "not a valid run id"),
-    (["evaluate", "nosuchrun"], "no run 'nosuchrun'"),
-    (["datasets", "verify", "imagenet"], "unknown dataset 'imagenet'"),
-    (["show", "mnist-mlp", "--set", "epochs"], "expected key.path=value"),
-])
-def test_bad_input_is_one_line_without_traceback(args, expected, tmp_path, data_dir):
-    p = cli(*args, "--data-dir", data_dir, env_extra={"TRAINLAB_OFFLINE": "1", "TRAINLAB_RUNS": str(tmp_path)}) \
-        if args[0] in ("train",) else cli(*args, env_extra={"TRAINLAB_OFFLINE": "1", "TRAINLAB_RUNS": str(tmp_path)})
-    assert p.returncode == 2
-    assert "Traceback" not in p.stderr
-    err = p.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], p.stderr
+# Bad input of every kind is in test_bad_inputs.py.
 
 
 def test_recipes_show_summary_datasets(data_dir):

@@ -56,10 +56,7 @@ def test_sigterm_checkpoints_and_marks_interrupted(tmp_path, data_dir):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert f"trainlab train --resume {run_dir.name}" in out
-    assert status(runs, run_dir) == "interrupted"
-    p = cli("train", "--resume", run_dir.name, "--runs-dir", runs, "--data-dir", data_dir, "--quiet")
-    assert p.returncode == 0, p.stderr
-    assert status(runs, run_dir) == "completed"
+    assert status(runs, run_dir) == "interrupted"  # resuming it is test_resume.py's Ctrl-C test
 
 
 def test_sigkill_leaves_a_stale_run_that_resumes_and_a_live_run_is_not_resumed_twice(tmp_path, data_dir):
