@@ -78,11 +78,13 @@ def soak(seed: int, kills: int, work: Path, rng: random.Random) -> dict:
         kind = kill_once(proc, run_dir, runs, rng, last=len(events) == kills - 1)
         run_dir = next(iter(runs.glob("*/run.json"))).parent
         record = json.loads((run_dir / "run.json").read_text())
-        events.append({"kill": len(events) + 1, "kind": kind, "status_after": record["status"],
+        from trainlab.record import read_record
+        live = read_record(run_dir).live_status()  # what `trainlab runs` shows
+        events.append({"kill": len(events) + 1, "kind": kind, "status_after": record["status"], "shown_as": live,
                        "epochs_done": len((run_dir / "history.csv").read_text().splitlines()) - 1
                        if (run_dir / "history.csv").is_file() else 0})
-        print(f"kill {len(events):2d} ({kind:10s}): run.json says {record['status']}, {events[-1]['epochs_done']} epochs done",
-              flush=True)
+        print(f"kill {len(events):2d} ({kind:10s}): run.json says {record['status']}, `trainlab runs` shows {live}, "
+              f"{events[-1]['epochs_done']} epochs done", flush=True)
         if record["status"] == "completed" or len(events) >= kills:
             break
         proc = subprocess.Popen(cmd("--resume", run_dir.name, "--quiet", runs=runs), stdout=subprocess.DEVNULL,
@@ -109,6 +111,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     kinds = [e["kind"] for r in results for e in r["events"]]
+    shown = [e["shown_as"] for r in results for e in r["events"]]
+    print(f"shown after the kills: {', '.join(f'{k} {shown.count(k)}' for k in sorted(set(shown)))}")
     print(f"{summary['total_kills']} kills ({', '.join(f'{k} {kinds.count(k)}' for k in sorted(set(kinds)))}); "
           f"final weights identical to the uninterrupted run: {summary['all_identical']}")
 
