@@ -130,3 +130,23 @@ def test_metric_mode_and_best_epoch_rules():
             {"epoch": 4, "val_acc": None}]
     assert best_epoch(hist, "val_acc")["epoch"] == 2  # the first of a tie
     assert best_epoch([{"epoch": 1, "val_acc": None}], "val_acc") is None
+
+
+class FailingSave(Callback):
+    def on_test_end(self, state, metrics):
+        raise OSError(28, "No space left on device")
+
+
+class FailingHandler(Callback):
+    def on_exception(self, state, exc):
+        raise RuntimeError("the handler broke too")
+
+
+def test_a_failure_in_the_final_save_marks_the_run_failed_and_keeps_the_checkpoint(tiny_train, tmp_path):
+    with pytest.raises(OSError, match="No space left") as err:
+        tiny_train(callbacks=[FailingSave(), FailingHandler()])
+    assert any("FailingHandler failed too: the handler broke too" in n for n in err.value.__notes__)
+    (run_dir,) = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
+    record = read_record(run_dir)
+    assert record.status == "failed" and "No space left" in record.error and record.epochs == 3
+    assert (run_dir / "checkpoint.pt").is_file()

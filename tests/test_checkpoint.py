@@ -155,3 +155,21 @@ def test_snapshot_holds_only_tensors_and_plain_values(tiny_ds):
     torch.save(payload, buf)
     buf.seek(0)
     torch.load(buf, weights_only=True)  # raises if anything else were inside
+
+
+def test_resume_uses_the_thread_count_the_run_was_trained_with(tiny_train, tmp_path):
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Interrupted) as err:
+        tiny_train(stop=stop)
+    run_dir = tmp_path / "runs" / err.value.run_id
+    record = read_record(run_dir)
+    assert record.threads == torch.get_num_threads()
+    (run_dir / "run.json").write_text(record.model_copy(update={"threads": 1}).model_dump_json())
+    before = torch.get_num_threads()
+    try:
+        run = tiny_train(resume=err.value.run_id)
+        assert torch.get_num_threads() == 1
+        assert any("resumed with 1 threads" in n for n in read_record(run.run_dir).notes) or before == 1
+    finally:
+        torch.set_num_threads(before)

@@ -338,3 +338,19 @@ def test_shared_cifar_jpeg_zip_layout_is_understood(data_dir):
     assert prefix == "cifar10-jpeg/" and set(groups) == {"train", "test"}
     assert sorted(groups["train"]) == sorted(DATASETS["cifar10"].classes)
     assert len(groups["train"]["cat"]) == 5000 and len(groups["test"]["cat"]) == 1000
+
+
+def test_a_mixed_tree_takes_the_majority_mode_with_a_notice(tmp_path):
+    root = write_tree(tmp_path / "mixed", per_class=3, splits=(), mode="RGB")
+    write_tree(tmp_path / "gray", per_class=1, splits=(), mode="L")
+    for cls in ("cat", "dog"):
+        (tmp_path / "gray" / cls / "0.png").rename(root / cls / "gray.png")
+    ds = load_image_tree(root)
+    assert ds.x_train.shape[-1] == 3 and len(ds.notes) == 1
+    assert "mixes grayscale (2) and colour (6)" in ds.notes[0] and "converted to RGB" in ds.notes[0]
+    gray = write_tree(tmp_path / "mostly-gray", per_class=3, splits=(), mode="L")
+    write_tree(tmp_path / "rgb", per_class=1, splits=(), mode="RGB")
+    (tmp_path / "rgb" / "cat" / "0.png").rename(gray / "cat" / "rgb.png")
+    ds = load_image_tree(gray)
+    assert ds.x_train.shape[-1] == 1 and "converted to grayscale" in ds.notes[0]
+    assert load_image_tree(write_tree(tmp_path / "pure", per_class=2, splits=())).notes == []

@@ -13,7 +13,14 @@ from trainlab.errors import TrainlabError, WriteError
 
 
 def _umask() -> int:
-    """The process umask, read without changing it for good (os.umask can only be read by setting it)."""
+    """The process umask: from /proc on Linux (no change to process state, safe from threads),
+    elsewhere by setting and restoring it (os.umask can only be read by setting it)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
