@@ -18,7 +18,7 @@ LAYERS: dict[str, list[str]] = {
              "plots"],
     "engine": ["state", "inference", "callbacks", "progress", "checkpoint", "loop"],
     "records": ["record", "store", "events", "runs"],
-    "applications": ["training", "evaluate", "predict"],
+    "applications": ["training", "evaluate", "predict", "pictures"],
     "interfaces": ["cli", "__main__", "__init__"],
 }
 ENV_READERS = {"settings"}

@@ -8,6 +8,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import tiny_recipe
@@ -67,3 +68,79 @@ def test_plots_never_touch_pyplot_and_draw_from_threads(tmp_path):
         paths = list(pool.map(lambda c: plot_history(c, tmp_path / f"{c.run_id}.png"), curves))
     sizes = {Image.open(p).size for p in paths}
     assert len(sizes) == 1  # eight identical figures, drawn concurrently
+
+
+# --- the lessons' pictures ---------------------------------------------------------------------------
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.images]
+
+
+def test_sample_grid_titles_each_image_with_its_class(data_dir):
+    import trainlab
+    fig = trainlab.show_samples("fashion-mnist", n=25, settings=trainlab.load_settings(data_dir=data_dir))
+    ds = trainlab.load_dataset("fashion-mnist", data_dir=data_dir)
+    assert _titles(fig) == [ds.classes[int(y)] for y in ds.y_train[:25]]
+    assert _titles(fig)[0] == "Ankle boot"
+    mnist = trainlab.show_samples("mnist", split="test", n=10, settings=trainlab.load_settings(data_dir=data_dir))
+    assert _titles(mnist) == ["7", "2", "1", "0", "4", "1", "4", "9", "5", "9"]  # MNIST's first test labels
+
+
+def test_one_image_with_a_colour_bar(data_dir):
+    import trainlab
+    fig = trainlab.show_samples("fashion-mnist", index=0, settings=trainlab.load_settings(data_dir=data_dir))
+    image_ax = [ax for ax in fig.axes if ax.images][0]
+    assert "Ankle boot" in image_ax.get_title() and len(fig.axes) == 2  # the image and its colour bar
+    assert image_ax.images[0].get_array().max() == 255
+
+
+def test_samples_of_cifar_and_an_image_tree(tmp_path):
+    from conftest import write_cifar_archive, write_tree
+    import trainlab
+    from trainlab.data import DATASETS
+    from trainlab.readers import Dataset, read_cifar10_archive
+    write_cifar_archive(tmp_path / "c.tar.gz")  # the canonical format, tiny
+    x_tr, y_tr, x_te, y_te = read_cifar10_archive(tmp_path / "c.tar.gz")
+    cifar = Dataset("cifar10", list(DATASETS["cifar10"].classes), x_tr, y_tr, x_te, y_te)
+    fig = trainlab.show_samples(cifar, n=6)
+    assert _titles(fig) == [cifar.classes[int(y)] for y in y_tr[:6]]
+    assert fig.axes[0].images[0].get_array().shape == (32, 32, 3)  # colour, not grey
+    tree = write_tree(tmp_path / "tree", classes=("cat", "dog"), per_class=3, splits=())
+    fig = trainlab.show_samples(str(tree), n=4)
+    ds = trainlab.load_dataset(str(tree))
+    assert _titles(fig) == [ds.classes[int(y)] for y in ds.y_train[:4]]
+
+
+def test_prediction_figure_colours_right_blue_and_wrong_red():
+    from trainlab.plots import RIGHT, WRONG, plot_predictions
+    from matplotlib.colors import to_hex
+    images = np.zeros((2, 8, 8, 1), np.uint8)
+    probs = np.array([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1]])
+    fig = plot_predictions(images, probs, ["a", "b", "c"], true=np.array([1, 2]), cols=2)
+    img_axes = [ax for ax in fig.axes if ax.images]
+    bar_axes = [ax for ax in fig.axes if ax.patches]
+    assert img_axes[0].get_xlabel() == "b 80% (b)" and to_hex(img_axes[0].xaxis.label.get_color()) == to_hex(RIGHT)
+    assert img_axes[1].get_xlabel() == "a 70% (c)" and to_hex(img_axes[1].xaxis.label.get_color()) == to_hex(WRONG)
+    colours = [to_hex(p.get_facecolor()) for p in bar_axes[1].patches]
+    assert colours[0] == to_hex(WRONG) and colours[2] == to_hex(RIGHT) and colours[1] == "#888888"
+    assert [p.get_height() for p in bar_axes[1].patches] == pytest.approx([0.7, 0.2, 0.1])
+
+
+def test_a_runs_prediction_figure_marks_its_own_mistakes(tiny_train):
+    run = tiny_train(save=False, epochs=1)
+    fig = run.plot_predictions(range(12))
+    preds = run.predict(run.split("test")[0][:12].permute(0, 2, 3, 1).numpy())
+    y = run.split("test")[1][:12].numpy()
+    from matplotlib.colors import to_hex
+    from trainlab.plots import RIGHT, WRONG
+    colours = [to_hex(ax.xaxis.label.get_color()) for ax in fig.axes if ax.images]
+    assert colours == [to_hex(RIGHT) if p == t else to_hex(WRONG) for p, t in zip(preds.labels, y)]
+    assert to_hex(WRONG) in colours and to_hex(RIGHT) in colours  # one epoch: some of each
+
+
+def test_data_show_cli(tmp_path, data_dir):
+    out = tmp_path / "grid.png"
+    p = subprocess.run([sys.executable, "-m", "trainlab", "data", "show", "fashion-mnist", "--n", "9", "--out", str(out),
+                        "--classes", "--data-dir", str(data_dir)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "   9  Ankle boot" in p.stdout and Image.open(out).size[0] > 300

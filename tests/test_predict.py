@@ -20,8 +20,8 @@ from trainlab.images import open_image, prepare_digit
 def cnn_run(tmp_path_factory, data_dir):
     """A mnist-tfjs-cnn model trained on 20,000 digits (about 5 s), saved to disk."""
     runs = tmp_path_factory.mktemp("runs")
-    run = trainlab.train("mnist-tfjs-cnn", progress="none", runs_dir=runs, data_dir=data_dir,
-                         overrides={"data.limit_train": 20000, "data.limit_test": 2000})
+    run = trainlab.train("mnist-tfjs-cnn", progress="none", runs_dir=runs, data_dir=data_dir,  # lr 0.01: a stronger
+                         overrides={"data.limit_train": 20000, "data.limit_test": 2000, "optimizer.lr": 0.01})  # short run
     return trainlab.load_run(run.run_dir)
 
 

@@ -20,7 +20,7 @@ _EXPORTS = {
     "Settings": "trainlab.settings", "TrainlabError": "trainlab.errors", "load_dataset": "trainlab.data",
     "load_image_tree": "trainlab.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs",
     "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "preset_names": "trainlab.recipes",
-    "train": "trainlab.training",
+    "train": "trainlab.training", "show_samples": "trainlab.pictures",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

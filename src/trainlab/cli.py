@@ -21,8 +21,9 @@ from trainlab.errors import StopRun, TrainlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and use image classifiers on MNIST, Fashion-MNIST, CIFAR-10 and image trees.")
-datasets_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify datasets.")
-app.add_typer(datasets_app, name="datasets")
+datasets_app = typer.Typer(no_args_is_help=True, help="Look at, list, fetch and verify datasets.")
+app.add_typer(datasets_app, name="data")
+app.add_typer(datasets_app, name="datasets", help="The same as `trainlab data`.")
 runs_app = typer.Typer(help="List, inspect, compare, tag and remove runs (the run index).")
 app.add_typer(runs_app, name="runs")
 
@@ -182,6 +183,24 @@ def summary(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
     typer.echo(summarize(load_recipe(recipe, set_), settings_for(data_dir)))
 
 
+@datasets_app.command("show")
+def data_show(dataset: Annotated[str, typer.Argument(help="mnist, fashion-mnist, cifar10, or the path of an image tree.")],
+              split: Annotated[str, typer.Option(help="train or test.")] = "train",
+              n: Annotated[int, typer.Option("--n", help="How many images in the grid.")] = 25,
+              index: Annotated[Optional[int], typer.Option(help="Show this one image large, with a colour bar.")] = None,
+              out: Annotated[Optional[Path], typer.Option(help="PNG path (default samples.png, or sample-<index>.png).")] = None,
+              classes: Annotated[bool, typer.Option("--classes", help="Print the class table (index -> name).")] = False,
+              data_dir: DataDirOpt = None) -> None:
+    """A grid of the first N images with their class names, or one image with a colour bar."""
+    from trainlab.pictures import class_table, show_samples
+    settings = settings_for(data_dir)
+    out = out or Path("samples.png" if index is None else f"sample-{index}.png")
+    typer.echo(f"wrote {show_samples(dataset, split, n, index, out, settings=settings)}")
+    if classes:
+        for i, name in class_table(dataset, settings):
+            typer.echo(f"{i:>4}  {name}")
+
+
 @datasets_app.command("list")
 def datasets_list(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
     """Show each built-in dataset and where its files were found."""
@@ -268,15 +287,16 @@ def _print_predictions(preds, top_k: int, json_out: bool) -> int:
 @app.command()
 def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
             inputs: Annotated[Optional[list[str]], typer.Argument(help="Image files or folders.")] = None,
-            test_index: Annotated[Optional[list[int]], typer.Option("--test-index", help="Predict item N of the run's test set (repeatable).")] = None,
+            test_index: Annotated[Optional[list[str]], typer.Option("--test-index", help="Predict item N, or items A:B, of the run's test set (repeatable).")] = None,
             top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to list.")] = 3,
             style: Annotated[Optional[str], typer.Option(help="Override the run's preparation: digit, fashion or photo.")] = None,
             show: Annotated[Optional[Path], typer.Option("--show", help="Write 'what the model sees' PNGs here.")] = None,
+            plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the predictions figure (images and probability bars) here.")] = None,
             data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None,
             json_out: Annotated[bool, typer.Option("--json", help="One JSON object per input.")] = False) -> None:
     """Predict the class of image files (prepared as the run's training data was) or test-set items.
     Each input that cannot be read is named on stderr; exit status 1 when some failed, 2 when all did."""
-    from trainlab.predict import check_style, predict_test_items, write_model_views
+    from trainlab.predict import check_style, parse_indices, plot_results, predict_test_items, write_model_views
     from trainlab.runs import load_run
     check_style(style)
     if not inputs and not test_index:
@@ -286,13 +306,16 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     tuned()
     settings = settings_for(data_dir, runs_dir)
     r = load_run(run, settings)
-    results = ([r.predict(inputs, style)] if inputs else []) + ([predict_test_items(r, test_index, settings)] if test_index else [])
+    indices = parse_indices(test_index or [])
+    results = ([r.predict(inputs, style)] if inputs else []) + ([predict_test_items(r, indices, settings)] if indices else [])
     failed = 0
     for preds in results:
         failed += _print_predictions(preds, top_k, json_out)
         if show is not None and len(preds):
             files = write_model_views(r, preds, show, style)
             typer.echo(f"wrote {len(files)} images to {show}", err=json_out)
+    if plot is not None and any(len(p) for p in results):
+        typer.echo(f"wrote {plot_results(r, results, indices, plot, settings)}", err=json_out)
     if failed:
         raise typer.Exit(2 if failed == sum(len(p) + len(p.failures) for p in results) else 1)
 

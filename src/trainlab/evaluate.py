@@ -41,6 +41,7 @@ def evaluate_run(run: str | Path | Run, split: str = "test", out_dir: str | Path
             files.append(plot_confusion(report, out / f"confusion-{split}.png"))
             files.append(plot_gallery(imgs, captions, out / f"misclassified-{split}.png",
                                       title=f"{r.recipe.name}: {len(imgs)} highest-loss mistakes on {split}"))
+            files.append(r.plot_predictions(range(min(15, len(y))), split, out / f"predictions-{split}.png", settings=settings))
         except WriteError as exc:
             warnings.append(f"pictures not written ({exc}); pass --out DIR to write them elsewhere")
     return report, files, warnings

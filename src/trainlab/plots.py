@@ -141,3 +141,79 @@ def plot_model_view(original: np.ndarray, seen: np.ndarray, caption: str, path: 
     fig.suptitle(caption, fontsize=10)
     fig.tight_layout()
     return _out(fig, path)
+
+
+def _show(ax, img: np.ndarray, **kw):
+    """A uint8 (H, W, C) image on an axis, grey for one channel, without ticks."""
+    im = ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                   interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
+def plot_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], cols: int = 5, title: str = "",
+                 path: str | os.PathLike | None = None):
+    """A grid of uint8 images (N, H, W, C), each titled with its class name (the lessons' first picture)."""
+    n = len(images)
+    rows = max(1, (n + cols - 1) // cols)
+    fig = _figure(figsize=(cols * 2.0, rows * 2.2))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, y in zip(axes.flat, images, labels):
+        ax.axis("on")
+        _show(ax, img)
+        ax.set_title(classes[int(y)], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _out(fig, path)
+
+
+def plot_image(image: np.ndarray, caption: str, path: str | os.PathLike | None = None):
+    """One image large, with a colour bar of its pixel values (the Fashion-MNIST lesson's second picture)."""
+    fig = _figure(figsize=(4.6, 4))
+    ax = fig.subplots()
+    im = ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="viridis" if image.shape[-1] == 1 else None)
+    fig.colorbar(im, ax=ax)
+    ax.grid(False)
+    ax.set_title(caption)
+    fig.tight_layout()
+    return _out(fig, path)
+
+
+RIGHT, WRONG = "tab:blue", "tab:red"
+
+
+def plot_predictions(images: np.ndarray, probs: np.ndarray, classes: list[str], true: np.ndarray | None = None,
+                     cols: int = 3, path: str | os.PathLike | None = None):
+    """For each image: the image captioned 'predicted (confidence) / true', blue when right and red
+    when wrong, beside a bar chart of all class probabilities with the predicted bar red and the
+    true bar blue, as the Fashion-MNIST lesson draws them. Without true labels, captions are black."""
+    n = len(images)
+    rows = max(1, (n + cols - 1) // cols)
+    fig = _figure(figsize=(cols * 4.6, rows * 2.3))
+    axes = fig.subplots(rows, 2 * cols, squeeze=False, gridspec_kw={"width_ratios": [1, 1.4] * cols})
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        img_ax, bar_ax = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+        pred = int(probs[i].argmax())
+        y = None if true is None else int(true[i])
+        colour = "black" if y is None else RIGHT if pred == y else WRONG
+        img_ax.axis("on")
+        _show(img_ax, images[i])
+        img_ax.set_xlabel(f"{classes[pred]} {100 * probs[i, pred]:.0f}%" + ("" if y is None else f" ({classes[y]})"),
+                          color=colour, fontsize=8)
+        bar_ax.axis("on")
+        bars = bar_ax.bar(range(len(classes)), probs[i], color="#888888")
+        bar_ax.set_ylim(0, 1)
+        bar_ax.set_xticks(range(len(classes)))
+        bar_ax.set_xticklabels([str(k) for k in range(len(classes))], fontsize=6)
+        bar_ax.tick_params(axis="y", labelsize=6)
+        bars[pred].set_color(WRONG)
+        if y is not None:
+            bars[y].set_color(RIGHT)  # a right prediction's bar ends up blue
+    fig.tight_layout()
+    return _out(fig, path)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from trainlab.errors import TrainlabError
 from trainlab.images import STYLES, load_file
 from trainlab.inference import Predictions
-from trainlab.plots import plot_model_view
+from trainlab.plots import plot_model_view, plot_predictions
 from trainlab.runs import Run
 from trainlab.settings import Settings
 
@@ -31,6 +32,30 @@ def predict_test_items(run: Run, indices: list[int], settings: Settings | None =
     preds = run.predict(x[indices].cpu().permute(0, 2, 3, 1).numpy())
     preds.files = [f"test[{i}] (true: {run.classes[int(y[i])]})" for i in indices]
     return preds
+
+
+def parse_indices(items: list[str]) -> list[int]:
+    """'3', '0:15' (15 items from 0) and '5:8' as a list of test-set indices."""
+    out = []
+    for item in items:
+        a, sep, b = str(item).partition(":")
+        try:
+            out += list(range(int(a or 0), int(b))) if sep else [int(a)]
+        except ValueError:
+            raise TrainlabError(f"--test-index {item!r}: give a number N or a range A:B") from None
+    return out
+
+
+def plot_results(run: Run, results: list[Predictions], test_indices: list[int], out: str | os.PathLike,
+                 settings: Settings | None = None) -> Path:
+    """One predictions figure for files and test items together; test items carry their true class."""
+    images = np.concatenate([p.inputs for p in results if len(p)])
+    probs = np.concatenate([p.probs for p in results if len(p)])
+    true = None
+    if test_indices and len(results[-1]) == len(test_indices) and len(results) == 1:
+        _, y = run.split("test", settings)
+        true = y.cpu()[torch.as_tensor(test_indices)].numpy()
+    return plot_predictions(images, probs, run.classes, true, path=out)
 
 
 def write_model_views(run: Run, preds: Predictions, show_dir: str | os.PathLike, style: str | None = None) -> list[Path]:

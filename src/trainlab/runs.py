@@ -40,7 +40,7 @@ from trainlab.inference import Predictions, as_batch, classify, predict_logits
 from trainlab.history import HISTORY_COLUMNS, best_epoch
 from trainlab.metrics import EvalReport, classification_report
 from trainlab.models import build_model, place
-from trainlab.plots import plot_history
+from trainlab.plots import plot_history, plot_predictions
 from trainlab.preprocess import Preprocess
 from trainlab.record import (HEARTBEAT_SECONDS, RUN_ID_RE, DatasetInfo, ProcessInfo, RunLock, RunRecord, read_record,
                              resolve_run_dir)
@@ -346,6 +346,15 @@ class Run:
         preds = self._classify(x)
         preds.files, preds.failures = files, failures
         return preds
+
+    def plot_predictions(self, indices=range(15), split: str = "test", out: str | os.PathLike | None = None,
+                         cols: int = 3, settings: Settings | None = None):
+        """The lesson's picture of predictions on items of a split: each image captioned
+        'predicted (confidence) / true' in blue (right) or red (wrong), beside its class probabilities."""
+        x, y = self.split(split, settings)
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        preds = self._classify(x[idx.to(x.device)])
+        return plot_predictions(preds.inputs, preds.probs, self.classes, y.cpu()[idx].numpy(), cols=cols, path=out)
 
     def _classify(self, x: torch.Tensor) -> Predictions:
         return classify(self.model, x, self.preprocess, self.classes, self.ood, self.device,
