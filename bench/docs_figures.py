@@ -33,6 +33,11 @@ def main() -> None:
         for run in walk:
             print(f"{run.recipe.name}: val_acc {run.history[-1]['val_acc']:.4f}")
 
+        trainlab.show_samples("fashion-mnist", n=25, out=DOCS / "samples.png")
+        fashion = trainlab.train("fashion-mlp", runs_dir=runs_dir, progress="none")
+        fashion.plot_predictions(range(15), out=DOCS / "predictions.png")
+        print(f"fashion-mlp: test_acc {fashion.metrics['test_acc']:.4f}")
+
         cnn = trainlab.train("mnist-tfjs-cnn", runs_dir=runs_dir, progress="none")
         report, files, _ = evaluate_run(cnn, out_dir=runs_dir / "eval")
         (DOCS / "evaluate.txt").write_text(report.text() + "\n")

@@ -182,3 +182,17 @@ def test_fashion_test_image_0_is_an_ankle_boot(tmp_path, data_dir):
     rec = json.loads(p.stdout.splitlines()[0])
     assert rec["label"] == 9 and rec["class_name"] == "Ankle boot" and len(rec["top_k"]) == 3
     assert abs(sum(t["probability"] for t in rec["top_k"]) - 1) < 0.2
+
+
+def test_test_index_ranges_and_the_predictions_figure(cnn_run, tmp_path, data_dir):
+    from trainlab.errors import TrainlabError
+    from trainlab.predict import parse_indices
+    assert parse_indices(["0:3", "7", ":2"]) == [0, 1, 2, 7, 0, 1]
+    with pytest.raises(TrainlabError, match="give a number N or a range A:B"):
+        parse_indices(["a:b"])
+    out = tmp_path / "predictions.png"
+    p = subprocess.run([sys.executable, "-m", "trainlab", "predict", str(cnn_run.run_dir), "--test-index", "0:6",
+                        "--plot", str(out), "--data-dir", str(data_dir)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert [line.split(":")[0] for line in p.stdout.splitlines()[:6]] == [f"test[{i}] (true" for i in range(6)]
+    assert Image.open(out).size[0] > 800 and f"wrote {out}" in p.stdout

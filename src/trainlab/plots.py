@@ -217,3 +217,33 @@ def plot_predictions(images: np.ndarray, probs: np.ndarray, classes: list[str], 
             bars[y].set_color(RIGHT)  # a right prediction's bar ends up blue
     fig.tight_layout()
     return _out(fig, path)
+
+
+def plot_live(points: list[tuple[float, float, float]], history: list[dict], title: str = "") -> bytes:
+    """PNG bytes of a live training chart: running loss and accuracy per reported batch (x in epochs),
+    validation loss and accuracy per epoch as markers."""
+    fig = _figure(figsize=(10, 3.2))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    if points:
+        # a break at each epoch start: the running means restart there, so no line joins the epochs
+        broken = [q for i, p in enumerate(points)
+                  for q in ([(np.nan, np.nan, np.nan)] if i and int(p[0] - 1e-9) != int(points[i - 1][0] - 1e-9) else []) + [p]]
+        x, loss, acc = zip(*broken)
+        loss_ax.plot(x, loss, lw=1, label="train (running)")
+        acc_ax.plot(x, acc, lw=1, label="train (running)")
+    vals = [h for h in history if h.get("val_loss") is not None]
+    if vals:
+        loss_ax.plot([h["epoch"] for h in vals], [h["val_loss"] for h in vals], "o", label="validation")
+        acc_ax.plot([h["epoch"] for h in vals], [h["val_acc"] for h in vals], "o", label="validation")
+    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()

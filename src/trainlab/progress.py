@@ -95,3 +95,64 @@ class ProgressPrinter(Callback):
 
     def on_exception(self, state, exc):
         self.close()
+
+
+class NotebookProgress(Callback):
+    """Progress in a Jupyter cell: an HTML progress bar ("Training... (37.2%)") and, with
+    `live_plot`, a loss and accuracy chart (running per-batch values, validation per epoch) that
+    is redrawn every `plot_every` reported batches and at every epoch end. Both are display
+    outputs updated in place, so the saved notebook keeps the final bar and chart as static output."""
+
+    def __init__(self, live_plot: bool = True, plot_every: int = 30):
+        from IPython.display import HTML, display
+        self._HTML, self._display = HTML, display
+        self.live_plot, self.plot_every = live_plot, plot_every
+        self.points: list[tuple[float, float, float]] = []  # (epoch + fraction, running loss, running acc)
+        self.lines: list[str] = []
+        self._bar = self._chart = None
+        self._reports = 0
+
+    def on_train_begin(self, state):
+        r, d = state.recipe, state.data
+        head = (f"Training {r.name} on {d.name}: {len(d.x_train)} train, {0 if d.x_val is None else len(d.x_val)} val, "
+                f"{len(d.x_test)} test; {r.epochs} epochs of {state.steps_per_epoch} steps, batch {r.batch_size}, {state.device}")
+        self.lines = [head, *state.notes]
+        self._bar = self._display(self._HTML(self._html(0.0, "")), display_id=True)
+        if self.live_plot:
+            self._chart = self._display(self._png(state), display_id=True)
+
+    def _html(self, done: float, stats: str) -> str:
+        log = "<br>".join(self.lines[-12:])
+        return (f"<div style='font-family:monospace;font-size:12px'>{log}<br>"
+                f"<progress value='{1000 * done:.0f}' max='1000' style='width:40%'></progress> "
+                f"Training... ({100 * done:.1f}%) {stats}</div>")
+
+    def _png(self, state):
+        from IPython.display import Image
+
+        from trainlab.plots import plot_live
+        return Image(data=plot_live(self.points, state.history, state.recipe.name))
+
+    def on_batch_end(self, state, batch, logs):
+        done = (state.epoch * state.steps_per_epoch + batch + 1) / (state.recipe.epochs * state.steps_per_epoch)
+        self.points.append((state.epoch + (batch + 1) / state.steps_per_epoch, logs["loss"], logs["acc"]))
+        self._bar.update(self._HTML(self._html(done, f"epoch {state.epoch + 1} - loss {logs['loss']:.4f} - acc {logs['acc']:.4f}")))
+        self._reports += 1
+        if self._chart is not None and self._reports % self.plot_every == 0:
+            self._chart.update(self._png(state))
+
+    def on_epoch_end(self, state, epoch, logs):
+        self.lines.append(epoch_line(epoch, state.recipe.epochs, logs, state.steps_per_epoch))
+        self._bar.update(self._HTML(self._html(state.epoch / state.recipe.epochs, "")))
+        if self._chart is not None:
+            self._chart.update(self._png(state))
+
+    def on_test_end(self, state, metrics):
+        self.lines.append(f"test_loss: {metrics['test_loss']:.4f} - test_acc: {metrics['test_acc']:.4f} - "
+                          f"train {metrics['train_seconds']:.1f}s" + (f" - saved {state.run_dir}" if state.run_dir else ""))
+        self._bar.update(self._HTML(self._html(1.0, "done")))
+
+    def on_exception(self, state, exc):
+        if self._bar is not None:
+            self.lines.append(f"stopped: {type(exc).__name__}: {exc}")
+            self._bar.update(self._HTML(self._html(len(state.history) / state.recipe.epochs, "")))

@@ -24,7 +24,7 @@ from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.loop import fit, make_scheduler, seed_everything
 from trainlab.models import build_model, check_size, place, summary_text
 from trainlab.optim import make_optimizer
-from trainlab.progress import ProgressPrinter
+from trainlab.progress import NotebookProgress, ProgressPrinter, in_notebook
 from trainlab.readers import Dataset
 from trainlab.recipes import Recipe, load_recipe, parse_set
 from trainlab.runs import Run, RunWriter, final_metrics, open_runs_folder, read_recipe, resolve_run_dir
@@ -60,12 +60,20 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
                       gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes])
 
 
-def standard_callbacks(state: TrainState, progress: str, extra: list[Callback] | tuple,
+def progress_callback(progress: str, live_plot: bool | None) -> Callback:
+    """In a notebook, a progress bar and (unless live_plot=False) a live chart in the cell; elsewhere
+    a terminal bar or plain lines (progress: auto, bar, plain, none)."""
+    if progress == "auto" and in_notebook():
+        return NotebookProgress(live_plot=live_plot is not False)
+    return ProgressPrinter(progress)
+
+
+def standard_callbacks(state: TrainState, progress: Callback, extra: list[Callback] | tuple,
                        writer: RunWriter | None, checkpoint_every: float) -> list[Callback]:
     """Progress, the recipe's callbacks, yours, then the run writer and the checkpointer (last: it
     saves everyone's state after they ran)."""
     r = state.recipe
-    cbs: list[Callback] = [ProgressPrinter(progress)]
+    cbs: list[Callback] = [progress]
     if r.callbacks.reduce_lr:
         cbs.append(ReduceLROnPlateau(r.callbacks.reduce_lr, state.optimizer))
     if r.callbacks.early_stopping:
@@ -106,13 +114,15 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
           settings: Settings | None = None, data_dir: str | Path | None = None, runs_dir: str | Path | None = None,
           db: str | None = None, device: str = "auto", progress: str = "auto", callbacks: list[Callback] | tuple = (),
           save: bool = True, dataset: Dataset | None = None, resume: str | Path | None = None,
-          checkpoint_every: float = 60.0, stop: threading.Event | None = None, **kw_overrides) -> Run:
+          checkpoint_every: float = 60.0, stop: threading.Event | None = None, live_plot: bool | None = None,
+          **kw_overrides) -> Run:
     """Train a recipe (a preset name, a YAML path or a Recipe) and return the finished `Run`.
 
     Overrides: `epochs=`, `seed=`, `batch_size=`, `overrides={"optimizer.lr": 0.01}` or
     `optimizer__lr=0.01`. `model=` trains your own `nn.Module` on the recipe's data and optimizer;
     `resume=RUN_ID` continues an interrupted run from its last checkpoint; `stop` (an Event) ends
-    training after the current step, checkpointed. `settings` (or `data_dir=`, `runs_dir=`, `db=`)
+    training after the current step, checkpointed. In a notebook, progress is a bar in the cell and
+    `live_plot` (on unless False) draws loss and accuracy as training goes. `settings` (or `data_dir=`, `runs_dir=`, `db=`)
     say where data, runs and the run index are.
     """
     settings = (settings or load_settings()).with_(data_dir=data_dir, runs_dir=runs_dir, db=db)
@@ -127,7 +137,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     data_seconds = time.perf_counter() - t0
     if store is not None:
         writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__)
-    cbs = standard_callbacks(state, progress, callbacks, writer, checkpoint_every)
+    cbs = standard_callbacks(state, progress_callback(progress, live_plot), callbacks, writer, checkpoint_every)
     if resume is not None:
         restore(load_checkpoint(writer.checkpoint_path), state, cbs)
         state.notes += match_threads(writer.record.threads)
