@@ -78,7 +78,7 @@ def test_training_writes_curves_and_evaluate_matches_test_acc(walk_runs, data_di
     rep = json.loads(p.stdout)
     assert rep["accuracy"] == pytest.approx(relu.metrics["test_acc"])
     assert len(rep["per_class"]) == 10 and rep["per_class"][0]["name"] == "0" and rep["n"] == 500
-    assert {f.split("/")[-1] for f in rep["files"]} == {"confusion-test.png", "misclassified-test.png"}
+    assert {f.split("/")[-1] for f in rep["files"]} == {"confusion-test.png", "misclassified-test.png", "predictions-test.png"}
     p = subprocess.run([sys.executable, "-m", "trainlab", "evaluate", relu.run_id, "--runs-dir", str(runs),
                         "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
     assert "precision" in p.stdout and "most confused" in p.stdout

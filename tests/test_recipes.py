@@ -28,7 +28,7 @@ def test_presets_state_the_tutorial_settings():
     assert (m.optimizer.name, m.optimizer.lr, m.batch_size, m.epochs, m.data.flatten) == ("rmsprop", 1e-3, 100, 12, True)
     assert m.optimizer.rho == 0.9 and m.optimizer.eps == 1e-7  # Keras defaults
     t = load_recipe("mnist-tfjs-cnn")
-    assert (t.optimizer.lr, t.batch_size, t.data.validation, t.epochs) == (0.01, 64, 0.15, 1)
+    assert (t.optimizer.lr, t.batch_size, t.data.validation, t.epochs) == (0.001, 64, 0.15, 1)  # TF.js maps the string "rmsprop" to rmsprop(0.001)
     w4 = load_recipe("walk-4-deeper")
     assert sum(1 for layer in w4.model.layers if layer.type == "dense") == 12 and w4.data.normalize == "none"
     assert load_recipe("walk-5-relu").model.layers[0].activation == "relu"

@@ -1,7 +1,7 @@
 """The training loop: zero_grad, forward, backward, step over batches sliced from device tensors.
 
 Reading order: `make_scheduler`, `train_epoch` (one pass over the shuffled training split),
-`fit` (epochs, validation and callbacks). Building the parts is train.py's job; saving them,
+`fit` (epochs, validation and callbacks). Building the parts is training.py's job; saving them,
 checkpoint.py's and runs.py's.
 """
 
