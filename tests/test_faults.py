@@ -141,6 +141,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, data_dir, delay):
     time.sleep(delay)  # importing, loading data, or building the model
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in out + err, err
+    # 130, or death by SIGINT when it lands while the interpreter itself starts (a shell shows 130 for both)
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in out + err, (proc.returncode, err)
     # before training: one line; once training runs (a fast machine): checkpointed, with the resume command
     assert [x for x in err.splitlines() if x.strip()] == ["interrupted"] or "Resume with" in out, (out, err)
