@@ -7,7 +7,6 @@ log-softmax (the numerically stable equivalent of Keras' softmax + categorical c
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -88,20 +87,30 @@ def _make(spec, shape: tuple[int, ...], is_last: bool) -> list[nn.Module]:
     return mods
 
 
+def layer_params(spec, shape: tuple[int, ...]) -> int:
+    """Parameters of a dense or conv layer on input `shape`, known before it is allocated."""
+    if isinstance(spec, Dense) and len(shape) == 1:
+        return shape[0] * spec.units + spec.units
+    if isinstance(spec, Conv2D) and len(shape) == 3:
+        return shape[0] * spec.kernel_size ** 2 * spec.filters + spec.filters
+    return 0
+
+
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
-                device: str | None = None) -> tuple[nn.Sequential, list[LayerInfo]]:
+                memory: int | None = None) -> tuple[nn.Sequential, list[LayerInfo]]:
     """The model for `cfg` on inputs of `input_shape` (C, H, W) or (D,), and one LayerInfo per spec.
-    `device="meta"` builds it without allocating memory (shapes and parameter counts only)."""
-    with torch.device(device) if device else contextlib.nullcontext():
-        return _build(cfg, input_shape, num_classes)
-
-
-def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Sequential, list[LayerInfo]]:
+    With `memory` (bytes available), a model too large to train in it is refused before its
+    parameters are allocated."""
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     infos: list[LayerInfo] = []
     counts: dict[str, int] = {}
-    shape = tuple(input_shape)
+    shape, params_needed = tuple(input_shape), 0
     for i, spec in enumerate(cfg.layers):
+        params_needed += layer_params(spec, shape)
+        if memory is not None and training_bytes(params_needed) > 0.8 * memory:
+            raise RecipeError(f"model: model.layers[{i}] brings it to {params_needed:,} parameters, which need about "
+                              f"{training_bytes(params_needed) / 2**30:.1f} GiB to train (weights, gradients, optimizer "
+                              f"state) but {memory / 2**30:.1f} GiB is available; make the layers smaller")
         base = _KERAS_NAMES[type(spec)]
         name = base if base not in counts else f"{base}_{counts[base]}"
         counts[base] = counts.get(base, 0) + 1
@@ -174,18 +183,16 @@ def available_memory() -> int | None:
     return None
 
 
-def check_size(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, device: torch.device) -> str | None:
-    """Refuse a model too large to train here, before allocating it; a notice for one of over 1 GB."""
-    model, _ = build_model(cfg, input_shape, num_classes, device="meta")
+def size_note(model: nn.Module) -> str | None:
+    """A notice for a model that needs over 1 GiB to train."""
     params = count_params(model)
     need = training_bytes(params)
-    avail = available_memory() if device.type == "cpu" else torch.cuda.mem_get_info(device)[0]
-    if avail is not None and need > 0.8 * avail:
-        raise RecipeError(f"model: {params:,} parameters need about {need / 2**30:.1f} GiB to train (weights, gradients, "
-                          f"optimizer state) but {avail / 2**30:.1f} GiB is available on {device.type}; make the layers smaller")
-    if need > 2**30:
-        return f"note: the model has {params:,} parameters and needs about {need / 2**30:.1f} GiB to train"
-    return None
+    return f"note: the model has {params:,} parameters and needs about {need / 2**30:.1f} GiB to train" if need > 2**30 else None
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes free for training on `device`: available RAM on the CPU, free memory on CUDA."""
+    return available_memory() if device.type == "cpu" else torch.cuda.mem_get_info(device)[0]
 
 
 def count_params(model: nn.Module) -> int:

@@ -22,7 +22,7 @@ from trainlab.data import input_spec, load_dataset
 from trainlab.errors import StopRun, TrainlabError
 from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.loop import fit, make_scheduler, seed_everything
-from trainlab.models import build_model, check_size, place, summary_text
+from trainlab.models import build_model, device_memory, place, size_note, summary_text
 from trainlab.optim import make_optimizer
 from trainlab.progress import NotebookProgress, ProgressPrinter, in_notebook
 from trainlab.readers import Dataset
@@ -50,9 +50,10 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
     ds = dataset or load_dataset(r.data.name, source=r.data.source, settings=settings, test_fraction=r.data.test_fraction,
                                  split_seed=r.data.split_seed, progress=progress)
     data = prepare_data(ds, r, device)
-    notes = [n for n in [None if model else check_size(r.model, data.preprocess.input_shape, len(data.classes), device)] if n]
     seed_everything(r.seed)  # the model's init depends on the seed alone, not on data loading
-    net = model if model is not None else build_model(r.model, data.preprocess.input_shape, len(data.classes))[0]
+    net = model if model is not None else build_model(r.model, data.preprocess.input_shape, len(data.classes),
+                                                      memory=device_memory(device))[0]
+    notes = [n for n in [size_note(net)] if n]
     net = place(net, device)
     opt = make_optimizer(r.optimizer, net.parameters())
     steps = math.ceil(len(data.x_train) / r.batch_size)
