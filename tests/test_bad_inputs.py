@@ -165,6 +165,8 @@ def test_bad_flags(world, tmp_path):
     if not torch.cuda.is_available():
         cases.append((["train", "mnist-mlp", "--device", "cuda"], "no CUDA device is available"))
     expect_errors(cases, env, root)
+    made = sorted(p.name for p in (root / "default-runs").rglob("*")) if (root / "default-runs").exists() else []
+    assert made == [], f"a refused command wrote to the default runs folder: {made}"
 
 
 def test_bad_predict_inputs(world, tmp_path):

@@ -132,9 +132,10 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
         raise TrainlabError(f"run {writer.run_id} trained a custom model ({writer.custom_model}); "
                             f"resume it from Python with trainlab.train(resume=..., model={writer.custom_model}())")
     r = writer.recipe if writer else resolve_recipe(recipe, overrides, kw_overrides, epochs=epochs, seed=seed, batch_size=batch_size)
+    where = pick_device(device)  # a bad --device fails before anything is written
     store = open_runs_folder(settings) if save and writer is None else None  # a bad --runs-dir or --db fails before data loads
     t0 = time.perf_counter()
-    state = build(r, settings, pick_device(device), model, dataset, progress != "none")
+    state = build(r, settings, where, model, dataset, progress != "none")
     data_seconds = time.perf_counter() - t0
     if store is not None:
         writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__)
