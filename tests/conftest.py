@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import os
 import pickle
+import shutil
+import socket
 import struct
+import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,3 +153,54 @@ def tiny_train(tiny_ds, tmp_path):
         return trainlab.train(tiny_recipe(**(_changes or {})), dataset=tiny_ds, **kw)
 
     return run
+
+
+# --- a throwaway PostgreSQL server (store and tuning tests) ---------------------------------------
+
+def _find_pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a Unix socket; installs Debian's package when missing."""
+    pg_bin = _find_pg_bin()
+    if pg_bin is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, timeout=600,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        pg_bin = _find_pg_bin()
+    if pg_bin is None:
+        pytest.skip("no PostgreSQL server here and none could be installed (apt-get install postgresql)")
+    # not under pytest's temp root: that is private to root, and the server runs as 'postgres'
+    base = Path(tempfile.mkdtemp(prefix="trainlab-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = subprocess.run(as_user + [str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"initdb failed: {r.stderr.strip()[:200]}")
+    r = subprocess.run(as_user + [str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+                                  f"-p {port} -k {sock} -c listen_addresses=''", "start"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"PostgreSQL did not start: {r.stderr.strip()[:200]}")
+    try:
+        admin = create_engine(f"postgresql+psycopg://postgres@/postgres?host={sock}&port={port}",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("CREATE DATABASE trainlab"))
+        admin.dispose()
+        yield f"postgresql+psycopg://postgres@/trainlab?host={sock}&port={port}"
+    finally:
+        subprocess.run(as_user + [str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,10 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "trainlab"
 LAYERS: dict[str, list[str]] = {
     "base": ["version", "errors", "fileio", "settings", "runtime"],
     "core": ["recipes", "images", "preprocess", "readers", "trees", "data", "augment", "models", "optim", "history", "metrics",
-             "plots"],
+             "plots", "space"],
     "engine": ["state", "inference", "callbacks", "progress", "checkpoint", "loop"],
     "records": ["record", "store", "events", "runs"],
-    "applications": ["training", "evaluate", "predict", "pictures"],
+    "applications": ["training", "evaluate", "predict", "pictures", "lrfind", "tune"],
     "interfaces": ["cli", "__main__", "__init__"],
 }
 ENV_READERS = {"settings"}
@@ -43,7 +43,7 @@ def trainlab_imports(tree: ast.AST) -> set[str]:
                 out |= {f"__init__:{a.name}" for a in node.names}
             elif node.module.startswith("trainlab."):
                 out.add(node.module.removeprefix("trainlab."))
-    return {m.split(".")[0] if not m.startswith("__init__:") else "__init__" for m in out} - {"presets"}
+    return {m.split(".")[0] if not m.startswith("__init__:") else "__init__" for m in out} - {"presets", "spaces"}
 
 
 def violations(sources: dict[str, str]) -> list[str]:

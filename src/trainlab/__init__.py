@@ -3,6 +3,8 @@
     import trainlab
     run = trainlab.train("mnist-mlp", epochs=3, optimizer__lr=0.002)
     run.history, run.evaluate(), run.predict(images)
+    trainlab.find_lr("mnist-mlp").suggestion
+    trainlab.tune("walk-1-baseline", "walk", trials=20).best_recipe
 
 The public names below load on first use (PEP 562), so `import trainlab` and the `trainlab`
 command start without importing torch, matplotlib or SQLAlchemy until something needs them.
@@ -20,7 +22,8 @@ _EXPORTS = {
     "Settings": "trainlab.settings", "TrainlabError": "trainlab.errors", "load_dataset": "trainlab.data",
     "load_image_tree": "trainlab.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs",
     "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "preset_names": "trainlab.recipes",
-    "train": "trainlab.training", "show_samples": "trainlab.pictures",
+    "train": "trainlab.training", "show_samples": "trainlab.pictures", "find_lr": "trainlab.lrfind",
+    "tune": "trainlab.tune", "study_report": "trainlab.tune", "load_space": "trainlab.space",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from trainlab.errors import StopRun, TrainlabError
 
@@ -26,6 +27,20 @@ app.add_typer(datasets_app, name="data")
 app.add_typer(datasets_app, name="datasets", help="The same as `trainlab data`.")
 runs_app = typer.Typer(help="List, inspect, compare, tag and remove runs (the run index).")
 app.add_typer(runs_app, name="runs")
+
+
+class _RunByDefault(TyperGroup):
+    """`trainlab tune RECIPE ...` means `trainlab tune run RECIPE ...`; `show`, `best`, ... are subcommands."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+tune_app = typer.Typer(cls=_RunByDefault, no_args_is_help=True,
+                       help="Search hyperparameters with Optuna (`trainlab tune RECIPE --space SPACE`) and look at studies.")
+app.add_typer(tune_app, name="tune")
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a recipe field: key.path=value (repeatable).")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder holding the dataset files (also TRAINLAB_DATA).")]
@@ -339,6 +354,7 @@ def runs_list(ctx: typer.Context,
               recipe: Annotated[Optional[str], typer.Option(help="Only this recipe.")] = None,
               status: Annotated[Optional[str], typer.Option(help="running, completed, interrupted, failed, pruned, stale (its process is gone) or missing (its folder is).")] = None,
               tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag.")] = None,
+              study: Annotated[Optional[str], typer.Option(help="Only the trials of this tuning study (`trainlab tune`).")] = None,
               sort: Annotated[str, typer.Option(help="started_at, best_val_acc, test_acc, train_seconds, recipe, epochs.")] = "started_at",
               limit: Annotated[Optional[int], typer.Option(help="At most N rows.")] = None,
               runs_dir: RunsDirOpt = None, db: DbOpt = None,
@@ -347,7 +363,7 @@ def runs_list(ctx: typer.Context,
     if ctx.invoked_subcommand is not None:
         return
     from trainlab.store import open_store
-    rows = open_store(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag)
+    rows = open_store(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag, study)
     if json_out:
         print(json.dumps([dict(r.model_dump(), live_status=r.live_status()) for r in rows]))
         return
@@ -378,7 +394,8 @@ def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out:
               "seed": record.seed, "device": record.device, "started_at": record.started_at, "ended_at": record.ended_at,
               "epochs": record.epochs, **{k: m.get(k) for k in ("best_epoch", "best_val_acc", "test_acc", "test_loss", "train_seconds")},
               **{f"{k}_version": v for k, v in record.versions.items() if k != "platform"}, "run_dir": record.run_dir,
-              "note": record.note, "tags": ", ".join(record.tags) or None}
+              "note": record.note, "tags": ", ".join(record.tags) or None,
+              "study": f"{record.study} trial {record.trial}" if record.study else None}
     for k, v in fields.items():
         if v is not None:
             typer.echo(f"{k:>16}: {_fmt(v)}")
@@ -457,6 +474,170 @@ def runs_reindex(runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     for w in skipped:
         typer.echo(f"warning: skipped: {w}", err=True)
     typer.echo(f"indexed {len(added)} run(s)" + (": " + ", ".join(added) if added else ""))
+
+
+# --- tuning -------------------------------------------------------------------------------------
+
+StorageOpt = Annotated[Optional[str], typer.Option(
+    "--storage", help="Optuna storage URL shared by the study's workers (default: --db when it is a server, else <runs>/studies.db).")]
+
+
+@app.command("lr-find")
+def lr_find(recipe: Annotated[str, typer.Argument(help="A preset name or a recipe YAML file.")], set_: SetOpt = None,
+            start: Annotated[float, typer.Option(help="The smallest learning rate tried.")] = 1e-7,
+            end: Annotated[float, typer.Option(help="The largest learning rate tried.")] = 10.0,
+            steps: Annotated[int, typer.Option(help="Batches in the test (the LR grows exponentially over them).")] = 100,
+            method: Annotated[str, typer.Option(help="Which suggestion to make: valley, steep or minimum.")] = "valley",
+            out: Annotated[Path, typer.Option(help="Where to write the curve.")] = Path("lr-find.png"),
+            data_dir: DataDirOpt = None, device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+            json_out: Annotated[bool, typer.Option("--json", help="Print the points and suggestions as JSON.")] = False) -> None:
+    """The learning-rate range test: suggest a learning rate for a recipe and plot the loss against it."""
+    from trainlab.lrfind import check_range, find_lr
+    check_range(start, end, steps, method)
+    tuned()
+    found = find_lr(recipe, start=start, end=end, steps=steps, method=method, overrides=set_,
+                    settings=settings_for(data_dir), device=device)
+    path = found.plot(out)
+    if json_out:
+        print(json.dumps(dict(found.to_dict(), plot=str(path))))
+        return
+    r = found.recipe
+    others = " · ".join(f"{k} {v:.2e}" for k, v in found.suggestions.items() if k != method)
+    typer.echo(f"lr-find {r.name} ({r.optimizer.name}, batch {r.batch_size}): {len(found.lrs)} steps; {found.stopped}")
+    typer.echo(f"suggested lr: {found.suggestion:.2e} ({method})   {others}   (the recipe has {r.optimizer.lr:g})")
+    typer.echo(f"curve: {path}")
+    typer.echo(f"try: trainlab train {recipe} --set optimizer.lr={found.suggestion:.3g}")
+
+
+def _print_trial(t) -> None:
+    """One line per finished trial (module level: tuning worker processes print through it too)."""
+    value = "" if t.value is None else f"{t.value:.4f}"
+    params = " ".join(f"{k.split('.')[-1]}={_fmt(v, 3) if isinstance(v, float) else v}" for k, v in t.params.items())
+    extra = f"  ({t.error})" if t.error and t.state != "complete" else ""
+    typer.echo(f"trial {t.number:>3}  {t.state:<11} {value:>7}  {_fmt(t.seconds, 1):>6} s  {params}  "
+               f"{t.run_id or ''}{extra}")
+
+
+def _print_study(rep, show_trials: bool = True) -> None:
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(rep.counts().items()))
+    typer.echo(f"study {rep.name}: recipe {rep.recipe.name}, {rep.direction} {rep.objective}; trials: {counts or 'none'}")
+    typer.echo(f"storage: {rep.storage}")
+    if show_trials and rep.trials:
+        from rich.console import Console
+        from rich.table import Table
+        table = Table("trial", "state", rep.objective, "test acc", "epochs", "seconds", *rep.space.params, "run")
+        for t in rep.trials:
+            table.add_row(str(t.number), t.state, _fmt(t.value), _fmt(t.test_acc), str(t.epochs or ""), _fmt(t.seconds, 1),
+                          *[_fmt(t.params.get(k), 3) if t.params.get(k) is not None else "" for k in rep.space.params], t.run_id or "")
+        Console(width=240).print(table)
+    for note in rep.notes:
+        typer.echo(f"note: {note}")
+    b = rep.best
+    if b is None:
+        typer.echo("no complete trial yet")
+        return
+    typer.echo(f"best: trial {b.number}, {rep.objective} {b.value:.4f}, test acc {_fmt(b.test_acc)} (run {b.run_id})")
+    typer.echo("best params: " + ", ".join(f"{k}={_fmt(v, 4) if isinstance(v, float) else v}" for k, v in b.params.items()))
+    typer.echo(f"best recipe: trainlab tune best {rep.name} > best.yaml && trainlab train best.yaml")
+
+
+@tune_app.command("run")
+def tune_run(recipe: Annotated[str, typer.Argument(help="The recipe to start from: a preset name or a YAML file.")],
+             space: Annotated[str, typer.Option(help="A preset space (`trainlab tune spaces`) or a space YAML file.")],
+             set_: SetOpt = None,
+             trials: Annotated[Optional[int], typer.Option(help="Trials this command runs, shared by its --jobs workers.")] = 20,
+             timeout: Annotated[Optional[float], typer.Option(help="Seconds after which no new trial starts.")] = None,
+             study: Annotated[Optional[str], typer.Option(help="Study name (default RECIPE-SPACE); the same name continues it.")] = None,
+             storage: StorageOpt = None,
+             jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+             sampler: Annotated[str, typer.Option(help="tpe, random or grid.")] = "tpe",
+             pruner: Annotated[str, typer.Option(help="median, hyperband or none.")] = "median",
+             seed: Annotated[int, typer.Option(help="The sampler's seed (worker i uses seed + i).")] = 0,
+             startup: Annotated[int, typer.Option(help="TPE: random trials before it models the results.")] = 10,
+             heartbeat: Annotated[int, typer.Option(help="Seconds between a trial's heartbeats; a trial silent for 3 beats is failed.")] = 10,
+             plots: Annotated[bool, typer.Option(help="Write the study's plots beside the runs at the end.")] = True,
+             data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None,
+             device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+             json_out: Annotated[bool, typer.Option("--json", help="End with the study report as JSON.")] = False) -> None:
+    """Search a space around a recipe; every trial is a run. Ctrl-C stops after the current step."""
+    from trainlab.tune import plot_study, tune
+    settings = settings_for(data_dir, runs_dir, db)
+    stop, armed = threading.Event(), Armed()
+    armed.set()  # between trials too, a Ctrl-C lets the study record the trial under way
+    with stop_on_signals(stop, armed) as received:
+        try:
+            tuned()
+            rep = tune(recipe, space, trials=trials, timeout=timeout, study=study, storage=storage, jobs=jobs,
+                       sampler=sampler, pruner=pruner, seed=seed, startup=startup, overrides=set_, settings=settings,
+                       device=device, stop=stop, report=None if json_out else _print_trial, heartbeat=heartbeat)
+        except (StopRun, KeyboardInterrupt):
+            typer.echo(f"\ninterrupted; the study keeps its finished trials. Continue with the same command "
+                       f"(or `trainlab tune show {study or '<study>'}`)", err=True)
+            raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
+    if plots:
+        written = plot_study(rep.name, rep.storage, settings.runs_dir / "studies")
+        rep.notes.append("plots: " + ", ".join(str(p) for p in written))
+    if json_out:
+        print(json.dumps(rep.to_dict()))
+        return
+    typer.echo("")
+    _print_study(rep, show_trials=False)
+
+
+@tune_app.command("show")
+def tune_show(study: str, storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None,
+              json_out: JsonOpt = False) -> None:
+    """A study: best value and recipe, and every trial with its state, value, duration and run."""
+    from trainlab.tune import storage_url, study_report
+    rep = study_report(study, storage_url(settings_for(runs_dir=runs_dir, db=db), storage))
+    if json_out:
+        print(json.dumps(rep.to_dict()))
+        return
+    _print_study(rep)
+
+
+@tune_app.command("best")
+def tune_best(study: str, storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
+    """The best trial's recipe as YAML (`trainlab tune best S > best.yaml; trainlab train best.yaml`)."""
+    from trainlab.tune import storage_url, study_report
+    rep = study_report(study, storage_url(settings_for(runs_dir=runs_dir, db=db), storage))
+    if rep.best_recipe is None:
+        fail(f"study {study!r} has no complete trial yet; run more trials with `trainlab tune`")
+    typer.echo(rep.best_recipe.to_yaml(), nl=False)
+
+
+@tune_app.command("list")
+def tune_list(storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out: JsonOpt = False) -> None:
+    """The studies in a storage, with their trial counts and best values."""
+    from trainlab.tune import list_studies, storage_url
+    rows = list_studies(storage_url(settings_for(runs_dir=runs_dir, db=db), storage))
+    if json_out:
+        print(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(f"{r['study']:<32} {r['trials']:>4} trials  best {_fmt(r['best_value'])} (trial {r['best_trial']})  "
+                   f"{r['direction']}  started {r['started']}")
+    if not rows:
+        typer.echo("no studies yet; start one with `trainlab tune RECIPE --space SPACE`")
+
+
+@tune_app.command("plot")
+def tune_plot(study: str, out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default <runs>/studies).")] = None,
+              storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
+    """Optuna's plots of a study: optimisation history, intermediate values, parallel coordinates, importances."""
+    from trainlab.tune import plot_study, storage_url
+    settings = settings_for(runs_dir=runs_dir, db=db)
+    for path in plot_study(study, storage_url(settings, storage), out or settings.runs_dir / "studies"):
+        typer.echo(str(path))
+
+
+@tune_app.command("spaces")
+def tune_spaces() -> None:
+    """The preset search spaces."""
+    from trainlab.space import load_space, space_names
+    for name in space_names():
+        sp = load_space(name)
+        typer.echo(f"{name:<6} {', '.join(sp.params)}\n       {sp.description}")
 
 
 class _Interrupted(BaseException):

@@ -247,3 +247,29 @@ def plot_live(points: list[tuple[float, float, float]], history: list[dict], tit
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     return buf.getvalue()
+
+
+def plot_lr_find(lrs: list[float], losses: list[float], smoothed: list[float], marks: dict[str, float],
+                 suggested: str, title: str = "", path: str | os.PathLike | None = None):
+    """The LR range test: loss against learning rate (log axis), raw and smoothed, with the
+    suggestions marked; the one suggested is drawn solid."""
+    fig = _figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="0.75", lw=1, label="loss (per batch)")
+    ax.plot(lrs, smoothed, color="C0", lw=2, label="loss (smoothed)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    finite = [s for s in smoothed if np.isfinite(s)]
+    if finite:  # keep the divergence at the end from flattening the curve
+        lo, first = min(finite), finite[0]
+        ax.set_ylim(lo - 0.1 * (first - lo + 1e-8), max(first, lo) + 0.6 * (first - lo + 1e-8))
+    for i, (name, lr) in enumerate(marks.items()):
+        at = int(np.argmin(np.abs(np.log(np.asarray(lrs)) - np.log(lr))))
+        style = "-" if name == suggested else ":"
+        ax.axvline(lr, color=f"C{i + 1}", ls=style, lw=1.5, label=f"{name}: {lr:.2e}" + (" (suggested)" if name == suggested else ""))
+        ax.plot([lr], [smoothed[at]], "o", color=f"C{i + 1}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "learning-rate range test")
+    return _out(fig, path)

@@ -104,6 +104,8 @@ class RunRecord(BaseModel):
     process: ProcessInfo | None = None
     heartbeat_at: str | None = None
     threads: int | None = None  # torch's intra-op threads: results depend on them
+    study: str | None = None  # the tuning study this run is a trial of (`trainlab tune`)
+    trial: int | None = None  # its trial number in that study
 
     def live_status(self) -> str:
         """The status, with `stale` for a run recorded as running whose process is gone (killed,

@@ -145,22 +145,24 @@ class RunWriter(Callback):
     the end. It holds the folder's lock from creation (or reopening) to the end."""
 
     def __init__(self, run_dir: Path, recipe: Recipe, store, record: RunRecord | None = None,
-                 custom_model: str | None = None):
+                 custom_model: str | None = None, study: tuple[str, int] | None = None):
         self.run_dir, self.recipe, self.store, self.record = run_dir, recipe, store, record
-        self.run_id, self.custom_model = run_dir.name, custom_model
+        self.run_id, self.custom_model, self.study = run_dir.name, custom_model, study
         self.lock = RunLock(run_dir).acquire(run_dir.name)
         self.events = EventLog(run_dir / EVENTS)
         self.next_beat = 0.0
 
     @classmethod
-    def create(cls, recipe: Recipe, settings: Settings, store, custom_model: str | None = None) -> "RunWriter":
-        """A new run folder under the runs folder; `store` is the index (open_runs_folder)."""
+    def create(cls, recipe: Recipe, settings: Settings, store, custom_model: str | None = None,
+               study: tuple[str, int] | None = None) -> "RunWriter":
+        """A new run folder under the runs folder; `store` is the index (open_runs_folder); `study`
+        (name, trial number) links it to a tuning study."""
         run_dir = settings.runs_dir / new_run_id(recipe.name)
         try:
             run_dir.mkdir(parents=True, exist_ok=False)
         except OSError as exc:
             raise TrainlabError(f"{run_dir}: cannot create the run folder ({exc.strerror}); pass a writable --runs-dir") from None
-        return cls(run_dir, recipe, store, custom_model=custom_model)
+        return cls(run_dir, recipe, store, custom_model=custom_model, study=study)
 
     @classmethod
     def reopen(cls, run: str | os.PathLike, settings: Settings) -> "RunWriter":
@@ -191,6 +193,7 @@ class RunWriter(Callback):
                 run_id=self.run_id, recipe=self.recipe.name, recipe_digest=self.recipe.digest(), status="running",
                 seed=self.recipe.seed, device=str(state.device), versions=versions(), started_at=now(),
                 custom_model=self.custom_model, preprocess=d.preprocess.to_dict(), **live,
+                study=self.study and self.study[0], trial=self.study and self.study[1],
                 dataset=DatasetInfo(name=d.name, source=d.source, classes=d.classes, n_train=len(d.x_train),
                                     n_val=0 if d.x_val is None else len(d.x_val), n_test=len(d.x_test)))
             atomic_write(self.run_dir / "recipe.yaml", self.recipe.to_yaml())

@@ -229,15 +229,17 @@ class Store:
         return row
 
     def list(self, recipe: str | None = None, status: str | None = None, sort: str = "started_at",
-             limit: int | None = None, tag: str | None = None) -> list[RunRecord]:
+             limit: int | None = None, tag: str | None = None, study: str | None = None) -> list[RunRecord]:
+        """Runs, newest first (or by `sort`), filtered by recipe, status, tag or tuning study."""
         sortable = {"started_at", "best_val_acc", "test_acc", "train_seconds", "recipe", "epochs"}
         if sort not in sortable:
             raise TrainlabError(f"--sort {sort!r}: use one of {', '.join(sorted(sortable))}")
-        computed = status in ("stale", "missing")  # not stored: worked out from the record (RunRecord.live_status)
+        # not stored as columns: worked out from the record (RunRecord.live_status, RunRecord.study)
+        computed = status in ("stale", "missing") or study is not None
         q = select(runs_table)
         if recipe:
             q = q.where(runs_table.c.recipe == recipe)
-        if status and not computed:
+        if status and status not in ("stale", "missing"):
             q = q.where(runs_table.c.status == status)
         if tag:
             q = q.where(runs_table.c.id.in_(select(tags_table.c.run_id).where(tags_table.c.tag == tag)))
@@ -251,7 +253,11 @@ class Store:
             for r in conn.execute(select(tags_table)):
                 tags.setdefault(r.run_id, []).append(r.tag)
         records = [_to_record(r, sorted(tags.get(r["id"], []))) for r in rows]
-        return [r for r in records if r.live_status() == status] if computed else records
+        if status in ("stale", "missing"):
+            records = [r for r in records if r.live_status() == status]
+        if study is not None:
+            records = [r for r in records if r.study == study]
+        return records[:limit] if limit else records
 
     def get(self, run_id: str) -> RunRecord:
         with self.engine.connect() as conn:

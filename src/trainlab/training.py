@@ -116,7 +116,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
           db: str | None = None, device: str = "auto", progress: str = "auto", callbacks: list[Callback] | tuple = (),
           save: bool = True, dataset: Dataset | None = None, resume: str | Path | None = None,
           checkpoint_every: float = 60.0, stop: threading.Event | None = None, live_plot: bool | None = None,
-          **kw_overrides) -> Run:
+          study: tuple[str, int] | None = None, **kw_overrides) -> Run:
     """Train a recipe (a preset name, a YAML path or a Recipe) and return the finished `Run`.
 
     Overrides: `epochs=`, `seed=`, `batch_size=`, `overrides={"optimizer.lr": 0.01}` or
@@ -124,7 +124,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     `resume=RUN_ID` continues an interrupted run from its last checkpoint; `stop` (an Event) ends
     training after the current step, checkpointed. In a notebook, progress is a bar in the cell and
     `live_plot` (on unless False) draws loss and accuracy as training goes. `settings` (or `data_dir=`, `runs_dir=`, `db=`)
-    say where data, runs and the run index are.
+    say where data, runs and the run index are. `study=(name, trial)` links the run to a tuning study.
     """
     settings = (settings or load_settings()).with_(data_dir=data_dir, runs_dir=runs_dir, db=db)
     writer = RunWriter.reopen(resume, settings) if resume is not None else None
@@ -138,7 +138,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     state = build(r, settings, where, model, dataset, progress != "none")
     data_seconds = time.perf_counter() - t0
     if store is not None:
-        writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__)
+        writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)
     cbs = standard_callbacks(state, progress_callback(progress, live_plot), callbacks, writer, checkpoint_every)
     if resume is not None:
         restore(load_checkpoint(writer.checkpoint_path), state, cbs)
