@@ -509,10 +509,14 @@ def lr_find(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
     typer.echo(f"try: trainlab train {recipe} --set optimizer.lr={found.suggestion:.3g}")
 
 
+def _short(v) -> str:
+    return "" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def _print_trial(t) -> None:
     """One line per finished trial (module level: tuning worker processes print through it too)."""
     value = "" if t.value is None else f"{t.value:.4f}"
-    params = " ".join(f"{k.split('.')[-1]}={_fmt(v, 3) if isinstance(v, float) else v}" for k, v in t.params.items())
+    params = " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in t.params.items())
     extra = f"  ({t.error})" if t.error and t.state != "complete" else ""
     typer.echo(f"trial {t.number:>3}  {t.state:<11} {value:>7}  {_fmt(t.seconds, 1):>6} s  {params}  "
                f"{t.run_id or ''}{extra}")
@@ -525,10 +529,11 @@ def _print_study(rep, show_trials: bool = True) -> None:
     if show_trials and rep.trials:
         from rich.console import Console
         from rich.table import Table
-        table = Table("trial", "state", rep.objective, "test acc", "epochs", "seconds", *rep.space.params, "run")
+        table = Table("trial", "state", rep.objective, "test acc", "epochs run", "seconds", *rep.space.params, "run", "why")
         for t in rep.trials:
             table.add_row(str(t.number), t.state, _fmt(t.value), _fmt(t.test_acc), str(t.epochs or ""), _fmt(t.seconds, 1),
-                          *[_fmt(t.params.get(k), 3) if t.params.get(k) is not None else "" for k in rep.space.params], t.run_id or "")
+                          *[_short(t.params.get(k)) for k in rep.space.params], t.run_id or "",
+                          (t.error or "")[:60] if t.state != "complete" else "")
         Console(width=240).print(table)
     for note in rep.notes:
         typer.echo(f"note: {note}")
@@ -537,7 +542,7 @@ def _print_study(rep, show_trials: bool = True) -> None:
         typer.echo("no complete trial yet")
         return
     typer.echo(f"best: trial {b.number}, {rep.objective} {b.value:.4f}, test acc {_fmt(b.test_acc)} (run {b.run_id})")
-    typer.echo("best params: " + ", ".join(f"{k}={_fmt(v, 4) if isinstance(v, float) else v}" for k, v in b.params.items()))
+    typer.echo("best params: " + ", ".join(f"{k}={_short(v)}" for k, v in b.params.items()))
     typer.echo(f"best recipe: trainlab tune best {rep.name} > best.yaml && trainlab train best.yaml")
 
 

@@ -225,6 +225,7 @@ class TrialReporter(Callback):
             self.trial.set_user_attr("run_id", state.run_id)
 
     def on_epoch_end(self, state, epoch, logs) -> None:
+        self.trial.set_user_attr("epochs", epoch + 1)
         value = logs.get(self.metric)
         if value is None:
             return
@@ -275,7 +276,6 @@ class _Worker:
             raise
         m = run.metrics
         trial.set_user_attr("test_acc", m["test_acc"])
-        trial.set_user_attr("epochs", len(run.history))
         best = best_epoch(run.history, metric)
         if best is None or best[metric] is None or not math.isfinite(best[metric]):
             raise TrainlabError(f"the run recorded no {metric}")
