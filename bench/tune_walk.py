@@ -78,7 +78,7 @@ def markdown(res: dict) -> str:
     w5 = next(w for w in res["walk"] if w["recipe"] == "walk-5-relu")
     lines = [f"Machine: {res['machine']}; {res['date']}. Walk: five `trainlab train` commands, "
              f"{res['budget_s']:.0f} s in all; walk-5-relu test acc {w5['test_acc']:.4f}.", "",
-             "| study | wall-clock budget | trials (finished in budget) | best val acc | its test acc | vs walk-5-relu | best params |",
+             "| study | wall-clock budget | trials (completed within budget) | best val acc | its test acc | vs walk-5-relu | best params |",
              "|---|---|---|---|---|---|---|"]
     for s in res["studies"]:
         b = s["best"] or {}
