@@ -123,6 +123,19 @@ def synthetic_dataset(n_train: int = 240, n_test: int = 60, classes: int = 3, si
     return Dataset("synthetic", [f"c{i}" for i in range(classes)], x_tr, y_tr, x_te, y_te, source="synthetic")
 
 
+# a tiny recipe over an image tree (format with tree= and epochs=), for subprocess tests of the CLI
+TREE_RECIPE = """name: tiny-tree
+data: {{name: {tree}, flatten: true, validation: 0.25}}
+model:
+  layers:
+    - {{type: dense, units: 8, activation: relu}}
+    - {{type: dense, units: 2, activation: softmax}}
+optimizer: {{name: adam, lr: 0.01}}
+batch_size: 8
+epochs: {epochs}
+"""
+
+
 TINY_RECIPE = {
     "name": "tiny", "description": "unit-test MLP on the synthetic dataset",
     "data": {"name": "synthetic", "normalize": "scale", "flatten": True, "validation": 0.25},

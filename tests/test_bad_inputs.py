@@ -19,18 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import idx_bytes, write_idx_dataset, write_tree
+from conftest import TREE_RECIPE, idx_bytes, write_idx_dataset, write_tree
 
-TREE_RECIPE = """name: tiny-tree
-data: {{name: {tree}, flatten: true, validation: 0.25}}
-model:
-  layers:
-    - {{type: dense, units: 8, activation: relu}}
-    - {{type: dense, units: 2, activation: softmax}}
-optimizer: {{name: adam, lr: 0.01}}
-batch_size: 8
-epochs: 2
-"""
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +28,7 @@ def world(tmp_path_factory, data_dir):
     """A small world to break: an image tree, a recipe for it, and a completed and an interrupted run."""
     root = tmp_path_factory.mktemp("world")
     tree = write_tree(root / "tree", classes=("dark", "light"), per_class=12, splits=(), size=(6, 6))
-    (root / "tiny.yaml").write_text(TREE_RECIPE.format(tree=tree))
+    (root / "tiny.yaml").write_text(TREE_RECIPE.format(tree=tree, epochs=2))
     env = _env(root, data_dir)
     p = _run(["train", str(root / "tiny.yaml"), "--json", "--quiet", "--runs-dir", str(root / "runs")], env)
     assert p.returncode == 0, p.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import synthetic_dataset, tiny_recipe, write_tree
+from conftest import TREE_RECIPE, synthetic_dataset, tiny_recipe, write_tree
 
 import trainlab
 from trainlab.errors import Interrupted, RecipeError, TrainlabError
@@ -210,16 +210,6 @@ def test_trial_reporter_prunes_through_the_trial():
 
 # --- worker processes through the CLI: SQLite, PostgreSQL, SIGKILL ----------------------------------------
 
-TREE_RECIPE = """name: tiny-tree
-data: {{name: {tree}, flatten: true, validation: 0.25}}
-model:
-  layers:
-    - {{type: dense, units: 8, activation: relu}}
-    - {{type: dense, units: 2, activation: softmax}}
-optimizer: {{name: adam, lr: 0.01}}
-batch_size: 8
-epochs: {epochs}
-"""
 TREE_SPACE = "optimizer.lr: {loguniform: [1.0e-3, 1.0e-1]}\nmodel.units: {int: [4, 16]}\n"
 
 
