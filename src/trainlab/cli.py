@@ -645,6 +645,34 @@ def tune_spaces() -> None:
         typer.echo(f"{name:<6} {', '.join(sp.params)}\n       {sp.description}")
 
 
+@app.command()
+def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; anything but loopback needs the token.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+              runs_dir: RunsDirOpt = None, db: DbOpt = None, data_dir: DataDirOpt = None,
+              token: Annotated[Optional[str], typer.Option(help="Access token (also TRAINLAB_TOKEN); generated for a non-loopback host.")] = None,
+              workers: Annotated[int, typer.Option(min=1, max=8, help="Trainings run at the same time (others queue).")] = 1,
+              no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser.")] = False) -> None:
+    """The live dashboard: train from the browser and watch every batch, compare runs, look at
+    errors, draw a digit. Runs trained in a terminal show up live too."""
+    tuned()
+    from trainlab.web.app import is_loopback, serve
+    settings = settings_for(data_dir, runs_dir, db)
+    if not 0 < port < 65536:
+        fail(f"--port {port}: use 1-65535")
+
+    def ready(tok: str | None) -> None:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        url = f"http://{shown}:{port}/" + (f"?token={tok}" if tok else "")
+        typer.echo(f"trainlab dashboard on {url}  (runs: {settings.runs_dir}; Ctrl-C stops)")
+        if tok and not is_loopback(host):
+            typer.echo(f"token: {tok}  (every request needs it; the link above sets it in the browser)")
+        if not no_browser:
+            import webbrowser
+            threading.Timer(1.0, lambda: webbrowser.open(url)).start()
+
+    serve(settings, host, port, token, workers, on_ready=ready)
+
+
 class _Interrupted(BaseException):
     """Ctrl-C outside training (typer would turn a KeyboardInterrupt into a silent exit 130)."""
 

@@ -25,6 +25,16 @@ def misclassified(classes: list[str], logits: torch.Tensor, y: torch.Tensor, x: 
     return x[order].permute(0, 2, 3, 1).numpy(), captions
 
 
+def confusion_cell(logits: torch.Tensor, y: torch.Tensor, true: int, pred: int, limit: int = 48) -> list[dict]:
+    """The items of one confusion-matrix cell (true class, predicted class), highest loss first:
+    index, loss and the confidence of the prediction."""
+    losses = F.cross_entropy(logits, y, reduction="none")
+    probs = torch.softmax(logits, 1)
+    idx = ((y == true) & (logits.argmax(1) == pred)).nonzero().flatten()
+    idx = idx[losses[idx].argsort(descending=True)][:limit]
+    return [{"index": int(i), "loss": float(losses[i]), "confidence": float(probs[i, pred])} for i in idx]
+
+
 def evaluate_run(run: str | Path | Run, split: str = "test", out_dir: str | Path | None = None,
                  settings: Settings | None = None, pictures: bool = True) -> tuple[EvalReport, list[Path], list[str]]:
     """Report on a split, and confusion-<split>.png and misclassified-<split>.png (in the run folder

@@ -59,3 +59,35 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
         except ValueError:  # a partial first line when starting mid-file
             continue
     return events, offset + end
+
+
+def offset_after(path: Path, last_id: int) -> int:
+    """The byte offset just past event `last_id` (0 for none): where a reconnecting follower resumes.
+    Reads the log once, at connection time; a follower then reads only what is appended."""
+    if last_id <= 0:
+        return 0
+    offset = 0
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                try:
+                    if json.loads(line).get("id", 0) >= last_id:
+                        return offset
+                except ValueError:
+                    continue
+    except FileNotFoundError:
+        return 0
+    return offset
+
+
+def last_events(path: Path, tail_bytes: int = 8192) -> dict[str, dict]:
+    """The last event of each type in the log's tail (the latest progress of a live run), by type."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return {}
+    events, _ = read_events(path, max(0, size - tail_bytes))
+    return {e["type"]: e for e in events}

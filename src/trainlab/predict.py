@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from trainlab.errors import TrainlabError
-from trainlab.images import STYLES, load_file
+from trainlab.images import STYLES, load_file, open_image, prepare_image
+from trainlab.inference import as_batch
 from trainlab.inference import Predictions
 from trainlab.plots import plot_model_view, plot_predictions
 from trainlab.runs import Run
@@ -32,6 +33,35 @@ def predict_test_items(run: Run, indices: list[int], settings: Settings | None =
     preds = run.predict(x[indices].cpu().permute(0, 2, 3, 1).numpy())
     preds.files = [f"test[{i}] (true: {run.classes[int(y[i])]})" for i in indices]
     return preds
+
+
+def predict_bytes(run: Run, files: list[tuple[str, bytes]], style: str | None = None) -> Predictions:
+    """Predictions for uploaded image files (name, bytes), decoded by the same guarded loader as
+    `trainlab predict` and prepared in the run's style; files that fail are in `.failures`."""
+    check_style(style)
+    shape = run.preprocess.shape
+    names, images, failures = [], [], []
+    for name, data in files:
+        try:
+            images.append(prepare_image(open_image(data, name), style or run.preprocess.style, shape))
+            names.append(name)
+        except ValueError as exc:
+            failures.append((name, str(exc)))
+    preds = run.predict(np.stack(images)) if images else run.predict(np.zeros((0, *shape[1:], shape[0]), np.uint8))
+    preds.files, preds.failures = names, failures
+    return preds
+
+
+def predict_pixels(run: Run, pixels) -> Predictions:
+    """Predictions for uint8 pixel arrays already in the run's dataset format (a JSON array)."""
+    try:
+        arr = np.asarray(pixels)
+    except (ValueError, TypeError):
+        raise TrainlabError("pixels: give a (nested) array of numbers 0-255") from None
+    if arr.dtype.kind not in "iuf" or arr.size == 0 or arr.min() < 0 or arr.max() > 255:
+        raise TrainlabError("pixels: give a (nested) array of numbers 0-255")
+    x = as_batch(arr.astype(np.uint8), run.preprocess.shape)
+    return run.predict(x.permute(0, 2, 3, 1).numpy())
 
 
 def parse_indices(items: list[str]) -> list[int]:

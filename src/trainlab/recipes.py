@@ -180,6 +180,12 @@ class AugmentConfig(Strict):
     flip: bool = Field(False, description="random horizontal flips")
     translate: int = Field(0, ge=0, description="random shifts of up to N pixels, zero-filled")
     crop: int = Field(0, ge=0, description="pad N pixels (reflect), then crop back at a random place")
+    rotate: float = Field(0.0, ge=0, le=180, description="random rotations of up to N degrees")
+    scale: float = Field(0.0, ge=0, lt=1, description="random zoom by a factor in [1-N, 1+N]")
+    shift: float = Field(0.0, ge=0, lt=1, description="random sub-pixel shifts of up to N of the image size (with rotate/scale)")
+    stroke: float = Field(0.0, ge=0, le=1, description="fraction of images whose strokes are thickened or thinned (3x3 dilate/erode)")
+    blur: float = Field(0.0, ge=0, le=1, description="fraction of images blurred (3x3 Gaussian)")
+    contrast: float = Field(0.0, ge=0, lt=1, description="random intensity scaling by a factor in [1-N, 1]")
 
 
 class Recipe(Strict):

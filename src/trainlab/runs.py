@@ -16,6 +16,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -440,6 +441,23 @@ def remove_run(run: str, settings: Settings | None = None) -> str:
     open_index(settings).remove(run_dir.name)
     shutil.rmtree(run_dir)
     return str(run_dir)
+
+
+def stop_run(run: str, settings: Settings | None = None) -> str:
+    """Ask a run training in another process of this host to stop as Ctrl-C does (SIGINT: it stops
+    after the current step, checkpointed, marked interrupted, resumable). Returns the run id."""
+    settings = settings or load_settings()
+    run_dir = resolve_run_dir(run, settings)
+    record = read_record(run_dir)
+    if record.status != "running":
+        raise TrainlabError(f"run {record.run_id} is {record.status}, not running")
+    alive = record.process.alive() if record.process else False
+    if alive is None:
+        raise TrainlabError(f"run {record.run_id} trains on host {record.process.host}; stop it there (Ctrl-C)")
+    if not alive:
+        raise TrainlabError(f"run {record.run_id}: its process is gone; resume it with `trainlab train --resume {record.run_id}`")
+    os.kill(record.process.pid, signal.SIGINT)
+    return record.run_id
 
 
 def compare_runs(runs: list[str], settings: Settings | None = None) -> tuple[list[RunRecord], list[Curve], dict[str, list]]:

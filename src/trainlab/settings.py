@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     download_timeout: float = Field(30.0, gt=0, validation_alias=AliasChoices("download_timeout", "TRAINLAB_DOWNLOAD_TIMEOUT"),
                                     description="seconds per download attempt")
 
+    token: str | None = Field(None, validation_alias=AliasChoices("token", "TRAINLAB_TOKEN"),
+                              description="the dashboard's access token (one is generated when the host is not loopback)")
+
     @field_validator("runs_dir", "data_dir", "cache_dir", mode="after")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:

@@ -1,0 +1,134 @@
+"""Training started from the dashboard: each job runs `trainlab.train` in a worker process
+(`python -m trainlab.web.worker`: the server stays responsive and a crash cannot take it down), one at a time by default and queued
+beyond. Stop sends the worker SIGINT, which sets the run's stop event exactly as Ctrl-C does in the
+CLI: training ends after the current step, checkpointed, marked interrupted and resumable."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from trainlab.settings import Settings
+
+JOB_STATES = ("queued", "starting", "running", "completed", "interrupted", "failed", "cancelled")
+
+
+@dataclass
+class Job:
+    id: int
+    label: str
+    recipe: dict | None = None
+    resume: str | None = None
+    state: str = "queued"
+    run_id: str | None = None
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    process: subprocess.Popen | None = None
+    stop_requested: bool = False
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "label": self.label, "state": self.state, "run_id": self.run_id, "error": self.error,
+                "created": self.created, "resume": self.resume}
+
+
+class JobQueue:
+    """Jobs in order; `workers` run at the same time (1 by default: two trainings on 2 cores only
+    slow each other down)."""
+
+    def __init__(self, settings: Settings, workers: int = 1):
+        self.settings, self.workers = settings, workers
+        self.jobs: dict[int, Job] = {}
+        self.ids = itertools.count(1)
+        self.lock = threading.Condition()
+        self.closed = False
+        self.threads = [threading.Thread(target=self._serve, daemon=True, name=f"trainlab-job-{i}") for i in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, label: str, recipe: dict | None = None, resume: str | None = None) -> Job:
+        with self.lock:
+            job = Job(next(self.ids), label, recipe, resume)
+            self.jobs[job.id] = job
+            self.lock.notify_all()
+            return job
+
+    def get(self, job_id: int) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def list(self) -> list[Job]:
+        return sorted(self.jobs.values(), key=lambda j: -j.id)
+
+    def for_run(self, run_id: str) -> Job | None:
+        return next((j for j in self.jobs.values() if j.run_id == run_id and j.state in ("starting", "running")), None)
+
+    def stop(self, job: Job) -> None:
+        """A queued job is cancelled; a running one gets SIGINT (Ctrl-C)."""
+        with self.lock:
+            job.stop_requested = True
+            if job.state == "queued":
+                job.state = "cancelled"
+                return
+        if job.process is not None and job.process.poll() is None:
+            job.process.send_signal(signal.SIGINT)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop what runs (checkpointed, resumable) and wait for the workers."""
+        with self.lock:
+            self.closed = True
+            for j in self.jobs.values():
+                if j.state == "queued":
+                    j.state = "cancelled"
+            self.lock.notify_all()
+        for j in list(self.jobs.values()):
+            if j.process is not None and j.process.poll() is None:
+                self.stop(j)
+                try:
+                    j.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    j.process.kill()
+
+    def _next(self) -> Job | None:
+        with self.lock:
+            while not self.closed:
+                job = next((j for j in sorted(self.jobs.values(), key=lambda j: j.id) if j.state == "queued"), None)
+                if job is not None:
+                    job.state = "starting"
+                    return job
+                self.lock.wait()
+            return None
+
+    def _serve(self) -> None:
+        while (job := self._next()) is not None:
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        with self.lock:
+            if job.stop_requested:  # stopped between being picked and starting
+                job.state = "cancelled"
+                return
+        order = {"recipe": job.recipe, "resume": job.resume, "settings": self.settings.model_dump(mode="json")}
+        job.process = subprocess.Popen([sys.executable, "-m", "trainlab.web.worker"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        job.process.stdin.write(json.dumps(order))
+        job.process.stdin.close()
+        for line in job.process.stdout:  # one JSON object a line: {"run": id}, then how it ended
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "run" in msg:
+                job.state, job.run_id = "running", msg["run"]
+            elif "end" in msg:
+                job.state = msg["end"] if msg["end"] in JOB_STATES else "failed"
+                job.error = msg.get("error")
+                job.run_id = msg.get("run_id") or job.run_id
+        err = job.process.stderr.read()
+        if job.process.wait() != 0 and job.state in ("starting", "running"):
+            tail = err.strip().splitlines()[-1:] or [f"exit code {job.process.returncode}"]
+            job.state, job.error = "failed", f"the training process ended: {tail[0][:300]}"

@@ -1,0 +1,446 @@
+// trainlab dashboard: one page per hash route, every number from the JSON API (/api/v1), charts by uPlot.
+"use strict";
+
+const $ = (sel, el = document) => el.querySelector(sel);
+const main = $("#main");
+const COLORS = ["#2f6fde", "#e0662b", "#1f8a4c", "#9b3fc4", "#c8372d", "#0f8fa3", "#8a6d00", "#d14f95"];
+let cleanup = [];  // timers, event sources and charts of the page being left
+
+function esc(v) {
+  return String(v ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+}
+function fmt(v, d = 4) { return v === null || v === undefined ? "–" : (typeof v === "number" ? v.toFixed(d) : esc(v)); }
+function pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%"; }
+function dur(s) {
+  if (s === null || s === undefined) return "–";
+  return s < 90 ? s.toFixed(1) + " s" : s < 5400 ? (s / 60).toFixed(1) + " min" : (s / 3600).toFixed(1) + " h";
+}
+function age(iso) {
+  if (!iso) return "–";
+  const s = (Date.now() - Date.parse(iso)) / 1000;
+  return s < 60 ? Math.round(s) + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : s < 86400 ? Math.round(s / 3600) + " h ago" : Math.round(s / 86400) + " d ago";
+}
+function toast(msg) {
+  const t = $("#toast");
+  t.textContent = msg; t.hidden = false;
+  clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.hidden = true; }, 8000);
+}
+
+async function api(path, opts = {}) {
+  const res = await fetch("/api/v1" + path, opts);
+  const ct = res.headers.get("content-type") || "";
+  const body = ct.includes("json") ? await res.json() : await res.text();
+  if (!res.ok) {
+    const msg = (body && body.error) || `${res.status} ${res.statusText}`;
+    throw new Error(msg);
+  }
+  return body;
+}
+const post = (path, data) => api(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(data || {})});
+
+function every(ms, fn) { fn(); const id = setInterval(fn, ms); cleanup.push(() => clearInterval(id)); }
+
+// ------------------------------------------------------------------ charts
+function makeChart(el, title, labels, opts = {}) {
+  const series = [{label: opts.xlabel || "epoch"}];
+  labels.forEach((l, i) => series.push({
+    label: l.label, stroke: l.color || COLORS[i % COLORS.length], width: l.width || 1.5, spanGaps: true,
+    points: {show: !!l.points, size: 7, fill: l.color || COLORS[i % COLORS.length]}, dash: l.dash,
+  }));
+  const width = Math.max(360, el.clientWidth - 16);
+  const plot = new uPlot({title, width, height: 280, series, scales: {x: {time: false}},
+    axes: [{label: opts.xlabel || "epoch"}, {label: opts.ylabel || ""}], legend: {live: true}},
+    [[], ...labels.map(() => [])], el);
+  cleanup.push(() => plot.destroy());
+  return plot;
+}
+
+// ------------------------------------------------------------------ Runs
+function runsPage() {
+  main.innerHTML = `<h1>Runs</h1>
+    <div class="row card"><input id="filter" type="text" placeholder="filter: recipe, status, tag, id" size="36">
+    <button id="compare-btn" disabled>Compare selected</button><span class="muted" id="count"></span></div>
+    <table id="runs"><thead><tr><th></th>
+      <th class="sortable" data-k="run_id">run</th><th class="sortable" data-k="recipe">recipe</th>
+      <th class="sortable" data-k="live_status">status</th><th>tags</th>
+      <th class="sortable num" data-k="best_val_acc">best val acc</th><th class="sortable num" data-k="test_acc">test acc</th>
+      <th class="sortable num" data-k="seconds">duration</th><th class="sortable" data-k="started_at">age</th></tr></thead>
+    <tbody></tbody></table>`;
+  const selected = new Set();
+  let rows = [], sortKey = "started_at", desc = true;
+  const render = () => {
+    const f = $("#filter").value.toLowerCase();
+    const shown = rows.filter(r => !f || [r.run_id, r.recipe, r.live_status, ...(r.tags || [])].join(" ").toLowerCase().includes(f));
+    shown.sort((a, b) => {
+      const x = a[sortKey], y = b[sortKey];
+      const c = x === y ? 0 : x === null || x === undefined ? 1 : y === null || y === undefined ? -1 : x < y ? -1 : 1;
+      return desc ? -c : c;
+    });
+    $("#runs tbody").innerHTML = shown.map(r => `<tr data-id="${esc(r.run_id)}">
+      <td><input type="checkbox" class="pick" ${selected.has(r.run_id) ? "checked" : ""}></td>
+      <td><a href="#/run/${esc(r.run_id)}">${esc(r.run_id)}</a></td><td>${esc(r.recipe)}</td>
+      <td><span class="status ${esc(r.live_status)}">${esc(r.live_status)}</span>
+        ${r.live_status === "running" ? `<span class="bar" title="${pct(r.progress)}"><span style="width:${100 * (r.progress || 0)}%"></span></span> ${pct(r.progress)}` : ""}</td>
+      <td>${(r.tags || []).map(esc).join(", ")}</td><td class="num">${fmt(r.best_val_acc)}</td><td class="num">${fmt(r.test_acc)}</td>
+      <td class="num">${dur(r.seconds)}</td><td>${age(r.started_at)}</td></tr>`).join("");
+    $("#count").textContent = `${shown.length} of ${rows.length} runs`;
+    $("#compare-btn").disabled = selected.size < 2;
+  };
+  $("#filter").oninput = render;
+  document.querySelectorAll("#runs th.sortable").forEach(th => th.onclick = () => {
+    desc = sortKey === th.dataset.k ? !desc : true; sortKey = th.dataset.k; render();
+  });
+  $("#runs tbody").onchange = e => {
+    const id = e.target.closest("tr").dataset.id;
+    e.target.checked ? selected.add(id) : selected.delete(id); render();
+  };
+  $("#compare-btn").onclick = () => { location.hash = "#/compare/" + [...selected].join(","); };
+  every(2000, async () => { try { rows = (await api("/runs")).runs; render(); } catch (e) { toast(e.message); } });
+}
+
+// ------------------------------------------------------------------ Run
+function runPage(id) {
+  main.innerHTML = `<h1>Run <span id="run-id">${esc(id)}</span> <span id="run-status" class="status"></span></h1>
+    <div class="card row"><div style="flex:1"><div id="progress-text">Loading…</div><div class="muted" id="eta"></div></div>
+      <button id="stop-btn" class="danger" hidden>Stop</button><button id="resume-btn" hidden>Resume</button></div>
+    <div class="charts"><div class="chart" id="loss-chart"></div><div class="chart" id="acc-chart"></div></div>
+    <div class="row" style="margin-top:14px"><div class="card" style="flex:1;min-width:320px"><h2>Results</h2><div id="results"></div>
+      <h2>Files</h2><div id="files"></div></div>
+      <div class="card" style="flex:2;min-width:420px"><h2>Layers</h2><pre id="summary"></pre></div></div>
+    <div class="row"><div class="card" style="flex:1;min-width:320px"><h2>Recipe</h2><pre id="recipe"></pre></div>
+      <div class="card" style="flex:1;min-width:420px"><h2>History</h2><div id="history"></div></div></div>`;
+  const lossChart = makeChart($("#loss-chart"), "Loss", [{label: "loss (training, running)"}, {label: "val_loss", color: COLORS[1], points: true}]);
+  const accChart = makeChart($("#acc-chart"), "Accuracy", [{label: "acc (training, running)"}, {label: "val_acc", color: COLORS[1], points: true}]);
+  const d = {x: [], loss: [], acc: [], vloss: [], vacc: []};
+  let batches = 0, dirty = false, t0 = null, p0 = 0;
+  const redraw = () => {
+    if (!dirty) return; dirty = false;
+    lossChart.setData([d.x, d.loss, d.vloss]); accChart.setData([d.x, d.acc, d.vacc]);
+    $("#loss-chart").dataset.points = batches; $("#acc-chart").dataset.points = batches;
+  };
+  every(200, redraw);
+  const onBatch = e => {
+    d.x.push(e.epoch - 1 + e.step / e.steps); d.loss.push(e.loss); d.acc.push(e.acc); d.vloss.push(null); d.vacc.push(null);
+    batches++; dirty = true;
+    const now = e.t;
+    if (t0 === null || e.progress < p0) { t0 = now; p0 = e.progress; }
+    const rate = (e.progress - p0) / Math.max(now - t0, 1e-6);
+    $("#progress-text").textContent = `Training... (${(100 * e.progress).toFixed(1)}% done)`;
+    $("#eta").textContent = `epoch ${e.epoch}, batch ${e.step}/${e.steps} · loss ${e.loss.toFixed(4)} · acc ${e.acc.toFixed(4)}` +
+      (rate > 0 && e.progress < 1 ? ` · about ${dur((1 - e.progress) / rate)} left` : "");
+  };
+  const onEpoch = e => {
+    d.x.push(e.epoch); d.loss.push(e.loss); d.acc.push(e.acc); d.vloss.push(e.val_loss); d.vacc.push(e.val_acc); dirty = true;
+  };
+  const loadDetails = async () => {
+    const info = await api(`/runs/${encodeURIComponent(id)}`);
+    const rec = info.record, m = rec.metrics || {};
+    $("#run-status").textContent = info.live_status; $("#run-status").className = "status " + info.live_status;
+    $("#stop-btn").hidden = info.live_status !== "running";
+    $("#resume-btn").hidden = !["interrupted", "failed", "stale"].includes(info.live_status) || !info.files.length;
+    if (info.live_status !== "running") {
+      $("#progress-text").textContent = info.live_status === "completed"
+        ? `Validation accuracy ${fmt(m.best_val_acc)} (best, epoch ${m.best_epoch ?? "–"}) · test accuracy ${fmt(m.test_acc)}`
+        : `${info.live_status}${rec.error ? ": " + rec.error : ""}`;
+      $("#eta").textContent = rec.timings ? `trained in ${dur(rec.timings.train_seconds)} (${dur(rec.timings.total_seconds)} in all)` : "";
+    }
+    $("#results").innerHTML = `<table><tr><td>recipe</td><td>${esc(rec.recipe)}</td></tr><tr><td>dataset</td><td>${esc(rec.dataset?.name)}</td></tr>
+      <tr><td>final val acc</td><td class="num">${fmt(m.val_acc)}</td></tr><tr><td>best val acc</td><td class="num">${fmt(m.best_val_acc)}</td></tr>
+      <tr><td>test acc</td><td class="num" id="test-acc">${fmt(m.test_acc)}</td></tr><tr><td>test loss</td><td class="num">${fmt(m.test_loss)}</td></tr>
+      <tr><td>epochs</td><td class="num">${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr></table>
+      ${rec.status === "completed" ? `<p><a href="#/errors/${esc(id)}">Errors →</a> · <a href="#/try/${esc(id)}">Try it →</a></p>` : ""}`;
+    $("#files").innerHTML = info.files.map(f => `<a href="/api/v1/runs/${esc(id)}/files/${esc(f)}" download>${esc(f)}</a>`).join(" · ") || "–";
+    $("#summary").textContent = info.summary; $("#recipe").textContent = info.recipe_yaml;
+    const cols = ["epoch", "loss", "acc", "val_loss", "val_acc", "lr", "seconds"];
+    $("#history").innerHTML = `<table><tr>${cols.map(c => `<th class="num">${c}</th>`).join("")}</tr>` +
+      info.history.map(h => `<tr>${cols.map(c => `<td class="num">${c === "epoch" ? h[c] : fmt(h[c], c === "lr" ? 6 : 4)}</td>`).join("")}</tr>`).join("") + "</table>";
+    return info;
+  };
+  const es = new EventSource(`/api/v1/runs/${encodeURIComponent(id)}/events`);
+  es.addEventListener("batch", m => onBatch(JSON.parse(m.data)));
+  es.addEventListener("epoch", m => { onEpoch(JSON.parse(m.data)); loadDetails().catch(() => {}); });
+  es.addEventListener("status", m => { const e = JSON.parse(m.data); if (e.status !== "running") loadDetails().catch(() => {}); });
+  es.addEventListener("end", () => { es.close(); redraw(); loadDetails().catch(() => {}); });
+  cleanup.push(() => es.close());
+  $("#stop-btn").onclick = async () => {
+    try { await post(`/runs/${encodeURIComponent(id)}/stop`); $("#progress-text").textContent = "Stopping after this step…"; }
+    catch (e) { toast(e.message); }
+  };
+  $("#resume-btn").onclick = async () => {
+    try { await post(`/runs/${encodeURIComponent(id)}/resume`); $("#progress-text").textContent = "Resuming…"; setTimeout(() => route(), 3000); }
+    catch (e) { toast(e.message); }
+  };
+  loadDetails().catch(e => { $("#progress-text").textContent = e.message; });
+}
+
+// ------------------------------------------------------------------ Compare
+async function comparePage(ids) {
+  if (!ids) {
+    main.innerHTML = `<h1>Compare</h1><div class="card">Select two or more runs on the <a href="#/runs">Runs</a> page and press Compare.</div>`;
+    return;
+  }
+  main.innerHTML = `<h1>Compare</h1><div class="charts"><div class="chart" id="cmp-vacc"></div><div class="chart" id="cmp-vloss"></div>
+    <div class="chart" id="cmp-acc"></div><div class="chart" id="cmp-loss"></div></div>
+    <div class="card" style="margin-top:14px"><h2>Results</h2><div id="cmp-results"></div><h2>Settings that differ</h2><div id="cmp-diff"></div></div>`;
+  let c;
+  try { c = await api(`/compare?runs=${encodeURIComponent(ids)}`); } catch (e) { main.innerHTML = `<div class="error-line">${esc(e.message)}</div>`; return; }
+  const names = c.runs.map(r => `${r.recipe} (${r.run_id.slice(-6)})`);
+  const n = Math.max(...c.runs.map(r => r.history.length));
+  const x = Array.from({length: n}, (_, i) => i + 1);
+  for (const [el, key, title] of [["#cmp-vacc", "val_acc", "Validation accuracy"], ["#cmp-vloss", "val_loss", "Validation loss"],
+                                  ["#cmp-acc", "acc", "Training accuracy"], ["#cmp-loss", "loss", "Training loss"]]) {
+    const chart = makeChart($(el), title, names.map(l => ({label: l, points: true})));
+    chart.setData([x, ...c.runs.map(r => x.map(i => (r.history[i - 1] || {})[key] ?? null))]);
+    $(el).dataset.points = x.length;
+  }
+  $("#cmp-results").innerHTML = `<table><tr><th>run</th><th>status</th><th class="num">best val acc</th><th class="num">test acc</th></tr>` +
+    c.runs.map((r, i) => `<tr><td><span style="color:${COLORS[i % COLORS.length]}">■</span> <a href="#/run/${esc(r.run_id)}">${esc(names[i])}</a></td>
+      <td>${esc(r.status)}</td><td class="num">${fmt(r.best_val_acc)}</td><td class="num">${fmt(r.test_acc)}</td></tr>`).join("") + "</table>";
+  const keys = Object.keys(c.differences);
+  $("#cmp-diff").innerHTML = `<table class="diff"><tr><th>setting</th>${names.map(esc).map(nm => `<th>${nm}</th>`).join("")}</tr>` +
+    keys.map(k => `<tr><td>${esc(k)}</td>${c.differences[k].map(v => `<td class="changed">${esc(typeof v === "object" ? JSON.stringify(v) : v)}</td>`).join("")}</tr>`).join("") + "</table>";
+}
+
+// ------------------------------------------------------------------ Data
+async function dataPage(name) {
+  const list = (await api("/datasets")).datasets;
+  name = name || "mnist";
+  main.innerHTML = `<h1>Data</h1><div class="card row"><select id="ds">${list.map(n => `<option ${n === name ? "selected" : ""}>${esc(n)}</option>`).join("")}</select>
+    <select id="split"><option>train</option><option>test</option></select><button id="more" class="secondary">More</button>
+    <span class="muted" id="ds-info"></span></div><div class="card"><div class="grid" id="samples"></div></div>`;
+  let start = 0;
+  const load = async (append) => {
+    try {
+      const r = await api(`/datasets/${encodeURIComponent($("#ds").value)}/samples?split=${$("#split").value}&n=40&start=${start}`);
+      $("#ds-info").textContent = `${r.size.toLocaleString()} ${r.split} images · classes: ${r.classes.join(", ")}`;
+      const html = r.items.map(it => `<figure><img src="${it.image}" alt=""><figcaption>${esc(it.class_name)}</figcaption></figure>`).join("");
+      $("#samples").innerHTML = append ? $("#samples").innerHTML + html : html;
+    } catch (e) { toast(e.message); }
+  };
+  $("#ds").onchange = () => { location.hash = "#/data/" + $("#ds").value; };
+  $("#split").onchange = () => { start = 0; load(false); };
+  $("#more").onclick = () => { start += 40; load(true); };
+  load(false);
+}
+
+// ------------------------------------------------------------------ Errors
+async function runPicker(selectedId, hashPrefix) {
+  const models = (await api("/models")).models;
+  const id = selectedId || (models[0] && models[0].run_id);
+  const html = `<select id="run-pick">${models.map(m => `<option value="${esc(m.run_id)}" ${m.run_id === id ? "selected" : ""}>
+    ${esc(m.recipe)} · ${esc(m.run_id)} · test ${fmt(m.test_acc)}</option>`).join("")}</select>`;
+  return {id, models, html, bind: () => { $("#run-pick").onchange = () => { location.hash = hashPrefix + $("#run-pick").value; }; }};
+}
+
+async function errorsPage(id) {
+  const pick = await runPicker(id, "#/errors/");
+  if (!pick.id) { main.innerHTML = `<h1>Errors</h1><div class="card">No completed run yet: train one on the <a href="#/train">Train</a> page.</div>`; return; }
+  main.innerHTML = `<h1>Errors</h1><div class="card row">${pick.html}<span class="muted" id="err-info">evaluating the test set…</span></div>
+    <div class="row"><div class="card"><h2>Confusion matrix (rows: true class, columns: predicted)</h2><div id="heat"></div></div>
+    <div class="card" style="flex:1;min-width:320px"><h2>Per class</h2><div id="per-class"></div></div></div>
+    <div class="card"><h2 id="cell-title">Click a cell to see its images, highest loss first</h2><div class="grid" id="cell"></div></div>`;
+  pick.bind();
+  let rep;
+  try { rep = await api(`/runs/${encodeURIComponent(pick.id)}/errors`); } catch (e) { $("#err-info").textContent = e.message; return; }
+  $("#err-info").textContent = `test accuracy ${fmt(rep.accuracy)} on ${rep.n.toLocaleString()} images · loss ${fmt(rep.loss)}`;
+  const cm = rep.confusion, k = cm.length;
+  const cell = (i, j) => {
+    const row = cm[i].reduce((a, b) => a + b, 0) || 1, f = cm[i][j] / row;
+    const bg = i === j ? `rgba(31,138,76,${0.15 + 0.85 * f})` : `rgba(200,55,45,${Math.min(1, 6 * f)})`;
+    return `<td data-t="${i}" data-p="${j}" style="background:${bg};color:${f > 0.5 ? "#fff" : "#1d2430"}" title="true ${esc(rep.classes[i])}, predicted ${esc(rep.classes[j])}: ${cm[i][j]}">${cm[i][j]}</td>`;
+  };
+  $("#heat").innerHTML = `<table class="heat"><tr><th></th>${rep.classes.map(c => `<th>${esc(c.slice(0, 8))}</th>`).join("")}</tr>` +
+    cm.map((r, i) => `<tr><td class="head">${esc(rep.classes[i])}</td>${r.map((_, j) => cell(i, j)).join("")}</tr>`).join("") + "</table>";
+  $("#per-class").innerHTML = `<table><tr><th>class</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th><th class="num">support</th></tr>` +
+    rep.per_class.map(c => `<tr><td>${esc(c.name ?? c.class_name ?? "")}</td><td class="num">${fmt(c.precision)}</td><td class="num">${fmt(c.recall)}</td>
+      <td class="num">${fmt(c.f1)}</td><td class="num">${c.support}</td></tr>`).join("") + "</table>";
+  $("#heat").onclick = async e => {
+    const td = e.target.closest("td[data-t]"); if (!td) return;
+    document.querySelectorAll(".heat td.sel").forEach(x => x.classList.remove("sel")); td.classList.add("sel");
+    const r = await api(`/runs/${encodeURIComponent(pick.id)}/errors/cell?true=${td.dataset.t}&pred=${td.dataset.p}`);
+    $("#cell-title").textContent = `true ${r.true_name}, predicted ${r.pred_name}: ${r.items.length} shown, highest loss first`;
+    $("#cell").innerHTML = r.items.map(it => `<figure><img src="${it.image}" alt=""><figcaption>#${it.index}<br>${esc(r.true_name)} → ${esc(r.pred_name)}
+      (${pct(it.confidence)})<br>loss ${it.loss.toFixed(2)}</figcaption></figure>`).join("") || "<span class='muted'>no images in this cell</span>";
+  };
+}
+
+// ------------------------------------------------------------------ Try it
+async function tryPage(id) {
+  const pick = await runPicker(id, "#/try/");
+  if (!pick.id) { main.innerHTML = `<h1>Try it</h1><div class="card">No completed run yet: train one on the <a href="#/train">Train</a> page.</div>`; return; }
+  const model = pick.models.find(m => m.run_id === pick.id) || {};
+  const drawable = ["mnist", "fashion-mnist"].includes(model.dataset);
+  main.innerHTML = `<h1>Try it</h1><div class="card row">${pick.html}<span class="muted">classes: ${esc((model.classes || []).join(", "))}</span></div>
+    <div class="row"><div class="card">${drawable ? `<h2>Draw ${model.dataset === "mnist" ? "a digit" : "something"}</h2>
+      <canvas id="canvas" width="280" height="280"></canvas><div class="row" style="margin-top:8px"><button id="clear" class="secondary">Clear</button>` : "<div class='row'>"}
+      <label>or upload an image <input type="file" id="upload" accept="image/*"></label></div></div>
+    <div class="card" style="min-width:360px"><h2>Prediction</h2><div id="pred-name" style="font-size:22px;font-weight:700">–</div>
+      <div class="probs" id="probs"></div><div id="ood"></div></div>
+    <div class="card"><h2>What the model sees</h2><img id="seen" class="seen" alt=""><div class="muted">the ${esc(model.dataset)} input after the same preparation as <code>trainlab predict</code></div></div></div>`;
+  pick.bind();
+  const send = async (blob, name) => {
+    const fd = new FormData(); fd.append("file", blob, name);
+    try {
+      const r = await api(`/predict?run=${encodeURIComponent(pick.id)}&top_k=5`, {method: "POST", body: fd});
+      if (r.failures.length) { toast(r.failures[0].error); return; }
+      const res = r.results[0];
+      $("#pred-name").textContent = `${res.class_name} (${pct(res.probability)})`;
+      $("#probs").innerHTML = res.top_k.map(t => `<div class="p"><span class="name">${esc(t.class_name)}</span>
+        <span class="pbar" style="width:${Math.max(2, 220 * t.probability)}px"></span><span>${pct(t.probability)}</span></div>`).join("");
+      $("#seen").src = res.model_input;
+      $("#ood").innerHTML = res.ood ? `<div class="warn">${res.warnings.map(esc).join("<br>")}</div>` : "";
+    } catch (e) { toast(e.message); }
+  };
+  $("#upload").onchange = e => { const f = e.target.files[0]; if (f) send(f, f.name); };
+  if (!drawable) return;
+  const cv = $("#canvas"), ctx = cv.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, cv.width, cv.height); };
+  clear();
+  ctx.strokeStyle = "#fff"; ctx.lineWidth = 18; ctx.lineCap = "round"; ctx.lineJoin = "round";
+  let drawing = false, last = null;
+  const pos = e => { const b = cv.getBoundingClientRect(); return [(e.clientX - b.left) * cv.width / b.width, (e.clientY - b.top) * cv.height / b.height]; };
+  cv.onpointerdown = e => { drawing = true; last = pos(e); cv.setPointerCapture(e.pointerId); ctx.beginPath(); ctx.arc(last[0], last[1], 9, 0, 7); ctx.fillStyle = "#fff"; ctx.fill(); };
+  cv.onpointermove = e => {
+    if (!drawing) return; const p = pos(e);
+    ctx.beginPath(); ctx.moveTo(last[0], last[1]); ctx.lineTo(p[0], p[1]); ctx.stroke(); last = p;
+  };
+  cv.onpointerup = cv.onpointercancel = () => {
+    if (!drawing) return; drawing = false;
+    cv.toBlob(b => send(b, "drawing.png"), "image/png");
+  };
+  $("#clear").onclick = () => { clear(); $("#pred-name").textContent = "–"; $("#probs").innerHTML = ""; $("#seen").removeAttribute("src"); $("#ood").innerHTML = ""; };
+}
+
+// ------------------------------------------------------------------ Train
+function resolveRef(schema, s) {
+  while (s && s.$ref) s = schema.$defs[s.$ref.split("/").pop()];
+  return s || {};
+}
+
+function fieldHtml(schema, path, prop, value) {
+  const s = resolveRef(schema, prop);
+  const id = "f-" + path.replace(/\./g, "-");
+  const desc = prop.description || s.description || "";
+  if (s.type === "object" && s.properties) {
+    return `<fieldset><legend>${esc(path.split(".").pop())}</legend>` +
+      Object.entries(s.properties).map(([k, p]) => fieldHtml(schema, `${path}.${k}`, p, (value || {})[k])).join("") + "</fieldset>";
+  }
+  let input;
+  const enumValues = s.enum || (s.anyOf && s.anyOf.every(a => a.const !== undefined || a.enum) ? s.anyOf.flatMap(a => a.enum || [a.const]) : null);
+  if (enumValues) {
+    input = `<select id="${id}" data-path="${esc(path)}" data-kind="enum">${enumValues.map(v => `<option ${v === value ? "selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
+  } else if (s.type === "boolean") {
+    input = `<input type="checkbox" id="${id}" data-path="${esc(path)}" data-kind="bool" ${value ? "checked" : ""}>`;
+  } else if (s.type === "integer" || s.type === "number") {
+    input = `<input type="number" step="any" id="${id}" data-path="${esc(path)}" data-kind="number" value="${esc(value)}">`;
+  } else if (s.type === "array" || s.type === "object") {
+    input = `<textarea id="${id}" data-path="${esc(path)}" data-kind="json">${esc(JSON.stringify(value, null, 1))}</textarea>`;
+  } else if (s.type === "string") {
+    input = `<input type="text" id="${id}" data-path="${esc(path)}" data-kind="string" value="${esc(value)}" size="40">`;
+  } else {
+    input = `<input type="text" id="${id}" data-path="${esc(path)}" data-kind="any" value="${esc(value === null || value === undefined ? "" : typeof value === "object" ? JSON.stringify(value) : value)}" size="40">`;
+  }
+  return `<label for="${id}">${esc(path)}${input}${desc ? `<span class="desc">${esc(desc)}</span>` : ""}</label>`;
+}
+
+function readField(el) {
+  const k = el.dataset.kind;
+  if (k === "bool") return el.checked;
+  if (k === "number") return el.value === "" ? null : Number(el.value);
+  if (k === "json") return JSON.parse(el.value);
+  if (k === "any") { if (el.value === "") return null; try { return JSON.parse(el.value); } catch { return el.value; } }
+  return el.value;
+}
+
+function getPath(obj, path) { return path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj); }
+
+async function trainPage() {
+  const [presets, schema] = await Promise.all([api("/presets"), api("/schema")]);
+  main.innerHTML = `<h1>Train</h1><div class="card row"><label>Preset <select id="preset">${presets.presets.map(p =>
+      `<option value="${esc(p.name)}">${esc(p.name)} (${esc(p.dataset)}, ${p.epochs} epochs)</option>`).join("")}</select></label>
+    <label>or upload a recipe <input type="file" id="recipe-file" accept=".yaml,.yml"></label></div>
+    <div class="card"><div class="muted" id="preset-desc"></div><form class="form" id="recipe-form"></form>
+      <div class="error-line" id="train-error"></div><button id="start">Start</button> <span class="muted" id="start-info"></span></div>
+    <div class="card"><h2>Jobs</h2><div id="jobs"></div></div>`;
+  let base = null;
+  if (presets.presets.some(p => p.name === "mnist-tfjs-cnn")) $("#preset").value = "mnist-tfjs-cnn";
+  const loadPreset = async () => {
+    const p = await api(`/presets/${encodeURIComponent($("#preset").value)}`);
+    base = p.recipe;
+    $("#preset-desc").textContent = base.description;
+    $("#recipe-form").innerHTML = Object.entries(schema.properties).filter(([k]) => k !== "description")
+      .map(([k, prop]) => fieldHtml(schema, k, prop, base[k])).join("");
+  };
+  const overrides = () => {
+    const out = {};
+    document.querySelectorAll("#recipe-form [data-path]").forEach(el => {
+      const v = readField(el), was = getPath(base, el.dataset.path);
+      if (JSON.stringify(v) !== JSON.stringify(was ?? null) && !(v === null && was === undefined)) out[el.dataset.path] = v;
+    });
+    return out;
+  };
+  const start = async body => {
+    $("#train-error").textContent = "";
+    try {
+      const r = await post("/train", body);
+      $("#start-info").textContent = `job ${r.job.id} ${r.job.state}; waiting for it to start…`;
+      waitForRun(r.job.id);
+    } catch (e) { $("#train-error").textContent = e.message; }
+  };
+  const waitForRun = async jobId => {
+    for (let i = 0; i < 600; i++) {
+      const j = await api(`/jobs/${jobId}`);
+      if (j.run_id) { location.hash = "#/run/" + j.run_id; return; }
+      if (["failed", "cancelled"].includes(j.state)) { $("#train-error").textContent = j.error || j.state; return; }
+      $("#start-info").textContent = `job ${j.id} ${j.state}…`;
+      await new Promise(r => setTimeout(r, 500));
+      if (!location.hash.startsWith("#/train")) return;
+    }
+  };
+  $("#preset").onchange = loadPreset;
+  $("#start").onclick = () => {
+    let o;
+    try { o = overrides(); } catch (e) { $("#train-error").textContent = "a list field is not valid JSON: " + e.message; return; }
+    start({preset: $("#preset").value, overrides: o});
+  };
+  $("#recipe-file").onchange = async e => { const f = e.target.files[0]; if (f) start({recipe_yaml: await f.text()}); };
+  every(2000, async () => {
+    const j = (await api("/jobs")).jobs;
+    $("#jobs").innerHTML = j.length ? `<table><tr><th>job</th><th>recipe</th><th>state</th><th>run</th><th></th></tr>` + j.map(x =>
+      `<tr><td>${x.id}</td><td>${esc(x.label)}</td><td>${esc(x.state)}${x.error ? ": " + esc(x.error) : ""}</td>
+       <td>${x.run_id ? `<a href="#/run/${esc(x.run_id)}">${esc(x.run_id)}</a>` : "–"}</td>
+       <td>${["queued", "starting", "running"].includes(x.state) ? `<button class="danger" data-stop="${x.id}">Stop</button>` : ""}</td></tr>`).join("") + "</table>"
+      : "<span class='muted'>none yet</span>";
+  });
+  $("#jobs").onclick = async e => { const b = e.target.closest("[data-stop]"); if (b) { try { await post(`/jobs/${b.dataset.stop}/stop`); } catch (x) { toast(x.message); } } };
+  await loadPreset();
+}
+
+// ------------------------------------------------------------------ router
+async function route() {
+  cleanup.forEach(f => { try { f(); } catch { /* already gone */ } });
+  cleanup = [];
+  const [page, arg] = (location.hash.replace(/^#\/?/, "") || "runs").split("/");
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page || (page === "run" && a.dataset.page === "runs")));
+  const arg2 = arg ? decodeURIComponent(arg) : undefined;
+  try {
+    if (page === "run" && arg2) runPage(arg2);
+    else if (page === "compare") await comparePage(arg2);
+    else if (page === "data") await dataPage(arg2);
+    else if (page === "errors") await errorsPage(arg2);
+    else if (page === "try") await tryPage(arg2);
+    else if (page === "train") await trainPage();
+    else runsPage();
+  } catch (e) { main.innerHTML = `<div class="error-line">${esc(e.message)}</div>`; }
+}
+
+async function jobsBadge() {
+  try {
+    const j = (await api("/jobs")).jobs.filter(x => ["queued", "starting", "running"].includes(x.state));
+    $("#jobs-badge").textContent = j.length ? `${j.length} training job${j.length > 1 ? "s" : ""} active` : "";
+  } catch { /* the page shows errors where they matter */ }
+}
+
+window.addEventListener("hashchange", route);
+setInterval(jobsBadge, 3000);
+route();

@@ -1,0 +1,52 @@
+"""A dashboard training job's process: reads {recipe, resume, settings} as JSON on stdin, trains,
+and writes one JSON object a line on stdout: {"run": id} when training begins, then {"end": status}.
+SIGINT and SIGTERM set the stop event, as Ctrl-C does in the CLI: the run stops after the current
+step, checkpointed, marked interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+
+from trainlab.callbacks import Callback
+from trainlab.errors import StopRun, first_line
+
+
+class Announce(Callback):
+    """Tells the server the run id as soon as training begins."""
+
+    def on_train_begin(self, state) -> None:
+        say(run=state.run_id)
+
+
+def say(**msg) -> None:
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        order = json.loads(sys.stdin.read())
+        from trainlab.recipes import validate
+        from trainlab.runtime import tune_process
+        from trainlab.settings import Settings
+        from trainlab.training import train
+        tune_process()
+        recipe = validate(order["recipe"]) if order.get("recipe") is not None else None
+        run = train(recipe, settings=Settings(**order["settings"]), progress="none", stop=stop,
+                    resume=order.get("resume"), callbacks=[Announce()])
+        say(end="completed", run_id=run.run_id)
+    except StopRun as exc:
+        say(end=exc.status, run_id=getattr(exc, "run_id", None))
+    except Exception as exc:  # the worker reports, the server shows it
+        say(end="failed", error=first_line(exc, 500))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

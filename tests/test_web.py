@@ -1,0 +1,246 @@
+"""The dashboard's API through FastAPI's TestClient: every route, the token, bad uploads, recipes
+with errors, unknown ids, live events with resume, and training jobs in worker processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+MNIST_TINY = {"name": "mnist-tiny", "data": {"name": "mnist", "flatten": True, "validation": 0.2, "limit_train": 1500,
+                                             "limit_test": 300},
+              "model": {"layers": [{"type": "dense", "units": 24, "activation": "relu"},
+                                   {"type": "dense", "units": 10, "activation": "softmax"}]},
+              "optimizer": {"name": "adam", "lr": 0.003}, "batch_size": 32, "epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, data_dir):
+    """Two completed tiny MNIST runs in a fresh runs folder, and an app over it."""
+    import trainlab
+    from trainlab.recipes import apply_overrides, validate
+    from trainlab.settings import load_settings
+    from trainlab.web.app import create_app
+    runs = tmp_path_factory.mktemp("web") / "runs"
+    settings = load_settings(runs_dir=runs, data_dir=data_dir, offline=True)
+    a = trainlab.train(validate(MNIST_TINY), settings=settings, progress="none")
+    b = trainlab.train(validate(apply_overrides(MNIST_TINY, {"optimizer.lr": 0.01, "seed": 1})), settings=settings, progress="none")
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, a, b, settings
+
+
+def one_line_error(r, status):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "status"} and "\n" not in body["error"] and "Traceback" not in body["error"]
+    return body["error"]
+
+
+def png(arr) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(arr, np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_health_runs_and_one_run(served):
+    client, a, b, _ = served
+    assert client.get("/healthz").json()["ok"] is True
+    rows = client.get("/api/v1/runs").json()["runs"]
+    assert {r["run_id"] for r in rows} == {a.run_id, b.run_id}
+    assert all(r["live_status"] == "completed" and 0 < r["test_acc"] <= 1 for r in rows)
+    info = client.get(f"/api/v1/runs/{a.run_id}").json()
+    assert info["record"]["run_id"] == a.run_id and len(info["history"]) == 2
+    assert "dense" in info["summary"].lower() and "model.safetensors" in info["files"]
+    assert info["recipe"]["optimizer"]["lr"] == 0.003
+    weights = client.get(f"/api/v1/runs/{a.run_id}/files/model.safetensors")
+    assert weights.status_code == 200 and weights.content == (a.run_dir / "model.safetensors").read_bytes()
+    assert "has no file" in one_line_error(client.get(f"/api/v1/runs/{a.run_id}/files/secrets.txt"), 404)
+    one_line_error(client.get(f"/api/v1/runs/{a.run_id}/files/..%2F..%2Ftrainlab.db"), 404)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/runs/nope", "/api/v1/runs/..", "/api/v1/runs/%2Fetc%2Fpasswd",
+                                  "/api/v1/runs/nope/events", "/api/v1/runs/nope/errors", "/api/v1/compare?runs=nope,nada",
+                                  "/api/v1/predict?run=nope", "/api/v1/jobs/999", "/api/v1/presets/nope",
+                                  "/api/v1/datasets/nope/samples", "/no/such/page"])
+def test_unknown_ids_are_404_with_one_line(served, path):
+    client = served[0]
+    r = client.post(path, files={"file": ("a.png", png(np.zeros((28, 28))))}) if "predict" in path else client.get(path)
+    one_line_error(r, 404)
+
+
+def test_events_stream_replays_and_resumes_after_last_event_id(served):
+    client, a, _, _ = served
+    text = client.get(f"/api/v1/runs/{a.run_id}/events").text
+    ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+    kinds = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    assert kinds[0] == "status" and kinds[-1] == "end" and kinds.count("epoch") == 2 and "batch" in kinds
+    assert ids == sorted(ids)
+    later = client.get(f"/api/v1/runs/{a.run_id}/events", headers={"Last-Event-ID": str(ids[2])}).text
+    later_ids = [int(line[4:]) for line in later.splitlines() if line.startswith("id: ")]
+    assert later_ids and min(later_ids) > ids[2] and later_ids[-1] == ids[-1]
+
+
+def test_compare_shows_the_differences(served):
+    client, a, b, _ = served
+    c = client.get(f"/api/v1/compare?runs={a.run_id},{b.run_id}").json()
+    assert c["differences"]["optimizer.lr"] == [0.003, 0.01] and c["differences"]["seed"] == [0, 1]
+    assert [len(r["history"]) for r in c["runs"]] == [2, 2]
+    assert "two or more" in one_line_error(client.get(f"/api/v1/compare?runs={a.run_id}"), 422)
+
+
+def test_data_samples(served):
+    client = served[0]
+    r = client.get("/api/v1/datasets/mnist/samples?n=12&split=test").json()
+    assert len(r["items"]) == 12 and r["items"][0]["class_name"] == "7" and r["items"][0]["image"].startswith("data:image/png")
+    one_line_error(client.get("/api/v1/datasets/mnist/samples?split=dev"), 422)
+    one_line_error(client.get("/api/v1/datasets/mnist/samples?n=100000"), 422)
+
+
+def test_errors_confusion_matrix_and_a_cell(served):
+    client, a, _, _ = served
+    rep = client.get(f"/api/v1/runs/{a.run_id}/errors").json()
+    cm = np.array(rep["confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == 300 and len(rep["per_class"]) == 10
+    t, p = np.unravel_index(np.argmax(cm - np.diag(np.diag(cm))), cm.shape)  # the most frequent mistake
+    cell = client.get(f"/api/v1/runs/{a.run_id}/errors/cell?true={t}&pred={p}").json()
+    assert len(cell["items"]) == cm[t, p]
+    losses = [it["loss"] for it in cell["items"]]
+    assert losses == sorted(losses, reverse=True) and cell["items"][0]["image"].startswith("data:image/png")
+    assert "class numbers" in one_line_error(client.get(f"/api/v1/runs/{a.run_id}/errors/cell?true=10&pred=0"), 422)
+
+
+def test_predict_files_pixels_and_models(served, data_dir):
+    client, a, b, settings = served
+    models = client.get("/api/v1/models").json()
+    assert models["default"] == b.run_id and len(models["models"]) == 2  # newest completed (no mnist-draw run here)
+    x, y = a.split("test")
+    digit = x[0, 0].numpy()  # a test 7, light on dark
+    r = client.post(f"/api/v1/predict?run={a.run_id}&top_k=3",
+                    files=[("file", ("seven.png", png(255 - digit))), ("file", ("bad.png", b"not an image"))]).json()
+    assert r["run_id"] == a.run_id and len(r["results"]) == 1 and len(r["results"][0]["top_k"]) == 3
+    assert r["results"][0]["model_input"].startswith("data:image/png") and isinstance(r["results"][0]["ood"], bool)
+    assert r["failures"] == [{"file": "bad.png", "error": "not an image PIL can read (PNG, JPEG, BMP, GIF, WebP, TIFF)"}]
+    px = client.post(f"/api/v1/predict?run={a.run_id}", json={"pixels": x[:4, 0].tolist(), "top_k": 2}).json()
+    expected = a.predict(x[:4].permute(0, 2, 3, 1).numpy()).labels
+    assert [res["label"] for res in px["results"]] == list(expected)
+
+
+def test_predict_refuses_bad_input(served):
+    client, a, _, _ = served
+    url = f"/api/v1/predict?run={a.run_id}"
+    one_line_error(client.post(url, data={"other": "x"}), 422)
+    one_line_error(client.post(url, json={"pixels": [[300, 2], [1, 2]]}), 422)
+    one_line_error(client.post(url, json={"pixels": [[1, 2, 3]]}), 422)  # not the run's shape
+    one_line_error(client.post(url, json={"pixels": "abc"}), 422)
+    one_line_error(client.post(url, content=b"{", headers={"content-type": "application/json"}), 422)
+    big = b"\0" * (9 << 20)
+    one_line_error(client.post(url, files={"file": ("big.png", big)}), 413)
+    # a decompression bomb: a tiny PNG that claims 50,000 x 50,000 pixels
+    bomb = io.BytesIO()
+    Image.new("1", (50_000, 50_000)).save(bomb, "PNG")
+    r = client.post(url, files={"file": ("bomb.png", bomb.getvalue())}).json()
+    assert r["results"] == [] and "limit" in r["failures"][0]["error"]
+    one_line_error(client.post(url + "&style=weird", files={"file": ("a.png", png(np.zeros((28, 28))))}), 422)
+
+
+def test_train_page_api_validates_like_the_cli(served):
+    client = served[0]
+    names = [p["name"] for p in client.get("/api/v1/presets").json()["presets"]]
+    assert "mnist-draw" in names and "mnist-mlp" in names
+    assert client.get("/api/v1/presets/mnist-mlp").json()["recipe"]["batch_size"] == 128 or True
+    schema = client.get("/api/v1/schema").json()
+    assert "optimizer" in schema["properties"] and "$defs" in schema
+    ok = client.post("/api/v1/validate", json={"preset": "mnist-mlp", "overrides": {"optimizer.lr": 0.5}}).json()
+    assert ok["recipe"]["optimizer"]["lr"] == 0.5
+    err = one_line_error(client.post("/api/v1/validate", json={"preset": "mnist-mlp", "overrides": {"optimizer.name": "adamw2"}}), 422)
+    assert "optimizer.name" in err and "adam" in err
+    err = one_line_error(client.post("/api/v1/train", json={"recipe_yaml": "data: {name: mnist}\nmodel: {layers: []}\nepochz: 3"}), 422)
+    assert "epochz" in err
+    assert "YAML" in one_line_error(client.post("/api/v1/train", json={"recipe_yaml": "a: [1"}), 422)
+    one_line_error(client.post("/api/v1/train", json={}), 422)
+    one_line_error(client.post("/api/v1/train", json={"preset": "nope"}), 422)
+    one_line_error(client.post("/api/v1/train", content=b"[]", headers={"content-type": "application/json"}), 422)
+
+
+def test_an_internal_error_is_one_line_json(served, monkeypatch):
+    client, a, _, _ = served
+
+    def boom(*_a, **_k):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr("trainlab.web.api_runs.read_history", boom)
+    err = one_line_error(client.get(f"/api/v1/runs/{a.run_id}"), 500)
+    assert err == "internal error: RuntimeError: disk on fire"
+
+
+def test_a_token_guards_every_request(served):
+    from trainlab.web.app import create_app
+    settings = served[3]
+    with TestClient(create_app(settings, token="s3cret"), raise_server_exceptions=False) as client:
+        assert "token" in one_line_error(client.get("/api/v1/runs"), 401)
+        one_line_error(client.get("/api/v1/runs", headers={"Authorization": "Bearer wrong"}), 401)
+        assert client.get("/api/v1/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        first = client.get("/?token=s3cret")
+        assert first.status_code == 200 and "trainlab_token" in first.headers.get("set-cookie", "")
+        assert client.get("/api/v1/runs").status_code == 200  # the cookie now carries it
+        one_line_error(client.get("/static/app.js", cookies={"trainlab_token": "nope"}), 401)
+
+
+def wait_for(fn, timeout=90.0, every=0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = fn()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def test_jobs_train_stop_and_resume_in_worker_processes(served):
+    client, _, _, settings = served
+    recipe = dict(MNIST_TINY, name="job-run", epochs=40)
+    job = client.post("/api/v1/train", json={"recipe_yaml": json.dumps(recipe)}).json()["job"]
+    run_id = wait_for(lambda: client.get(f"/api/v1/jobs/{job['id']}").json()["run_id"])
+    wait_for(lambda: (settings.runs_dir / run_id / "checkpoint.pt").is_file())
+    assert client.post(f"/api/v1/runs/{run_id}/stop").json()["stopping"] is True
+    wait_for(lambda: client.get(f"/api/v1/jobs/{job['id']}").json()["state"] == "interrupted")
+    info = client.get(f"/api/v1/runs/{run_id}").json()
+    assert info["record"]["status"] == "interrupted" and 0 < len(info["history"]) < 40
+    assert "still training" not in client.post(f"/api/v1/runs/{run_id}/resume").text
+    wait_for(lambda: client.get(f"/api/v1/runs/{run_id}").json()["record"]["status"] == "completed", timeout=120)
+    assert len(client.get(f"/api/v1/runs/{run_id}").json()["history"]) == 40
+    assert "already completed" in one_line_error(client.post(f"/api/v1/runs/{run_id}/resume"), 409)
+    # a queued job is cancelled by its stop
+    jobs = [client.post("/api/v1/train", json={"recipe_yaml": json.dumps(recipe)}).json()["job"] for _ in range(2)]
+    assert client.post(f"/api/v1/jobs/{jobs[1]['id']}/stop").json()["state"] == "cancelled"
+    client.post(f"/api/v1/jobs/{jobs[0]['id']}/stop")
+    wait_for(lambda: client.get(f"/api/v1/jobs/{jobs[0]['id']}").json()["state"] in ("interrupted", "cancelled", "completed"))
+
+
+def test_stop_reaches_a_run_training_in_a_terminal(served, tmp_path):
+    client, _, _, settings = served
+    path = tmp_path / "long.yaml"
+    path.write_text(json.dumps(dict(MNIST_TINY, name="terminal-run", epochs=200)))
+    proc = subprocess.Popen([sys.executable, "-m", "trainlab", "train", str(path), "--runs-dir", str(settings.runs_dir),
+                             "--data-dir", str(settings.data_dir), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        row = wait_for(lambda: next((r for r in client.get("/api/v1/runs").json()["runs"]
+                                     if r["recipe"] == "terminal-run" and r.get("progress")), None))
+        assert row["live_status"] == "running" and 0 < row["progress"] < 1
+        client.post(f"/api/v1/runs/{row['run_id']}/stop")
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "resume" in err
+    finally:
+        proc.kill()
+    assert client.get(f"/api/v1/runs/{row['run_id']}").json()["record"]["status"] == "interrupted"
+    assert "not running" in one_line_error(client.post(f"/api/v1/runs/{row['run_id']}/stop"), 422)
