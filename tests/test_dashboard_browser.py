@@ -1,0 +1,190 @@
+"""The dashboard in a real browser: Python Playwright drives Debian's Chromium against
+`trainlab dashboard` on a temporary runs folder. It starts a run from the Train page, watches the
+live chart grow, sees a run started in a terminal appear live, compares the two, clicks a cell of
+the confusion matrix, draws a digit with the mouse, and saves a screenshot of each page
+(to $TRAINLAB_SCREENSHOTS when set: the README's pictures come from here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> None:
+    if not Path(CHROMIUM).exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium here and none could be installed (apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# a small MNIST CNN that trains for ~10 s here: long enough to watch its chart grow
+LIVE_OVERRIDES = {"data.limit_train": 6000, "data.limit_test": 1000, "epochs": 2}
+TERMINAL_RECIPE = {"name": "terminal-mlp", "data": {"name": "mnist", "flatten": True, "validation": 0.2, "limit_train": 6000,
+                                                    "limit_test": 1000},
+                   "model": {"layers": [{"type": "dense", "units": 32, "activation": "relu"},
+                                        {"type": "dense", "units": 10, "activation": "softmax"}]},
+                   "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 8, "epochs": 30}
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory, data_dir):
+    ensure_chromium()
+    runs = tmp_path_factory.mktemp("dash") / "runs"
+    port = free_port()
+    env = {**os.environ, "TRAINLAB_DATA": str(data_dir), "TRAINLAB_RUNS": str(runs), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainlab", "dashboard", "--port", str(port), "--no-browser"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"the dashboard did not start: {proc.stdout.read()}")
+    yield url, runs, env
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def page(dashboard):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                                                    "--disable-background-networking"])
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        yield pg
+        browser.close()
+        assert errors == []
+
+
+def shoot(page, name: str, tmp_path_factory) -> None:
+    folder = Path(os.environ.get("TRAINLAB_SCREENSHOTS") or tmp_path_factory.getbasetemp() / "screens")
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"dashboard-{name}.png"), full_page=name not in ("train",))
+
+
+def points(page) -> int:
+    return int(page.get_attribute("#loss-chart", "data-points") or 0)
+
+
+def test_the_lesson_in_the_browser(dashboard, page, tmp_path_factory):
+    url, runs, env = dashboard
+    # 1-2. open the dashboard, start a small CNN from the Train page's generated form
+    page.goto(url + "#/train")
+    page.wait_for_selector("#f-data-limit_train")
+    page.select_option("#preset", "mnist-tfjs-cnn")
+    page.wait_for_function("document.querySelector('#f-epochs').value === '1'")
+    for key, value in LIVE_OVERRIDES.items():
+        page.fill(f"#f-{key.replace('.', '-')}", str(value))
+    page.fill("#f-optimizer-lr", "-1")
+    page.click("#start")
+    page.wait_for_function("document.querySelector('#train-error').textContent.includes('optimizer.lr')")
+    page.fill("#f-optimizer-lr", "0.001")
+    shoot(page, "train", tmp_path_factory)
+    page.click("#start")
+    page.wait_for_url("**/#/run/*", timeout=60_000)
+    live_id = page.url.rsplit("/", 1)[1]
+    # 3. the live chart's point count grows while it trains, and the progress text moves
+    page.wait_for_function("Number(document.querySelector('#loss-chart').dataset.points || 0) > 2", timeout=60_000)
+    first, text1 = points(page), page.inner_text("#progress-text")
+    page.wait_for_timeout(1500)
+    second, text2 = points(page), page.inner_text("#progress-text")
+    assert second > first and text1 != text2 and "Training... (" in text2
+    shoot(page, "run-live", tmp_path_factory)
+    # 4. a run started in a terminal appears live on the Runs page
+    recipe = runs.parent / "terminal.yaml"
+    recipe.write_text(json.dumps(TERMINAL_RECIPE))
+    term = subprocess.Popen([sys.executable, "-m", "trainlab", "train", str(recipe), "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    page.goto(url + "#/runs")
+    row = page.wait_for_selector("tr:has-text('terminal-mlp'):has(.status.running)", timeout=60_000)
+    page.wait_for_selector("tr:has-text('terminal-mlp') .bar", timeout=30_000)
+    shoot(page, "runs-live", tmp_path_factory)
+    term_id = row.get_attribute("data-id")
+    # Stop on its Run page ends the terminal's training as Ctrl-C does; Resume continues it as a job
+    page.goto(url + f"#/run/{term_id}")
+    page.wait_for_selector("#stop-btn:not([hidden])")
+    page.click("#stop-btn")
+    assert term.wait(60) == 130, term.stderr.read()
+    page.wait_for_selector("#resume-btn:not([hidden])", timeout=30_000)
+    assert "interrupted" in page.inner_text("#run-status")
+    page.click("#resume-btn")
+    page.goto(url + "#/runs")
+    page.wait_for_selector(f"tr[data-id='{live_id}']:has(.status.completed)", timeout=120_000)
+    page.wait_for_selector(f"tr[data-id='{term_id}']:has(.status.completed)", timeout=120_000)
+    page.goto(url + f"#/run/{live_id}")
+    page.wait_for_function("document.querySelector('#progress-text').textContent.includes('test accuracy')", timeout=30_000)
+    assert float(page.inner_text("#test-acc")) > 0.8
+    shoot(page, "run", tmp_path_factory)
+    # 5. compare the two
+    page.goto(url + "#/runs")
+    page.wait_for_selector(f"tr[data-id='{term_id}'] .pick")
+    page.check(f"tr[data-id='{live_id}'] .pick")
+    page.check(f"tr[data-id='{term_id}'] .pick")
+    page.click("#compare-btn")
+    page.wait_for_selector("#cmp-diff table")
+    diff = page.inner_text("#cmp-diff")
+    assert "optimizer.name" in diff and "sgd" in diff and "rmsprop" in diff
+    assert int(page.get_attribute("#cmp-vacc", "data-points")) == 30
+    shoot(page, "compare", tmp_path_factory)
+    # 6. the confusion matrix: click the most frequent mistake, see its images
+    page.goto(url + f"#/errors/{live_id}")
+    page.wait_for_selector(".heat td[data-t]")
+    cells = page.eval_on_selector_all(".heat td[data-t]", "tds => tds.map(td => [td.dataset.t, td.dataset.p, +td.textContent])")
+    t, p, _ = max((c for c in cells if c[0] != c[1]), key=lambda c: c[2])
+    page.click(f".heat td[data-t='{t}'][data-p='{p}']")
+    page.wait_for_selector("#cell figure img")
+    assert page.locator("#cell figure").count() >= 1
+    shoot(page, "errors", tmp_path_factory)
+    # the Data page: sample images with class names
+    page.goto(url + "#/data/mnist")
+    page.wait_for_selector("#samples figure")
+    assert page.locator("#samples figure").count() == 40
+    shoot(page, "data", tmp_path_factory)
+    # 7. draw a 7 with the mouse on the Try-it page, read back the prediction
+    page.goto(url + f"#/try/{live_id}")
+    page.wait_for_selector("#canvas")
+    draw_digit(page, 7)
+    page.wait_for_function("document.querySelector('#pred-name').textContent !== '–'", timeout=30_000)
+    assert page.inner_text("#pred-name").split()[0] in [str(d) for d in range(10)]
+    assert page.locator(".probs .p").count() == 5 and page.get_attribute("#seen", "src").startswith("data:image/png")
+    shoot(page, "try", tmp_path_factory)
+
+
+def draw_digit(page, digit: int, seed: int = 3) -> None:
+    """Trace one of trainlab.handwriting's strokes for `digit` with mouse events on the canvas."""
+    from trainlab.handwriting import digit_strokes, mouse_path
+    rng = np.random.default_rng(seed)
+    box = page.locator("#canvas").bounding_box()
+    for stroke in digit_strokes(digit, rng):
+        path = mouse_path(stroke, rng, canvas=int(box["width"]))
+        page.mouse.move(box["x"] + path[0][0], box["y"] + path[0][1])
+        page.mouse.down()
+        for x, y in path[1:]:
+            page.mouse.move(box["x"] + x, box["y"] + y)
+        page.mouse.up()
