@@ -136,6 +136,14 @@ epochs: {epochs}
 """
 
 
+# a small real-MNIST MLP (a few seconds): the dashboard's API and browser tests
+MNIST_TINY = {"name": "mnist-tiny", "data": {"name": "mnist", "flatten": True, "validation": 0.2, "limit_train": 1500,
+                                             "limit_test": 300},
+              "model": {"layers": [{"type": "dense", "units": 24, "activation": "relu"},
+                                   {"type": "dense", "units": 10, "activation": "softmax"}]},
+              "optimizer": {"name": "adam", "lr": 0.003}, "batch_size": 32, "epochs": 2}
+
+
 TINY_RECIPE = {
     "name": "tiny", "description": "unit-test MLP on the synthetic dataset",
     "data": {"name": "synthetic", "normalize": "scale", "flatten": True, "validation": 0.25},

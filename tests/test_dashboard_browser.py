@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_TINY
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -39,11 +40,8 @@ def free_port() -> int:
 
 # a small MNIST CNN that trains for ~10 s here: long enough to watch its chart grow
 LIVE_OVERRIDES = {"data.limit_train": 6000, "data.limit_test": 1000, "epochs": 2}
-TERMINAL_RECIPE = {"name": "terminal-mlp", "data": {"name": "mnist", "flatten": True, "validation": 0.2, "limit_train": 6000,
-                                                    "limit_test": 1000},
-                   "model": {"layers": [{"type": "dense", "units": 32, "activation": "relu"},
-                                        {"type": "dense", "units": 10, "activation": "softmax"}]},
-                   "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 8, "epochs": 30}
+TERMINAL_RECIPE = {**MNIST_TINY, "name": "terminal-mlp", "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 8, "epochs": 30,
+                   "data": {**MNIST_TINY["data"], "limit_train": 6000, "limit_test": 1000}}
 
 
 @pytest.fixture(scope="module")
