@@ -673,6 +673,53 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
     serve(settings, host, port, token, workers, on_ready=ready)
 
 
+@app.command()
+def export(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
+           format_: Annotated[str, typer.Option("--format", help="onnx (the only format).")] = "onnx",
+           out: Annotated[Optional[Path], typer.Option(help="Output file (default: model.onnx in the run folder).")] = None,
+           opset: Annotated[int, typer.Option(help="ONNX opset, 14-23.")] = 18,
+           runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Export a run to ONNX: raw uint8 images in, probabilities out, the run's preparation inside;
+    checked against torch on 1,000 test images before it is written."""
+    if format_ != "onnx":
+        fail(f"--format {format_!r}: use onnx")
+    tuned()
+    from trainlab.export import export_onnx
+    report = export_onnx(run, out, opset, settings_for(data_dir, runs_dir))
+    if json_out:
+        typer.echo(json.dumps({"path": str(report.path), "images": report.images, "max_abs_diff": report.max_abs_diff,
+                               "top1_agree": report.top1_agree, "opset": report.opset, "seconds": report.seconds}))
+    else:
+        typer.echo(report.text())
+
+
+@app.command()
+def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
+          onnx: Annotated[bool, typer.Option("--onnx", help="Serve through onnxruntime (exports model.onnx first if needed).")] = False,
+          host: Annotated[str, typer.Option(help="Interface; anything but loopback needs the token.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          workers: Annotated[int, typer.Option(min=1, max=32, help="Server processes.")] = 1,
+          token: Annotated[Optional[str], typer.Option(help="Access token (also TRAINLAB_TOKEN); generated for a non-loopback host.")] = None,
+          timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a predict request may take.")] = 10.0,
+          runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Serve one run's predict API: POST /api/v1/predict, GET /api/v1/models, GET /healthz."""
+    tuned()
+    from trainlab.web.app import is_loopback
+    from trainlab.web.serve import serve_run
+    if not 0 < port < 65536:
+        fail(f"--port {port}: use 1-65535")
+    settings = settings_for(data_dir, runs_dir).with_(serve_run=run, serve_onnx=onnx or None, token=token,
+                                                      serve_timeout=timeout)
+
+    def ready(tok: str | None) -> None:
+        typer.echo(f"serving {run} ({'onnxruntime' if onnx else 'torch'}, {workers} worker{'s' if workers > 1 else ''}) on "
+                   f"http://{host}:{port}/api/v1/predict  (Ctrl-C stops)")
+        if tok and not is_loopback(host):
+            typer.echo(f"token: {tok}  (send Authorization: Bearer <token>)")
+
+    serve_run(settings, host, port, workers, on_ready=ready)
+
+
 class _Interrupted(BaseException):
     """Ctrl-C outside training (typer would turn a KeyboardInterrupt into a silent exit 130)."""
 

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     token: str | None = Field(None, validation_alias=AliasChoices("token", "TRAINLAB_TOKEN"),
                               description="the dashboard's access token (one is generated when the host is not loopback)")
 
+    serve_run: str | None = Field(None, validation_alias=AliasChoices("serve_run", "TRAINLAB_SERVE_RUN"),
+                                  description="the run `trainlab serve` answers for (its worker processes read it)")
+    serve_onnx: bool = Field(False, validation_alias=AliasChoices("serve_onnx", "TRAINLAB_SERVE_ONNX"),
+                             description="serve through onnxruntime instead of torch")
+    serve_timeout: float = Field(10.0, gt=0, validation_alias=AliasChoices("serve_timeout", "TRAINLAB_SERVE_TIMEOUT"),
+                                 description="seconds a predict request may take")
+
     @field_validator("runs_dir", "data_dir", "cache_dir", mode="after")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
@@ -62,6 +69,20 @@ class Settings(BaseSettings):
         """A copy with the given fields replaced; None leaves a field as it is (flags not given)."""
         given = {k: v for k, v in changes.items() if v is not None}
         return self if not given else load_settings(**{**self.model_dump(exclude_unset=False), **given})
+
+
+ENV_NAMES = {"runs_dir": "TRAINLAB_RUNS", "data_dir": "TRAINLAB_DATA", "db": "TRAINLAB_DB", "offline": "TRAINLAB_OFFLINE",
+             "cache_dir": "TRAINLAB_CACHE", "token": "TRAINLAB_TOKEN", "serve_run": "TRAINLAB_SERVE_RUN",
+             "serve_onnx": "TRAINLAB_SERVE_ONNX", "serve_timeout": "TRAINLAB_SERVE_TIMEOUT"}
+
+
+def export_to_environment(settings: Settings) -> None:
+    """Put the settings into this process's environment, for child processes that read them
+    (uvicorn's workers of `trainlab serve --workers N`)."""
+    for field, name in ENV_NAMES.items():
+        value = getattr(settings, field)
+        if value is not None:
+            os.environ[name] = str(int(value)) if isinstance(value, bool) else str(value)
 
 
 def load_settings(**overrides) -> Settings:

@@ -5,17 +5,18 @@ completed run."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from trainlab.images import STYLES, png_bytes
 from trainlab.predict import predict_bytes, predict_pixels
-from trainlab.web.deps import MAX_FILES, MAX_UPLOAD_BYTES, index, run_dir
+from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, MAX_UPLOAD_BYTES
 
 router = APIRouter(prefix="/api/v1")
-DEFAULT_RECIPE = "mnist-draw"
 
 
 class PixelRequest(BaseModel):
@@ -23,33 +24,10 @@ class PixelRequest(BaseModel):
     top_k: int = Field(3, ge=1, le=100)
 
 
-def servable(request: Request) -> list[dict]:
-    runs = [r for r in index(request).list(status="completed")
-            if (request.app.state.settings.runs_dir / r.run_id / "model.safetensors").is_file() and not r.custom_model]
-    runs.sort(key=lambda r: (r.recipe != DEFAULT_RECIPE, r.started_at), reverse=False)
-    out = [{"run_id": r.run_id, "recipe": r.recipe, "dataset": r.dataset.name if r.dataset else None,
-            "classes": r.dataset.classes if r.dataset else [], "test_acc": (r.metrics or {}).get("test_acc"),
-            "started_at": r.started_at} for r in runs]
-    draw = [o for o in out if o["recipe"] == DEFAULT_RECIPE]
-    rest = [o for o in out if o["recipe"] != DEFAULT_RECIPE]
-    draw.sort(key=lambda o: o["started_at"], reverse=True)
-    rest.sort(key=lambda o: o["started_at"], reverse=True)
-    return draw + rest
-
-
 @router.get("/models")
 def models(request: Request):
-    found = servable(request)
+    found = request.app.state.models.servable()
     return {"models": found, "default": found[0]["run_id"] if found else None}
-
-
-def _pick(request: Request, run: str | None) -> str:
-    if run:
-        return run_dir(run, request).name
-    found = servable(request)
-    if not found:
-        raise HTTPException(404, "no completed run to predict with; train one first (trainlab train mnist-draw)")
-    return found[0]["run_id"]
 
 
 def _answer(run_id: str, run, preds, top_k: int) -> dict:
@@ -69,11 +47,12 @@ async def predict(request: Request, run: str | None = Query(None), top_k: int = 
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"the request is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
-    run_id = _pick(request, run)
-    model = request.app.state.runs.run(run_id)
+    model = request.app.state.models.get(run, request)
     if request.headers.get("content-type", "").startswith("application/json"):
         body = PixelRequest.model_validate_json(await _read(request))
-        return _answer(run_id, model, predict_pixels(model, body.pixels), body.top_k)
+        if len(body.pixels) > MAX_PIXEL_IMAGES:
+            raise HTTPException(413, f"{len(body.pixels)} images in one request; the limit is {MAX_PIXEL_IMAGES}")
+        return await _timed(request, lambda: _answer(model.run_id, model, predict_pixels(model, body.pixels), body.top_k))
     form = await request.form(max_files=MAX_FILES, max_fields=16)
     files = [f for f in form.getlist("file") if hasattr(f, "read")]
     if not files:
@@ -81,7 +60,16 @@ async def predict(request: Request, run: str | None = Query(None), top_k: int = 
     data = [(f.filename or f"upload-{i}", await f.read()) for i, f in enumerate(files)]
     if sum(len(b) for _, b in data) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"the files are over {MAX_UPLOAD_BYTES:,} bytes together")
-    return _answer(run_id, model, predict_bytes(model, data, style), top_k)
+    return await _timed(request, lambda: _answer(model.run_id, model, predict_bytes(model, data, style), top_k))
+
+
+async def _timed(request: Request, work):
+    """Run the model off the event loop, within the server's request timeout (504 past it)."""
+    limit = request.app.state.settings.serve_timeout
+    try:
+        return await asyncio.wait_for(run_in_threadpool(work), limit)
+    except asyncio.TimeoutError:
+        raise HTTPException(504, f"the prediction took over {limit:g} s (TRAINLAB_SERVE_TIMEOUT)") from None
 
 
 async def _read(request: Request) -> bytes:

@@ -21,7 +21,7 @@ from trainlab.runs import open_runs_folder
 from trainlab.settings import Settings
 from trainlab.version import __version__
 from trainlab.web import api_data, api_predict, api_runs, api_train
-from trainlab.web.deps import RunCache
+from trainlab.web.deps import DashboardModels, RunCache
 from trainlab.web.jobs import JobQueue
 
 STATIC = resources.files("trainlab.web").joinpath("static")
@@ -97,6 +97,7 @@ def create_app(settings: Settings, token: str | None = None, workers: int = 1) -
                   description="Train, watch, compare and use image classifiers.")
     app.state.settings, app.state.token = settings, token
     app.state.runs, app.state.jobs = RunCache(settings), JobQueue(settings, workers)
+    app.state.models = DashboardModels(settings, app.state.runs)
     install_errors(app)
     install_token(app, token)
     for module in (api_runs, api_train, api_data, api_predict):
@@ -118,19 +119,23 @@ def create_app(settings: Settings, token: str | None = None, workers: int = 1) -
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, workers: int = 1,
-          on_ready=None) -> None:
-    """Run the dashboard under uvicorn until Ctrl-C. A host other than loopback always needs a token."""
+def check_port(host: str, port: int) -> None:
+    """A busy port or a bad host is one line, not uvicorn's traceback."""
     import socket
-
-    import uvicorn
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:  # a busy port is one line, not uvicorn's traceback
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
             raise TrainlabError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port or --host") from None
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, workers: int = 1,
+          on_ready=None) -> None:
+    """Run the dashboard under uvicorn until Ctrl-C. A host other than loopback always needs a token."""
+    import uvicorn
+    check_port(host, port)
     token = token or settings.token or (None if is_loopback(host) else secrets.token_urlsafe(24))
     app = create_app(settings, token, workers)
     if on_ready is not None:

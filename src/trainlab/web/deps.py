@@ -17,6 +17,7 @@ from trainlab.settings import Settings
 
 MAX_UPLOAD_BYTES = 8 << 20  # per request
 MAX_FILES = 64  # per predict request
+MAX_PIXEL_IMAGES = 256  # images per JSON pixels request
 
 
 class RunCache:
@@ -51,6 +52,51 @@ class RunCache:
         with self.lock:
             self.runs.pop(run_id, None)
             self.logits.pop(run_id, None)
+
+
+class DashboardModels:
+    """What the dashboard predicts with: any completed run of its runs folder (torch, cached);
+    the default is the newest `mnist-draw` run, else the newest completed run."""
+
+    default_recipe = "mnist-draw"
+
+    def __init__(self, settings: Settings, cache: RunCache):
+        self.settings, self.cache = settings, cache
+
+    def servable(self) -> list[dict]:
+        runs = [r for r in open_index(self.settings).list(status="completed")
+                if (self.settings.runs_dir / r.run_id / "model.safetensors").is_file() and not r.custom_model]
+        runs.sort(key=lambda r: (r.recipe == self.default_recipe, r.started_at), reverse=True)
+        return [model_info(r) for r in runs]
+
+    def get(self, run_id: str | None, request: Request):
+        if run_id is None:
+            found = self.servable()
+            if not found:
+                raise HTTPException(404, "no completed run to predict with; train one first (trainlab train mnist-draw)")
+            run_id = found[0]["run_id"]
+        return self.cache.run(run_dir(run_id, request).name)
+
+
+class ServedModel:
+    """What `trainlab serve RUN` predicts with: that one run, through torch or onnxruntime."""
+
+    def __init__(self, predictor, info: dict):
+        self.predictor, self.info = predictor, info
+
+    def servable(self) -> list[dict]:
+        return [self.info]
+
+    def get(self, run_id: str | None, request: Request):
+        if run_id not in (None, self.info["run_id"]):
+            raise HTTPException(404, f"no run '{str(run_id)[:80]}' here: this server serves {self.info['run_id']}")
+        return self.predictor
+
+
+def model_info(record) -> dict:
+    return {"run_id": record.run_id, "recipe": record.recipe, "dataset": record.dataset.name if record.dataset else None,
+            "classes": record.dataset.classes if record.dataset else [], "test_acc": (record.metrics or {}).get("test_acc"),
+            "started_at": record.started_at}
 
 
 def settings(request: Request) -> Settings:
