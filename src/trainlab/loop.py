@@ -50,26 +50,31 @@ def make_scheduler(cfg: ScheduleConfig, opt: torch.optim.Optimizer, lr: float, t
 
 def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[float, float]:
     """One pass over the shuffled training split, from `state.step` on; the epoch's mean loss and accuracy."""
-    model, opt, data, r = state.model, state.optimizer, state.data, state.recipe
+    model, opt, data, r, group = state.model, state.optimizer, state.data, state.recipe, state.group
     prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
     channels_last = prefers_channels_last(model, state.device)
     per_batch = any(cb.per_batch for cb in callbacks)
+    forward = state.ddp or model
     model.train()
     if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order and sums)
+        if group is not None:
+            group.sync_generator(state.gen)  # every rank draws the same order
         state.perm = torch.randperm(n, generator=state.gen, device=state.gen.device).to(state.device)
         state.loss_sum = torch.zeros((), device=state.device)
         state.correct = torch.zeros((), dtype=torch.long, device=state.device)
         state.step = 0
-    next_report = 0.0
+    next_report, last = 0.0, state.steps_per_epoch - 1
     for step in range(state.step, state.steps_per_epoch):
         idx = state.perm[step * bs:(step + 1) * bs]
+        if group is not None:
+            idx = group.shard(idx)  # this rank's slice of the global batch
         # index_select is ~5x cheaper than x[idx] for row gathers on CPU (measured: 9 vs 41 us)
         x = prep(data.x_train.index_select(0, idx), augment)  # uint8 rows -> normalised float batch
         y = data.y_train.index_select(0, idx)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(state.device):
-            logits = model(x)
+            logits = forward(x)
             loss = F.cross_entropy(logits, y, label_smoothing=r.loss.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -81,21 +86,44 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
         state.correct += (logits.detach().argmax(1) == y).sum()
         state.step = step + 1
         now = time.perf_counter()
-        if per_batch or now >= next_report or step == state.steps_per_epoch - 1:
+        report = group.report_now(step, last) if group is not None else (per_batch or now >= next_report or step == last)
+        stopping = state.stop is not None and state.stop.is_set()
+        if report:
             next_report = now + REPORT_EVERY
+            loss_total, correct_total, stopping = _totals(state, stopping)
             seen = min((step + 1) * bs, n)
-            logs = {"loss": state.loss_sum.item() / seen, "acc": state.correct.item() / seen,
-                    "batch_loss": loss.item(), "step": step, "epoch": state.epoch}
+            logs = {"loss": loss_total / seen, "acc": correct_total / seen, "batch_loss": loss.item(), "step": step,
+                    "epoch": state.epoch}
             check_finite(state, logs["loss"])
             for cb in callbacks:
                 cb.on_batch_end(state, step, logs)
-        if state.stop is not None and state.stop.is_set():
-            check_finite(state, state.loss_sum.item())  # a stop is checkpointed: never from a diverged state
+        if stopping and (report or group is None):
+            check_finite(state, _totals(state, True)[0])  # a stop is checkpointed: never from a diverged state
             raise Interrupted("stopped on request")
-    loss, acc = state.loss_sum.item() / n, state.correct.item() / n
+    loss, acc = (t / n for t in _totals(state, False)[:2])
     state.perm = state.loss_sum = state.correct = None
     state.step = 0
     return loss, acc
+
+
+def _totals(state: TrainState, stopping: bool) -> tuple[float, float, bool]:
+    """The epoch's running loss and correct sums so far, over every rank, and whether any rank was
+    asked to stop. With several processes, one all-reduce: afterwards rank 0 holds the totals and
+    the other ranks zero, so the next report sums only what they added since (and a checkpoint,
+    written by rank 0, holds the totals)."""
+    group = state.group
+    if group is None:
+        return state.loss_sum.item(), state.correct.item(), stopping
+    both = torch.stack([state.loss_sum.float(), state.correct.float(),
+                        torch.tensor(float(stopping), device=state.loss_sum.device)])
+    group.sum_(both)
+    if group.is_main:
+        state.loss_sum.copy_(both[0])
+        state.correct.copy_(both[1].round().long())
+    else:
+        state.loss_sum.zero_()
+        state.correct.zero_()
+    return both[0].item(), float(round(both[1].item())), bool(both[2].item() > 0)
 
 
 def check_finite(state: TrainState, loss: float) -> None:

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     serve_timeout: float = Field(10.0, gt=0, validation_alias=AliasChoices("serve_timeout", "TRAINLAB_SERVE_TIMEOUT"),
                                  description="seconds a predict request may take")
 
+    rank: int = Field(0, ge=0, validation_alias=AliasChoices("rank", "RANK"), description="this process's rank (torchrun sets it)")
+    world_size: int = Field(1, ge=1, validation_alias=AliasChoices("world_size", "WORLD_SIZE"),
+                            description="processes training together (torchrun sets it)")
+    local_rank: int = Field(0, ge=0, validation_alias=AliasChoices("local_rank", "LOCAL_RANK"),
+                            description="the rank on this machine: its GPU (torchrun sets it)")
+
     @field_validator("runs_dir", "data_dir", "cache_dir", mode="after")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:

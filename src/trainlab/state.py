@@ -89,3 +89,5 @@ class TrainState:
     run_dir: Path | None = None
     metrics: dict | None = None  # the final metrics, once the test pass is done
     ood: dict | None = None  # out-of-distribution thresholds, once calibrated
+    group: object = None  # distributed.Group when several processes train together
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper of `model` the loop steps through

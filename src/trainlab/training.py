@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from trainlab.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
-from trainlab.checkpoint import Checkpointer, load_checkpoint, restore
+from trainlab import distributed
+from trainlab.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint, restore
 from trainlab.data import input_spec, load_dataset
 from trainlab.errors import StopRun, TrainlabError
 from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
@@ -127,23 +128,29 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     say where data, runs and the run index are. `study=(name, trial)` links the run to a tuning study.
     """
     settings = (settings or load_settings()).with_(data_dir=data_dir, runs_dir=runs_dir, db=db)
-    writer = RunWriter.reopen(resume, settings) if resume is not None else None
+    where = pick_device(device)  # a bad --device fails before anything is written
+    group = distributed.setup(settings, where)  # several processes under torchrun; None for one
+    main = group is None or group.is_main  # only rank 0 writes the run, its events and checkpoints
+    where = distributed.local_device(where, settings)
+    writer = RunWriter.reopen(resume, settings) if resume is not None and main else None
     if writer is not None and writer.custom_model and model is None:
         raise TrainlabError(f"run {writer.run_id} trained a custom model ({writer.custom_model}); "
                             f"resume it from Python with trainlab.train(resume=..., model={writer.custom_model}())")
-    r = writer.recipe if writer else resolve_recipe(recipe, overrides, kw_overrides, epochs=epochs, seed=seed, batch_size=batch_size)
-    where = pick_device(device)  # a bad --device fails before anything is written
-    store = open_runs_folder(settings) if save and writer is None else None  # a bad --runs-dir or --db fails before data loads
+    r = (writer.recipe if writer else read_recipe(resolve_run_dir(resume, settings)) if resume is not None
+         else resolve_recipe(recipe, overrides, kw_overrides, epochs=epochs, seed=seed, batch_size=batch_size))
+    store = open_runs_folder(settings) if save and resume is None and main else None  # a bad --runs-dir or --db fails before data loads
     t0 = time.perf_counter()
-    state = build(r, settings, where, model, dataset, progress != "none")
+    state = build(r, settings, where, model, dataset, progress != "none" and main)
     data_seconds = time.perf_counter() - t0
     if store is not None:
         writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)
-    cbs = standard_callbacks(state, progress_callback(progress, live_plot), callbacks, writer, checkpoint_every)
+    cbs = standard_callbacks(state, progress_callback(progress if main else "none", live_plot), callbacks, writer, checkpoint_every)
+    if group is not None:
+        state.group, state.ddp = group, distributed.wrap(state.model, state.device)
     if resume is not None:
-        restore(load_checkpoint(writer.checkpoint_path), state, cbs)
-        state.notes += match_threads(writer.record.threads)
-    state.stop, state.run_id, state.run_dir = stop, writer and writer.run_id, writer and writer.run_dir
+        resume_state(state, cbs, writer, resolve_run_dir(resume, settings) / CHECKPOINT)
+    state.stop, state.run_dir = stop, writer and writer.run_dir
+    state.run_id = group.broadcast(writer and writer.run_id) if group is not None else writer and writer.run_id
     try:
         t1 = time.perf_counter()
         fit(state, cbs)
@@ -154,9 +161,23 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
             exc.run_id = state.run_id
         notify_exception(state, cbs, exc)
         raise
+    finally:
+        if group is not None:
+            distributed.teardown()
     return Run(recipe=r, model=state.model, history=state.history, metrics=state.metrics, classes=state.data.classes,
                preprocess=state.data.preprocess, run_id=state.run_id, run_dir=state.run_dir, device=state.device,
                data=state.data, ood=state.ood, settings=settings)
+
+
+def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | None, checkpoint: Path) -> None:
+    """Put the loop back where the run's checkpoint left it. Every rank of a multi-process run reads
+    the same checkpoint; its running sums are the totals, so only rank 0 keeps them."""
+    restore(load_checkpoint(writer.checkpoint_path if writer else checkpoint), state, cbs)
+    if writer is not None:
+        state.notes += match_threads(writer.record.threads)
+    if state.group is not None and not state.group.is_main and state.loss_sum is not None:
+        state.loss_sum.zero_()
+        state.correct.zero_()
 
 
 def match_threads(threads: int | None) -> list[str]:

@@ -1,0 +1,121 @@
+"""The predict API under load, on loopback: `trainlab serve RUN` with the torch and the onnxruntime
+back-ends side by side, 1, 8 and 32 concurrent clients for 60 s each (a bounded httpx asyncio client
+in this process: each client sends one drawn-digit PNG, waits for the answer, sends the next).
+Reports throughput, p50/p99 latency, failed requests and the server's memory (VmRSS of its
+processes) before and after each level.
+
+    python bench/serve_load.py RUN [--seconds 60] [--levels 1 8 32] [--workers 1] [--runs-dir runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from trainlab.handwriting import drawn_digits
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn's workers), MB."""
+    pids, total = [pid], 0.0
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    pids += [int(p) for p in out.split()]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return round(total, 1)
+
+
+async def level(url: str, clients: int, seconds: float, files: list[bytes]) -> dict:
+    lat, failed = [], 0
+    until = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(i: int, http: httpx.AsyncClient):
+        nonlocal failed
+        k = i
+        while time.monotonic() < until:
+            t0 = time.perf_counter()
+            try:
+                r = await http.post("/api/v1/predict", files={"file": ("d.png", files[k % len(files)])}, timeout=30)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            lat.append(time.perf_counter() - t0)
+            failed += int(not ok)
+            k += clients
+
+    async with httpx.AsyncClient(base_url=url, limits=limits) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client(i, http) for i in range(clients)])
+        wall = time.perf_counter() - t0
+    ms = np.array(lat) * 1000
+    return {"clients": clients, "requests": len(lat), "failed": failed, "rps": round(len(lat) / wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_backend(run: str, onnx: bool, a, files) -> list[dict]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "trainlab", "serve", run, "--port", str(port), "--workers", str(a.workers)]
+    cmd += (["--onnx"] if onnx else []) + (["--runs-dir", a.runs_dir] if a.runs_dir else [])
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url + "/healthz")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        asyncio.run(level(url, 1, 2, files))  # warm-up
+        for c in a.levels:
+            before = tree_rss_mb(server.pid)
+            row = asyncio.run(level(url, c, a.seconds, files))
+            row.update(backend="onnxruntime" if onnx else "torch", rss_before_mb=before, rss_after_mb=tree_rss_mb(server.pid))
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    finally:
+        server.terminate()
+        server.wait(60)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--runs-dir")
+    ap.add_argument("--out", default="bench/results/serve_load.json")
+    a = ap.parse_args()
+    files, _ = drawn_digits(10, seed=11)
+    rows = run_backend(a.run, False, a, files) + run_backend(a.run, True, a, files)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"machine": f"{os.cpu_count()} cores (client and server share them)", "run": a.run,
+                                       "seconds": a.seconds, "workers": a.workers, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
