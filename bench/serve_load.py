@@ -2,7 +2,7 @@
 back-ends side by side, 1, 8 and 32 concurrent clients for 60 s each (a bounded httpx asyncio client
 in this process: each client sends one drawn-digit PNG, waits for the answer, sends the next).
 Reports throughput, p50/p99 latency, failed requests and the server's memory (VmRSS of its
-processes) before and after each level.
+processes) before, halfway, at the end of, and at most during each level.
 
     python bench/serve_load.py RUN [--seconds 60] [--levels 1 8 32] [--workers 1] [--runs-dir runs]
 """
@@ -68,6 +68,19 @@ async def level(url: str, clients: int, seconds: float, files: list[bytes]) -> d
             "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
 
 
+async def sampled(work, pid: int, samples: list[float], every: float = 5.0):
+    """Run `work` while sampling the server's memory every few seconds."""
+    async def sample():
+        while True:
+            samples.append(tree_rss_mb(pid))
+            await asyncio.sleep(every)
+    task = asyncio.create_task(sample())
+    try:
+        return await work
+    finally:
+        task.cancel()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,8 +104,10 @@ def run_backend(run: str, onnx: bool, a, files) -> list[dict]:
         asyncio.run(level(url, 1, 2, files))  # warm-up
         for c in a.levels:
             before = tree_rss_mb(server.pid)
-            row = asyncio.run(level(url, c, a.seconds, files))
-            row.update(backend="onnxruntime" if onnx else "torch", rss_before_mb=before, rss_after_mb=tree_rss_mb(server.pid))
+            samples: list[float] = []
+            row = asyncio.run(sampled(level(url, c, a.seconds, files), server.pid, samples))
+            row.update(backend="onnxruntime" if onnx else "torch", rss_before_mb=before, rss_mid_mb=samples[len(samples) // 2],
+                       rss_after_mb=tree_rss_mb(server.pid), rss_max_mb=max(samples))
             print(json.dumps(row), flush=True)
             rows.append(row)
     finally:

@@ -124,6 +124,8 @@ def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
             tuned()
             run = fn(stop=stop, callbacks=[arm(armed)], **kw)
         except StopRun as exc:
+            if kw["settings"].rank > 0:  # under torchrun rank 0 says it
+                raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
             where = f" --runs-dir {runs_dir}" if runs_dir else ""
             typer.echo(f"\n{exc.status}; the last checkpoint is kept. Resume with: trainlab train --resume {exc.run_id}{where}"
                        if exc.run_id else f"\n{exc.status}")
@@ -131,8 +133,45 @@ def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
-    if json_out:
+    if json_out and (run.settings is None or run.settings.rank == 0):  # under torchrun only rank 0 reports
         print(_train_json(run))
+
+
+def _launch_ranks(nproc: int) -> int:
+    """`trainlab train ... --nproc N`: the same command as N processes on this machine, with the
+    environment torchrun gives its workers (RANK, WORLD_SIZE, MASTER_ADDR/PORT) and each its share of
+    the CPU threads. Ctrl-C reaches every process (the terminal signals the whole group) and each
+    stops cleanly; when one process fails the others are ended (they would wait for it forever).
+    Returns the first non-zero exit status, else 0."""
+    import os
+    import socket
+    import subprocess
+    import time
+    from trainlab.settings import child_environment
+    args, skip = [], False
+    for a in sys.argv[2:]:  # the arguments after `train`, without --nproc
+        if skip or a.startswith("--nproc"):
+            skip = a == "--nproc"
+            continue
+        args.append(a)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    threads = str(max(1, (os.cpu_count() or 1) // nproc))
+    procs = [subprocess.Popen([sys.executable, "-m", "trainlab", "train", *args], env=child_environment(
+        RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port), OMP_NUM_THREADS=threads)) for r in range(nproc)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the ranks handle Ctrl-C; wait for them
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode not in (None, 0, 130, 143) for p in procs):
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+            time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return next((p.returncode for p in procs if p.returncode), 0)
 
 
 @app.command()
@@ -148,9 +187,12 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="End stdout with one JSON object of the results.")] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write a run folder.")] = False,
+    nproc: Annotated[int, typer.Option(min=1, max=64, help="Train on N processes of this machine (DistributedDataParallel, as torchrun would start them).")] = 1,
 ) -> None:
     """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints, events)."""
     from trainlab.training import train as train_fn
+    if nproc > 1:
+        raise typer.Exit(_launch_ranks(nproc))
     if resume is None and recipe is None:
         fail("give a recipe (see `trainlab recipes`) or --resume RUN_ID")
     if resume is not None and (recipe is not None or set_ or epochs is not None or seed is not None or no_save):

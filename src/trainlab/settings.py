@@ -91,6 +91,11 @@ def export_to_environment(settings: Settings) -> None:
             os.environ[name] = str(int(value)) if isinstance(value, bool) else str(value)
 
 
+def child_environment(**extra: str) -> dict[str, str]:
+    """This process's environment with `extra` set: for a child process such as torchrun."""
+    return {**os.environ, **extra}
+
+
 def load_settings(**overrides) -> Settings:
     """Settings from the environment, with explicit values (flags, arguments) taking precedence."""
     try:

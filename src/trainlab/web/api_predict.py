@@ -9,7 +9,7 @@ import asyncio
 import base64
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from starlette.concurrency import run_in_threadpool
+import anyio
 from pydantic import BaseModel, Field
 
 from trainlab.images import STYLES, png_bytes
@@ -63,11 +63,19 @@ async def predict(request: Request, run: str | None = Query(None), top_k: int = 
     return await _timed(request, lambda: _answer(model.run_id, model, predict_bytes(model, data, style), top_k))
 
 
+INFERENCE_THREADS = 4  # models run at most this many at once: more only adds threads, memory and queueing
+_limiter: anyio.CapacityLimiter | None = None
+
+
 async def _timed(request: Request, work):
-    """Run the model off the event loop, within the server's request timeout (504 past it)."""
+    """Run the model off the event loop on a bounded set of threads, within the server's request
+    timeout (504 past it)."""
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
     limit = request.app.state.settings.serve_timeout
     try:
-        return await asyncio.wait_for(run_in_threadpool(work), limit)
+        return await asyncio.wait_for(anyio.to_thread.run_sync(work, limiter=_limiter), limit)
     except asyncio.TimeoutError:
         raise HTTPException(504, f"the prediction took over {limit:g} s (TRAINLAB_SERVE_TIMEOUT)") from None
 
