@@ -12,7 +12,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("onnxruntime")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from trainlab.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
-from trainlab import distributed
+from trainlab.distributed import local_device, setup as setup_group, teardown, wrap as wrap_ddp
 from trainlab.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint, restore
 from trainlab.data import input_spec, load_dataset
 from trainlab.errors import StopRun, TrainlabError
@@ -129,9 +129,9 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     """
     settings = (settings or load_settings()).with_(data_dir=data_dir, runs_dir=runs_dir, db=db)
     where = pick_device(device)  # a bad --device fails before anything is written
-    group = distributed.setup(settings, where)  # several processes under torchrun; None for one
+    group = setup_group(settings, where)  # several processes under torchrun; None for one
     main = group is None or group.is_main  # only rank 0 writes the run, its events and checkpoints
-    where = distributed.local_device(where, settings)
+    where = local_device(where, settings)
     writer = RunWriter.reopen(resume, settings) if resume is not None and main else None
     if writer is not None and writer.custom_model and model is None:
         raise TrainlabError(f"run {writer.run_id} trained a custom model ({writer.custom_model}); "
@@ -146,7 +146,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
         writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)
     cbs = standard_callbacks(state, progress_callback(progress if main else "none", live_plot), callbacks, writer, checkpoint_every)
     if group is not None:
-        state.group, state.ddp = group, distributed.wrap(state.model, state.device)
+        state.group, state.ddp = group, wrap_ddp(state.model, state.device)
     if resume is not None:
         resume_state(state, cbs, writer, resolve_run_dir(resume, settings) / CHECKPOINT)
     state.stop, state.run_dir = stop, writer and writer.run_dir
@@ -163,7 +163,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
         raise
     finally:
         if group is not None:
-            distributed.teardown()
+            teardown()
     return Run(recipe=r, model=state.model, history=state.history, metrics=state.metrics, classes=state.data.classes,
                preprocess=state.data.preprocess, run_id=state.run_id, run_dir=state.run_dir, device=state.device,
                data=state.data, ood=state.ood, settings=settings)
