@@ -41,7 +41,7 @@ def tree_rss_mb(pid: int) -> float:
 
 
 async def level(url: str, clients: int, seconds: float, files: list[bytes]) -> dict:
-    lat, failed = [], 0
+    lat, failed, reasons = [], 0, {}
     until = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -52,9 +52,12 @@ async def level(url: str, clients: int, seconds: float, files: list[bytes]) -> d
             t0 = time.perf_counter()
             try:
                 r = await http.post("/api/v1/predict", files={"file": ("d.png", files[k % len(files)])}, timeout=30)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
+                ok, why = r.status_code == 200, f"HTTP {r.status_code}: {r.text[:120]}"
+            except httpx.HTTPError as exc:
+                ok, why = False, f"{type(exc).__name__}: {exc}"[:160]
+            if not ok:
+                reasons[why] = reasons.get(why, 0) + 1
+                reasons.setdefault("at_s", []).append(round(seconds - (until - time.monotonic()), 2))
             lat.append(time.perf_counter() - t0)
             failed += int(not ok)
             k += clients
@@ -64,7 +67,7 @@ async def level(url: str, clients: int, seconds: float, files: list[bytes]) -> d
         await asyncio.gather(*[client(i, http) for i in range(clients)])
         wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000
-    return {"clients": clients, "requests": len(lat), "failed": failed, "rps": round(len(lat) / wall, 1),
+    return {"clients": clients, "requests": len(lat), "failed": failed, "why_failed": reasons, "rps": round(len(lat) / wall, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
 
 
@@ -91,7 +94,8 @@ def run_backend(run: str, onnx: bool, a, files) -> list[dict]:
     port = free_port()
     cmd = [sys.executable, "-m", "trainlab", "serve", run, "--port", str(port), "--workers", str(a.workers)]
     cmd += (["--onnx"] if onnx else []) + (["--runs-dir", a.runs_dir] if a.runs_dir else [])
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    log = open(Path(a.out).with_suffix(f".{'onnx' if onnx else 'torch'}.log"), "w")  # what the server said
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
@@ -123,10 +127,11 @@ def main() -> None:
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--runs-dir")
+    ap.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
     ap.add_argument("--out", default="bench/results/serve_load.json")
     a = ap.parse_args()
     files, _ = drawn_digits(10, seed=11)
-    rows = run_backend(a.run, False, a, files) + run_backend(a.run, True, a, files)
+    rows = [row for b in a.backends for row in run_backend(a.run, b == "onnx", a, files)]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"machine": f"{os.cpu_count()} cores (client and server share them)", "run": a.run,
                                        "seconds": a.seconds, "workers": a.workers, "rows": rows}, indent=1) + "\n")

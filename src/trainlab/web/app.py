@@ -140,4 +140,4 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, token: 
     app = create_app(settings, token, workers)
     if on_ready is not None:
         on_ready(token)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=30)

@@ -69,11 +69,11 @@ def serve_run(settings: Settings, host: str = "127.0.0.1", port: int = 8000, wor
         app = create_serve_app(settings, token)  # a bad run fails here, before listening
         if on_ready is not None:
             on_ready(token)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=30)
         return
     load_predictor(settings)  # fail once, here, rather than in every worker
     export_to_environment(settings)
     if on_ready is not None:
         on_ready(token)
     uvicorn.run("trainlab.web.serve:app_from_settings", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, timeout_keep_alive=30)
