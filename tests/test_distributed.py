@@ -1,5 +1,5 @@
-"""Multi-process training with torchrun (gloo on the CPU): the same training as one process, one
-run record, only rank 0 writing, and resume after SIGKILL."""
+"""Multi-process training (gloo on the CPU), started by torchrun and by `trainlab train --nproc`: the
+same training as one process, one run record, only rank 0 writing, and resume after SIGKILL."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def test_two_processes_train_as_one_and_write_one_run(tmp_path, data_dir):
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(json.dumps(DDP_RECIPE))
     one = train_cli(str(recipe), runs=tmp_path / "one", data_dir=data_dir)
-    two = train_cli(str(recipe), "--nproc", "2", runs=tmp_path / "two", data_dir=data_dir)
+    env = {**os.environ, "TRAINLAB_DATA": str(data_dir), "TRAINLAB_RUNS": str(tmp_path / "two"), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "trainlab",
+                          "train", str(recipe), "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     a, b = json.loads(one.stdout.splitlines()[-1]), json.loads(two.stdout.splitlines()[-1])
     assert abs(a["val_acc"] - b["val_acc"]) <= 0.01 and abs(a["test_acc"] - b["test_acc"]) <= 0.01
@@ -52,9 +54,8 @@ def test_a_killed_multi_process_run_resumes(tmp_path, data_dir):
     recipe = tmp_path / "long.yaml"
     recipe.write_text(json.dumps({**DDP_RECIPE, "name": "ddp-long", "batch_size": 16, "epochs": 8}))
     env = {**os.environ, "TRAINLAB_DATA": str(data_dir), "TRAINLAB_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-                             "trainlab", "train", str(recipe), "-q", "--checkpoint-every", "0.3"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "trainlab", "train", str(recipe), "--nproc", "2", "-q", "--checkpoint-every",
+                             "0.3"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -64,7 +65,7 @@ def test_a_killed_multi_process_run_resumes(tmp_path, data_dir):
             time.sleep(0.1)
         else:
             pytest.fail("no checkpoint appeared")
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, at once
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, at once
         proc.wait(30)
     finally:
         if proc.poll() is None:

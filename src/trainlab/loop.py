@@ -87,17 +87,19 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
         state.step = step + 1
         now = time.perf_counter()
         report = group.report_now(step, last) if group is not None else (per_batch or now >= next_report or step == last)
-        stopping = state.stop is not None and state.stop.is_set()
+        stopping = False
         if report:
             next_report = now + REPORT_EVERY
-            loss_total, correct_total, stopping = _totals(state, stopping)
+            loss_total, correct_total, stopping = _totals(state, state.stop is not None and state.stop.is_set())
             seen = min((step + 1) * bs, n)
             logs = {"loss": loss_total / seen, "acc": correct_total / seen, "batch_loss": loss.item(), "step": step,
                     "epoch": state.epoch}
             check_finite(state, logs["loss"])
             for cb in callbacks:
                 cb.on_batch_end(state, step, logs)
-        if stopping and (report or group is None):
+        if group is None:  # one process: a stop set by anyone, a callback of this step included, ends it now
+            stopping = state.stop is not None and state.stop.is_set()
+        if stopping:
             check_finite(state, _totals(state, True)[0])  # a stop is checkpointed: never from a diverged state
             raise Interrupted("stopped on request")
     loss, acc = (t / n for t in _totals(state, False)[:2])

@@ -110,7 +110,9 @@ class Store:
             try:
                 return fn(*args)
             except OperationalError as exc:
-                locked = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+                text = str(exc).lower()
+                # busy, or another process created the schema between our check and our CREATE (SQLite)
+                locked = "locked" in text or "busy" in text or "already exists" in text
                 if not locked or attempt == 39:
                     raise TrainlabError(f"run index {_safe(self.url)}: {_first_line(exc)}; check that the "
                                         f"database is reachable (--db / TRAINLAB_DB)") from None
