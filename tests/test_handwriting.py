@@ -78,3 +78,9 @@ def test_mnist_draw_preset():
     r = load_recipe("mnist-draw")
     assert r.data.name == "mnist" and r.augment.stroke > 0 and r.augment.rotate > 0
     assert sum(1 for layer in r.model.layers if layer.type == "conv2d") == 4
+
+
+def test_a_one_cycle_run_of_four_steps_trains(tiny_train):
+    """pct_start 0.25 of 4 steps is a one-step warm-up, which torch's OneCycleLR divides by zero on."""
+    run = tiny_train({"schedule": {"name": "onecycle", "pct_start": 0.25}, "batch_size": 45, "epochs": 1}, save=False)
+    assert len(run.history) == 1

@@ -35,8 +35,11 @@ def seed_everything(seed: int) -> None:
 def make_scheduler(cfg: ScheduleConfig, opt: torch.optim.Optimizer, lr: float, total_steps: int, steps_per_epoch: int):
     """A per-step LR scheduler (torch's own), or None for a constant LR."""
     if cfg.name == "onecycle":
+        pct = cfg.pct_start
+        if abs(pct * total_steps - 1) < 1e-9:  # a one-step warm-up divides by zero in torch (4 steps at 0.25)
+            pct += 0.5 / total_steps
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.max_lr or lr, total_steps=total_steps, pct_start=cfg.pct_start,
+            opt, max_lr=cfg.max_lr or lr, total_steps=total_steps, pct_start=pct,
             div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=False)
     if cfg.name == "cosine":
         warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
