@@ -5,6 +5,7 @@
     run.history, run.evaluate(), run.predict(images)
     trainlab.find_lr("mnist-mlp").suggestion
     trainlab.tune("walk-1-baseline", "walk", trials=20).best_recipe
+    trainlab.export_onnx(run).text()          # model.onnx: uint8 images in, probabilities out
 
 The public names below load on first use (PEP 562), so `import trainlab` and the `trainlab`
 command start without importing torch, matplotlib or SQLAlchemy until something needs them.
@@ -24,6 +25,7 @@ _EXPORTS = {
     "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "preset_names": "trainlab.recipes",
     "train": "trainlab.training", "show_samples": "trainlab.pictures", "find_lr": "trainlab.lrfind",
     "tune": "trainlab.tune", "study_report": "trainlab.tune", "load_space": "trainlab.space",
+    "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
 }
 __all__ = [*_EXPORTS, "__version__"]
 
