@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from serving import free_port, wait_healthy
+
 from trainlab.handwriting import drawn_digits
 
 
@@ -34,12 +35,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def follow(client: httpx.AsyncClient, run_id: str, until: float, stats: dict) -> None:
@@ -116,12 +111,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "trainlab", "dashboard", "--port", str(port), "--no-browser"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                httpx.get(url + "/healthz")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(url)
         job = httpx.post(url + "/api/v1/train", json={"preset": "mnist-tfjs-cnn", "overrides": {"epochs": 200}}).json()["job"]
         while not (run_id := httpx.get(f"{url}/api/v1/jobs/{job['id']}").json()["run_id"]):
             time.sleep(0.5)

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from serving import free_port, wait_healthy
 
 from trainlab.handwriting import drawn_digits
 
@@ -84,12 +85,6 @@ async def sampled(work, pid: int, samples: list[float], every: float = 5.0):
         task.cancel()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_backend(run: str, onnx: bool, a, files) -> list[dict]:
     port = free_port()
     cmd = [sys.executable, "-m", "trainlab", "serve", run, "--port", str(port), "--workers", str(a.workers)]
@@ -99,12 +94,7 @@ def run_backend(run: str, onnx: bool, a, files) -> list[dict]:
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
-        for _ in range(300):
-            try:
-                httpx.get(url + "/healthz")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(url)
         asyncio.run(level(url, 1, 2, files))  # warm-up
         for c in a.levels:
             before = tree_rss_mb(server.pid)
