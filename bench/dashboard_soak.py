@@ -25,16 +25,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from serving import free_port, wait_healthy
+from serving import free_port, tree_rss_mb, wait_healthy
 
 from trainlab.handwriting import drawn_digits
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def follow(client: httpx.AsyncClient, run_id: str, until: float, stats: dict) -> None:
@@ -82,7 +75,7 @@ async def soak(url: str, run_id: str, pid: int, a) -> dict:
 
     async def sample():
         while time.monotonic() < until:
-            stats["rss"].append((round(seconds - (until - time.monotonic()), 1), round(rss_mb(pid), 1)))
+            stats["rss"].append((round(seconds - (until - time.monotonic()), 1), tree_rss_mb(pid, children=False)))  # the server alone, not its training worker
             await asyncio.sleep(10)
 
     async with httpx.AsyncClient(base_url=url) as client:

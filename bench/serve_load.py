@@ -21,24 +21,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from serving import free_port, wait_healthy
+from serving import free_port, tree_rss_mb, wait_healthy
 
 from trainlab.handwriting import drawn_digits
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (uvicorn's workers), MB."""
-    pids, total = [pid], 0.0
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    pids += [int(p) for p in out.split()]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return round(total, 1)
 
 
 async def level(url: str, clients: int, seconds: float, files: list[bytes]) -> dict:

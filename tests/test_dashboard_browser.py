@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import MNIST_TINY
 
-playwright = pytest.importorskip("playwright.sync_api")
+import playwright.sync_api as playwright_api
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -69,7 +69,7 @@ def dashboard(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def page(dashboard):
-    with playwright.sync_playwright() as p:
+    with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
                                                                     "--disable-background-networking"])
         pg = browser.new_page(viewport={"width": 1280, "height": 900})

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("onnxruntime")
 from conftest import MNIST_TINY, write_tree  # noqa: E402
 
 import trainlab  # noqa: E402

@@ -90,13 +90,16 @@ def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, opset: i
     import onnx
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     quiet = logging.getLogger("torch.onnx")
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     # the exporter prints its steps and warns about torchvision: none of it is the user's business
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, input_names=["images"],
-                                    output_names=["probabilities"], dynamic_shapes={"images": {0: batch}}, verbose=False)
-    quiet.setLevel(level)
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, input_names=["images"],
+                                        output_names=["probabilities"], dynamic_shapes={"images": {0: batch}}, verbose=False)
+    finally:
+        quiet.setLevel(level)
     program.save(str(path))
     onnx.checker.check_model(str(path))
 

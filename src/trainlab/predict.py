@@ -12,8 +12,7 @@ import torch
 
 from trainlab.errors import TrainlabError
 from trainlab.images import STYLES, load_file, open_image, prepare_image
-from trainlab.inference import as_batch
-from trainlab.inference import Predictions
+from trainlab.inference import Predictions, as_batch
 from trainlab.plots import plot_model_view, plot_predictions
 from trainlab.runs import Run
 from trainlab.settings import Settings

@@ -77,18 +77,15 @@ class Settings(BaseSettings):
         return self if not given else load_settings(**{**self.model_dump(exclude_unset=False), **given})
 
 
-ENV_NAMES = {"runs_dir": "TRAINLAB_RUNS", "data_dir": "TRAINLAB_DATA", "db": "TRAINLAB_DB", "offline": "TRAINLAB_OFFLINE",
-             "cache_dir": "TRAINLAB_CACHE", "token": "TRAINLAB_TOKEN", "serve_run": "TRAINLAB_SERVE_RUN",
-             "serve_onnx": "TRAINLAB_SERVE_ONNX", "serve_timeout": "TRAINLAB_SERVE_TIMEOUT"}
-
-
 def export_to_environment(settings: Settings) -> None:
-    """Put the settings into this process's environment, for child processes that read them
-    (uvicorn's workers of `trainlab serve --workers N`)."""
-    for field, name in ENV_NAMES.items():
-        value = getattr(settings, field)
-        if value is not None:
-            os.environ[name] = str(int(value)) if isinstance(value, bool) else str(value)
+    """Put the settings into this process's environment under their own variable names (each
+    field's alias), for child processes that read them (uvicorn's workers of `trainlab serve
+    --workers N`). The rank fields stay out: they belong to torchrun."""
+    for name, field in Settings.model_fields.items():
+        env = field.validation_alias.choices[-1]
+        value = getattr(settings, name)
+        if value is not None and env.startswith("TRAINLAB_"):
+            os.environ[env] = str(int(value)) if isinstance(value, bool) else str(value)
 
 
 def child_environment(**extra: str) -> dict[str, str]:

@@ -148,7 +148,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     if group is not None:
         state.group, state.ddp = group, wrap_ddp(state.model, state.device)
     if resume is not None:
-        resume_state(state, cbs, writer, resolve_run_dir(resume, settings) / CHECKPOINT)
+        resume_state(state, cbs, writer, writer.checkpoint_path if writer else resolve_run_dir(resume, settings) / CHECKPOINT)
     state.stop, state.run_dir = stop, writer and writer.run_dir
     state.run_id = group.broadcast(writer and writer.run_id) if group is not None else writer and writer.run_id
     try:
@@ -172,7 +172,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
 def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | None, checkpoint: Path) -> None:
     """Put the loop back where the run's checkpoint left it. Every rank of a multi-process run reads
     the same checkpoint; its running sums are the totals, so only rank 0 keeps them."""
-    restore(load_checkpoint(writer.checkpoint_path if writer else checkpoint), state, cbs)
+    restore(load_checkpoint(checkpoint), state, cbs)
     if writer is not None:
         state.notes += match_threads(writer.record.threads)
     if state.group is not None and not state.group.is_main and state.loss_sum is not None:

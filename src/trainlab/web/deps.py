@@ -34,8 +34,9 @@ class RunCache:
             if run_id in self.runs:
                 self.runs.move_to_end(run_id)
                 return self.runs[run_id]
-            run = load_run(run_id, self.settings)
-            self.runs[run_id] = run
+        run = load_run(run_id, self.settings)  # outside the lock: other runs stay served meanwhile
+        with self.lock:
+            run = self.runs.setdefault(run_id, run)  # two first requests at once: the first load wins
             while len(self.runs) > self.size:
                 old, _ = self.runs.popitem(last=False)
                 self.logits.pop(old, None)
@@ -44,9 +45,11 @@ class RunCache:
     def test_logits(self, run_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         run = self.run(run_id)
         with self.lock:
-            if run_id not in self.logits:
-                self.logits[run_id] = run.logits("test", self.settings)
-            return self.logits[run_id]
+            if run_id in self.logits:
+                return self.logits[run_id]
+        found = run.logits("test", self.settings)
+        with self.lock:
+            return self.logits.setdefault(run_id, found)
 
     def forget(self, run_id: str) -> None:
         with self.lock:
