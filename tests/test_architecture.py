@@ -16,7 +16,7 @@ LAYERS: dict[str, list[str]] = {
     "base": ["version", "errors", "fileio", "settings", "runtime"],
     "core": ["recipes", "images", "preprocess", "readers", "trees", "data", "augment", "models", "optim", "history", "metrics",
              "plots", "space", "handwriting"],
-    "engine": ["state", "inference", "callbacks", "progress", "checkpoint", "distributed", "loop"],
+    "engine": ["state", "inference", "callbacks", "progress", "fused", "checkpoint", "distributed", "loop"],
     "records": ["record", "store", "events", "runs"],
     "applications": ["training", "evaluate", "predict", "pictures", "lrfind", "tune", "export"],
     "interfaces": ["cli", "__main__", "__init__", "web"],

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import trainlab
 
-ARGS = ["walk-5-relu", "--seed", "7", "--epochs", "6", "--set", "data.limit_train=6000", "--set", "data.limit_test=500",
+ARGS = ["walk-5-relu", "--seed", "7", "--epochs", "8", "--set", "data.limit_train=9000", "--set", "data.limit_test=500",
         "--set", "schedule.name=onecycle", "--set", "augment.translate=1", "--checkpoint-every", "0.05", "--quiet"]
 
 

@@ -23,6 +23,7 @@ import torch
 from trainlab.callbacks import Callback
 from trainlab.errors import Interrupted, TrainlabError, first_line
 from trainlab.fileio import atomic_write
+from trainlab.fused import adapt_optimizer_state
 from trainlab.state import TrainState
 
 CHECKPOINT = "checkpoint.pt"
@@ -93,7 +94,8 @@ def restore(ckpt: dict, state: TrainState, callbacks: list[Callback]) -> None:
         raise TrainlabError(f"the checkpoint holds state for callback(s) {', '.join(sorted(saved))} that this resume "
                             f"lacks; pass the same callbacks as the original run")
     state.model.load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    shapes = [p.shape for p in state.model.parameters()]
+    state.optimizer.load_state_dict(adapt_optimizer_state(ckpt["optimizer"], state.optimizer, shapes))
     if state.scheduler is not None and ckpt["scheduler"] is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
     state.epoch, state.step, state.epoch_lr = ckpt["epoch"], ckpt["step"], ckpt["epoch_lr"]

@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trainlab.augment import make_augment
 from trainlab.callbacks import Callback
 from trainlab.errors import Interrupted, TrainingDiverged
-from trainlab.inference import autocast, evaluate
+from trainlab.fused import AutogradStep
+from trainlab.inference import evaluate
 from trainlab.models import prefers_channels_last
 from trainlab.recipes import ScheduleConfig
 from trainlab.state import TrainState
@@ -57,7 +57,7 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
     prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
     channels_last = prefers_channels_last(model, state.device)
     per_batch = any(cb.per_batch for cb in callbacks)
-    forward = state.ddp or model
+    update = state.fused or AutogradStep(state.ddp or model, opt, r.loss.label_smoothing, state.device)
     model.train()
     if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order and sums)
         if group is not None:
@@ -76,17 +76,12 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
         y = data.y_train.index_select(0, idx)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(state.device):
-            logits = forward(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=r.loss.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        logits, loss = update(x, y)  # forward, loss, backward, optimizer step (fused.py)
         if state.scheduler is not None:
             state.scheduler.step()
         # running sums stay on the device: one host sync per report, not per step
-        state.loss_sum += loss.detach() * len(y)
-        state.correct += (logits.detach().argmax(1) == y).sum()
+        state.loss_sum.add_(loss, alpha=len(y))
+        state.correct.add_((logits.argmax(1) == y).sum())
         state.step = step + 1
         now = time.perf_counter()
         report = group.report_now(step, last) if group is not None else (per_batch or now >= next_report or step == last)
@@ -141,6 +136,14 @@ def check_finite(state: TrainState, loss: float) -> None:
 
 def fit(state: TrainState, callbacks: list[Callback]) -> list[dict]:
     """Train from `state.epoch` to the recipe's epochs (or until a callback stops it); the history."""
+    try:
+        return _fit(state, callbacks)
+    finally:
+        if state.fused is not None:  # the parameters get their own storage back (safetensors needs it)
+            state.fused.close()
+
+
+def _fit(state: TrainState, callbacks: list[Callback]) -> list[dict]:
     r, data = state.recipe, state.data
     augment = make_augment(r.augment, state.gen)
     for cb in callbacks:

@@ -69,7 +69,7 @@ def find_lr(recipe: str | Path | Recipe = "mnist-mlp", *, start: float = 1e-7, e
     check_range(start, end, steps, method)
     settings = (settings or load_settings()).with_(data_dir=data_dir)
     r = resolve_recipe(recipe, overrides, {})
-    state = build(r, settings, pick_device(device), copy.deepcopy(model) if model is not None else None, dataset)
+    state = build(r, settings, pick_device(device), copy.deepcopy(model) if model is not None else None, dataset, fuse=False)
     net = state.model
     opt = make_optimizer(r.optimizer.model_copy(update={"lr": start}), net.parameters())
     augment = make_augment(r.augment, state.gen)

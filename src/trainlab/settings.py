@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     serve_timeout: float = Field(10.0, gt=0, validation_alias=AliasChoices("serve_timeout", "TRAINLAB_SERVE_TIMEOUT"),
                                  description="seconds a predict request may take")
 
+    fused: bool = Field(True, validation_alias=AliasChoices("fused", "TRAINLAB_FUSED"),
+                        description="train dense stacks with the fused step (trainlab.fused); 0 for autograd")
     rank: int = Field(0, ge=0, validation_alias=AliasChoices("rank", "RANK"), description="this process's rank (torchrun sets it)")
     world_size: int = Field(1, ge=1, validation_alias=AliasChoices("world_size", "WORLD_SIZE"),
                             description="processes training together (torchrun sets it)")

@@ -91,3 +91,4 @@ class TrainState:
     ood: dict | None = None  # out-of-distribution thresholds, once calibrated
     group: object = None  # distributed.Group when several processes train together
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper of `model` the loop steps through
+    fused: object = None  # fused.FusedDenseStep when the model's step is fused (its optimizer is over one flat buffer)

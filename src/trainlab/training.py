@@ -21,6 +21,7 @@ from trainlab.distributed import local_device, setup as setup_group, teardown, w
 from trainlab.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint, restore
 from trainlab.data import input_spec, load_dataset
 from trainlab.errors import StopRun, TrainlabError
+from trainlab.fused import FusedDenseStep, dense_plan, fused_applies, optimizer_params
 from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.loop import fit, make_scheduler, seed_everything
 from trainlab.models import build_model, device_memory, place, size_note, summary_text
@@ -45,8 +46,9 @@ def resolve_recipe(recipe: str | Path | Recipe, overrides: dict | list[str] | No
 
 
 def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module | None = None,
-          dataset: Dataset | None = None, progress: bool = False) -> TrainState:
-    """Data on the device, the model (the recipe's, or yours), optimizer, scheduler, the loop's state."""
+          dataset: Dataset | None = None, progress: bool = False, fuse: bool = True) -> TrainState:
+    """Data on the device, the model (the recipe's, or yours), optimizer, scheduler, the loop's state.
+    A dense stack on the CPU gets the fused step (trainlab.fused) unless `fuse` or settings.fused is off."""
     seed_everything(r.seed)
     ds = dataset or load_dataset(r.data.name, source=r.data.source, settings=settings, test_fraction=r.data.test_fraction,
                                  split_seed=r.data.split_seed, progress=progress)
@@ -56,10 +58,15 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
                                                       memory=device_memory(device))[0]
     notes = [n for n in [size_note(net)] if n]
     net = place(net, device)
-    opt = make_optimizer(r.optimizer, net.parameters())
+    fused = fuse and fused_applies(net, device, settings.fused)
+    params = optimizer_params(net, fused)
+    opt = make_optimizer(r.optimizer, params)
     steps = math.ceil(len(data.x_train) / r.batch_size)
-    return TrainState(r, net, opt, data, device, steps, scheduler=make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps),
-                      gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes])
+    state = TrainState(r, net, opt, data, device, steps, scheduler=make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps),
+                       gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes])
+    if fused:
+        state.fused = FusedDenseStep(net, dense_plan(net), params[0], opt, r.loss.label_smoothing)
+    return state
 
 
 def progress_callback(progress: str, live_plot: bool | None) -> Callback:
@@ -140,7 +147,7 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
          else resolve_recipe(recipe, overrides, kw_overrides, epochs=epochs, seed=seed, batch_size=batch_size))
     store = open_runs_folder(settings) if save and resume is None and main else None  # a bad --runs-dir or --db fails before data loads
     t0 = time.perf_counter()
-    state = build(r, settings, where, model, dataset, progress != "none" and main)
+    state = build(r, settings, where, model, dataset, progress != "none" and main, fuse=group is None)
     data_seconds = time.perf_counter() - t0
     if store is not None:
         writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)

@@ -1,0 +1,304 @@
+"""The training step: autograd for any model, and a fused, hand-derived step for dense stacks.
+
+On this kind of machine a dense recipe's step is mostly per-operator overhead, not arithmetic
+(bench/profile_steps.py --only fused): autograd records a graph, allocates every gradient and
+runs the optimizer over each parameter tensor. For a model that is an `nn.Sequential` of Flatten,
+Linear and elementwise activations, trained with softmax cross-entropy on the CPU, `FusedDenseStep`
+instead
+- keeps every parameter in one flat buffer (the model's parameters become views of it) and every
+  gradient in another, so the optimizer updates one tensor: a handful of in-place ops whatever
+  the depth;
+- runs forward and backward by hand with the kernels autograd itself calls (addmm, mm,
+  threshold_backward, sigmoid_backward, ...), each gradient written in place into its slice.
+It computes the same gradients (tests/test_fused.py compares them with autograd's) and the same
+training (bench/fused_equivalence.py: accuracy over seeds, both ways). `fused_applies` says when it
+applies (training.build then builds the optimizer over the flat parameter); anything else trains
+with `AutogradStep`. `TRAINLAB_FUSED=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.inference import autocast
+from trainlab.optim import KerasRMSprop
+
+# activation module -> (forward on the pre-activation, in place where safe; backward from the saved tensor)
+# Each backward is the aten kernel autograd runs for that module, fed what autograd saves.
+_ACTS = {
+    nn.ReLU: (torch.relu_, lambda g, out, pre: torch.ops.aten.threshold_backward(g, out, 0), "out"),
+    nn.Sigmoid: (torch.sigmoid_, lambda g, out, pre: torch.ops.aten.sigmoid_backward(g, out), "out"),
+    nn.Tanh: (torch.tanh_, lambda g, out, pre: torch.ops.aten.tanh_backward(g, out), "out"),
+    nn.SiLU: (F.silu, lambda g, out, pre: torch.ops.aten.silu_backward(g, pre), "pre"),
+    nn.GELU: (F.gelu, lambda g, out, pre: torch.ops.aten.gelu_backward(g, pre), "pre"),
+}
+
+
+class AutogradStep:
+    """zero_grad, forward, cross-entropy, backward, optimizer step: any model, any device."""
+
+    name = "autograd"
+
+    def __init__(self, forward: nn.Module, optimizer: torch.optim.Optimizer, label_smoothing: float,
+                 device: torch.device):
+        self.forward, self.optimizer, self.smoothing, self.device = forward, optimizer, label_smoothing, device
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on the batch; its logits and mean loss (detached)."""
+        with autocast(self.device):
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return logits.detach(), loss.detach()
+
+    def close(self) -> None: ...
+
+
+def dense_plan(model: nn.Module) -> list[tuple[nn.Linear, type | None]] | None:
+    """(Linear, activation class or None) per dense layer when `model` is a plain stack the fused
+    step computes exactly: Flatten first, Linear, the activations above, Dropout(0); else None."""
+    if type(model) is not nn.Sequential:
+        return None
+    plan: list[list] = []
+    for i, m in enumerate(_leaves(model)):
+        if isinstance(m, nn.Flatten) and not plan and (m.start_dim, m.end_dim) == (1, -1):
+            continue
+        if type(m) is nn.Linear:
+            plan.append([m, None])
+        elif type(m) in _ACTS and plan and plan[-1][1] is None and _plain_activation(m):
+            plan[-1][1] = type(m)
+        elif type(m) is nn.Dropout and m.p == 0:
+            continue
+        else:
+            return None
+    if not plan or plan[-1][1] is not None:  # the last dense layer gives the logits
+        return None
+    return [(lin, act) for lin, act in plan]
+
+
+def _leaves(model: nn.Module):
+    for m in model.modules():
+        if type(m) is nn.Sequential:
+            continue
+        yield m
+
+
+def _plain_activation(m: nn.Module) -> bool:
+    return getattr(m, "approximate", "none") == "none" and (type(m) is nn.ReLU or not getattr(m, "inplace", False))
+
+
+def flatten_parameters(model: nn.Module) -> nn.Parameter:
+    """One flat parameter holding all of `model`'s, which become views of it; its gradient buffer
+    is allocated, and each parameter's `.grad` is a view of that. The optimizer is then built
+    over the flat parameter alone: its update is elementwise, so the numbers are the same."""
+    params = list(model.parameters())
+    dtypes = {(p.dtype, p.device) for p in params}
+    if len(dtypes) != 1:
+        raise ValueError("flat parameters need one dtype and device")
+    total = sum(p.numel() for p in params)
+    flat = torch.empty(total, dtype=params[0].dtype, device=params[0].device)
+    grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        flat[offset:offset + n].copy_(p.detach().reshape(-1))
+        p.data = flat[offset:offset + n].view_as(p)
+        p.grad = grad[offset:offset + n].view_as(p)
+        offset += n
+    out = nn.Parameter(flat)
+    out.grad = grad
+    return out
+
+
+def unflatten_parameters(model: nn.Module) -> None:
+    """Give each parameter its own storage again (safetensors refuses tensors that share one)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+            p.grad = None
+
+
+class FusedDenseStep:
+    """The hand-derived step of a dense stack on flat buffers (see the module's docstring)."""
+
+    name = "fused"
+
+    def __init__(self, model: nn.Module, plan: list[tuple[nn.Linear, type | None]], flat: nn.Parameter,
+                 optimizer: torch.optim.Optimizer, label_smoothing: float):
+        self.model, self.plan, self.flat, self.optimizer = model, plan, flat, optimizer
+        self.smoothing = label_smoothing
+        self.update = FlatUpdate(optimizer, flat)
+        self.fwd = [None if act is None else _ACTS[act] for _, act in plan]
+        self._hit: dict[int, torch.Tensor] = {}  # batch size -> the value added at the true class
+
+    def _target(self, n: int, device: torch.device) -> torch.Tensor:
+        hit = self._hit.get(n)
+        if hit is None:
+            hit = self._hit[n] = torch.full((n, 1), -(1.0 - self.smoothing) / n, device=device)
+        return hit
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on the batch; its logits and mean loss."""
+        h = x.flatten(1)
+        saved = []  # per layer: (its input, activation output, pre-activation)
+        for (lin, _), act in zip(self.plan, self.fwd):
+            z = torch.addmm(lin.bias, h, lin.weight.t()) if lin.bias is not None else torch.mm(h, lin.weight.t())
+            if act is None:
+                saved.append((h, None, None))
+                h = z
+                continue
+            fn, _, keeps = act
+            out = fn(z)
+            saved.append((h, out, z if keeps == "pre" else None))
+            h = out
+        logits = h
+        logp = torch.log_softmax(logits, 1)
+        if self.smoothing:
+            loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+        else:
+            loss = F.nll_loss(logp, y)
+        # d(mean loss)/d(logits) = (softmax - target) / n, target = (1 - eps) one-hot + eps / classes
+        n, k = logits.shape
+        g = logp.exp_().mul_(1.0 / n) if not self.smoothing else logp.exp_().sub_(self.smoothing / k).mul_(1.0 / n)
+        g.scatter_add_(1, y.unsqueeze(1), self._target(n, g.device))
+        self._backward(g, saved)
+        self.update()
+        return logits, loss
+
+    def _backward(self, g: torch.Tensor, saved: list) -> None:
+        for i in range(len(self.plan) - 1, -1, -1):
+            lin, _ = self.plan[i]
+            h_in, out, pre = saved[i]
+            if self.fwd[i] is not None:
+                g = self.fwd[i][1](g, out, pre)
+            torch.mm(g.t(), h_in, out=lin.weight.grad)
+            if lin.bias is not None:
+                torch.sum(g, 0, out=lin.bias.grad)
+            if i:
+                g = torch.mm(g, lin.weight)
+
+    def close(self) -> None:
+        unflatten_parameters(self.model)
+
+
+class FlatUpdate:
+    """`optimizer.step()` for the one flat parameter as direct kernel calls: torch.optim's step
+    spends more in Python than in arithmetic on a tensor this size (~60 us a step, measured).
+    The first call goes through `optimizer.step()` (it creates the state, e.g. SGD's first momentum
+    buffer, and marks the optimizer stepped for the LR schedulers); the later ones call the same
+    kernel torch does (Adam/AdamW/SGD built fused) or the same ops (KerasRMSprop) with the group's
+    current hyperparameters, so schedulers and ReduceLROnPlateau still drive them. Any other
+    optimizer always goes through `optimizer.step()`."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, flat: nn.Parameter):
+        self.optimizer, self.flat = optimizer, flat
+        self.direct = _direct_update(optimizer)
+        self.started = False
+
+    def __call__(self) -> None:
+        if self.direct is None or not self.started:
+            self.optimizer.step()
+            self.started = True
+            return
+        # read the group each time: load_state_dict (resume) replaces it, schedulers change its lr
+        self.direct(self.flat, self.flat.grad, self.optimizer.state[self.flat], self.optimizer.param_groups[0])
+
+
+def _direct_update(optimizer: torch.optim.Optimizer):
+    g = optimizer.param_groups[0]
+    if isinstance(optimizer, KerasRMSprop):
+        return _rmsprop
+    plain = not g.get("maximize") and not g.get("capturable") and not g.get("differentiable") and g.get("fused")
+    if isinstance(optimizer, torch.optim.Adam) and plain and not g.get("amsgrad"):
+        return _adamw if g.get("decoupled_weight_decay") or isinstance(optimizer, torch.optim.AdamW) else _adam
+    if isinstance(optimizer, torch.optim.SGD) and plain:
+        return _sgd
+    return None
+
+
+def _rmsprop(p, grad, st, group) -> None:
+    """KerasRMSprop.step on one tensor: the same operations in the same order."""
+    if group["weight_decay"]:
+        grad = grad.add(p, alpha=group["weight_decay"])
+    v = st["velocity"]
+    v.mul_(group["rho"]).addcmul_(grad, grad, value=1 - group["rho"])
+    denom = v.add(group["eps"]).sqrt_()
+    if group["momentum"] > 0:
+        p.sub_(st["momentum"].mul_(group["momentum"]).addcdiv_(grad, denom, value=group["lr"]))
+    else:
+        p.addcdiv_(grad, denom, value=-group["lr"])
+
+
+def _adam(p, grad, st, group, kernel=torch._fused_adam_) -> None:
+    """torch.optim.Adam(fused=True)'s step on one tensor: the step count, then its fused kernel."""
+    st["step"].add_(1)
+    beta1, beta2 = group["betas"]
+    kernel([p], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]], amsgrad=False, lr=group["lr"],
+           beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+           grad_scale=None, found_inf=None)
+
+
+def _adamw(p, grad, st, group) -> None:
+    _adam(p, grad, st, group, kernel=torch._fused_adamw_)
+
+
+def _sgd(p, grad, st, group) -> None:
+    """torch.optim.SGD(fused=True)'s step on one tensor after its first (which made the buffer)."""
+    buf = [] if group["momentum"] == 0 else [st["momentum_buffer"]]
+    torch._fused_sgd_([p], [grad], buf, weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+                      dampening=group["dampening"], nesterov=group["nesterov"], maximize=False, is_first_step=False,
+                      grad_scale=None, found_inf=None)
+
+
+def fused_applies(model: nn.Module, device: torch.device, enabled: bool = True) -> bool:
+    """Whether `make_step` will fuse this model's step (before its optimizer is built)."""
+    return enabled and device.type == "cpu" and dense_plan(model) is not None and \
+        all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+
+
+def optimizer_params(model: nn.Module, fused: bool) -> list[nn.Parameter]:
+    """What to build the optimizer over: the one flat parameter when fused, else the model's own."""
+    return [flatten_parameters(model)] if fused else list(model.parameters())
+
+
+def adapt_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer, shapes: list[torch.Size]) -> dict:
+    """A saved optimizer state_dict made to fit `optimizer` when one of them works on the flat
+    parameter and the other on the model's parameters (`shapes`, in order): per-parameter state
+    tensors are concatenated or split; scalar state (Adam's step) is shared. Elementwise updates
+    make both the same optimizer, so a run resumes whichever step it was checkpointed with."""
+    sizes = [s.numel() for s in shapes]
+    groups = saved["param_groups"]
+    have = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
+    if [len(g["params"]) for g in groups] == have or len(groups) != 1 or len(have) != 1:
+        return saved
+    state = saved["state"]
+    if len(groups[0]["params"]) == len(sizes) and have == [1]:  # per parameter -> flat
+        per = [state.get(i, {}) for i in groups[0]["params"]]
+        merged = {}
+        if per and all(per):
+            for key, value in per[0].items():
+                merged[key] = torch.cat([s[key].reshape(-1) for s in per]) if _per_element(value, sizes[0]) else _copy(value)
+        new_state = {0: merged} if merged else {}
+        return {"state": new_state, "param_groups": [{**groups[0], "params": [0]}]}
+    if len(groups[0]["params"]) == 1 and have == [len(sizes)]:  # flat -> per parameter
+        flat = state.get(groups[0]["params"][0], {})
+        split = {i: {} for i in range(len(sizes))}
+        for key, value in flat.items():
+            parts = torch.split(value, sizes) if _per_element(value, sum(sizes)) else [value] * len(sizes)
+            for i, part in enumerate(parts):
+                split[i][key] = part.reshape(shapes[i]).clone() if part is not value else _copy(value)
+        return {"state": split if flat else {}, "param_groups": [{**groups[0], "params": list(range(len(sizes)))}]}
+    return saved
+
+
+def _copy(value):
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _per_element(value, numel: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() > 0 and value.numel() == numel
