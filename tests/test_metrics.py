@@ -71,7 +71,11 @@ def walk_runs(tmp_path_factory, data_dir):
 
 def test_training_writes_curves_and_evaluate_matches_test_acc(walk_runs, data_dir):
     runs, (first, _, relu) = walk_runs
-    assert Image.open(first.run_dir / "curves.png").size[0] > 600  # a real PNG, two panels wide
+    assert not (first.run_dir / "curves.png").exists()  # training does not wait for matplotlib
+    png = trainlab.curves_png(first.run_id, trainlab.load_settings().with_(runs_dir=runs))
+    assert Image.open(png).size[0] > 600  # a real PNG, two panels wide
+    mtime = png.stat().st_mtime_ns
+    assert trainlab.curves_png(first.run_dir).stat().st_mtime_ns == mtime  # drawn once, until history.csv changes
     p = subprocess.run([sys.executable, "-m", "trainlab", "evaluate", relu.run_id, "--json", "--runs-dir", str(runs),
                         "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

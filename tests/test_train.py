@@ -32,8 +32,9 @@ def test_train_returns_a_run_and_writes_its_record(data_dir, tmp_path):
     assert set(run.history[0]) >= {"loss", "acc", "val_loss", "val_acc", "lr", "seconds"}
     assert run.metrics["test_acc"] > 0.8  # 2,000 MNIST digits, two epochs
     files = sorted(p.name for p in run.run_dir.iterdir() if not p.name.startswith("."))  # .lock aside
-    assert files == ["best.safetensors", "checkpoint.pt", "curves.png", "events.jsonl", "history.csv", "metrics.json",
+    assert files == ["best.safetensors", "checkpoint.pt", "events.jsonl", "history.csv", "metrics.json",
                      "model.safetensors", "recipe.yaml", "run.json"]
+    assert trainlab.curves_png(run.run_dir) == run.run_dir / "curves.png"  # drawn on first view
     info = json.loads((run.run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["seed"] == 0 and info["versions"]["torch"] == torch.__version__
     assert info["dataset"]["n_train"] == 2000 and info["preprocess"]["normalize"] == "scale"

@@ -22,7 +22,7 @@ _EXPORTS = {
     "Predictions": "trainlab.inference", "Recipe": "trainlab.recipes", "Run": "trainlab.runs",
     "Settings": "trainlab.settings", "TrainlabError": "trainlab.errors", "load_dataset": "trainlab.data",
     "load_image_tree": "trainlab.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs",
-    "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "preset_names": "trainlab.recipes",
+    "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "curves_png": "trainlab.runs", "preset_names": "trainlab.recipes",
     "train": "trainlab.training", "show_samples": "trainlab.pictures", "find_lr": "trainlab.lrfind",
     "tune": "trainlab.tune", "study_report": "trainlab.tune", "load_space": "trainlab.space",
     "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",

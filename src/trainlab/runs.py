@@ -251,8 +251,7 @@ class RunWriter(Callback):
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
         # metadata describes the model (recipe, version), not the run: the same training gives the same bytes
         save_weights(state.model, self.run_dir / "model.safetensors", {"recipe": self.recipe.to_yaml(), "trainlab": __version__})
-        if state.history:
-            plot_history(Curve(self.recipe, state.history, self.run_id), self.run_dir / "curves.png")
+        # curves.png is drawn on first view (curves_png): matplotlib would hold the command ~1 s
 
     def _mark(self, state: TrainState, status: str, error: str | None, metrics: dict | None) -> None:
         timings = {k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")} if metrics else None
@@ -262,8 +261,7 @@ class RunWriter(Callback):
         self.record.save(self.run_dir)
         self.events.append("status", status=status, error=error, metrics=metrics)
         if self.store:
-            self.store.record_epochs(self.run_id, state.history, self.recipe.monitor)
-            self.store.record_end(self.record)
+            self.store.record_end(self.record, state.history, self.recipe.monitor)
         if status == "completed":
             self.lock.release()
 
@@ -275,6 +273,18 @@ class Curve:
     recipe: Recipe
     history: list[dict]
     run_id: str | None = None
+
+
+def curves_png(run: str | os.PathLike, settings: Settings | None = None) -> Path:
+    """The run's learning curves as `curves.png` in its folder, drawn on first view and again
+    whenever history.csv is newer (training itself does not wait for matplotlib)."""
+    run_dir = resolve_run_dir(run, settings)
+    out, history = run_dir / "curves.png", run_dir / "history.csv"
+    if not history.is_file():
+        raise TrainlabError(f"run {run_dir.name} has no history yet (it stopped before its first epoch ended)")
+    if not out.is_file() or out.stat().st_mtime_ns < history.stat().st_mtime_ns:
+        plot_history(Curve(read_recipe(run_dir), read_history(history), run_dir.name), out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,21 +175,14 @@ class Store:
 
     def record_epochs(self, run_id: str, history: list[dict], monitor: str = "val_acc") -> None:
         """Replace the run's epoch rows with `history` (a resumed run rewrites what it re-did)."""
-        best = best_epoch(history, monitor)
-
         def write():
             with self.engine.begin() as conn:
-                conn.execute(sa_delete(epochs_table).where(epochs_table.c.run_id == run_id))
-                if history:
-                    conn.execute(insert(epochs_table), [{"run_id": run_id, **{k: h.get(k) for k in HISTORY_COLUMNS}}
-                                                        for h in history])
-                conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(
-                    epochs=len(history), val_acc=history[-1].get("val_acc") if history else None,
-                    best_val_acc=best.get("val_acc") if best else None, best_epoch=best["epoch"] if best else None))
+                _write_epochs(conn, run_id, history, monitor)
         self._retry(write)
 
-    def record_end(self, record: RunRecord) -> None:
-        """The run's final state: status, error, end time, metrics, the whole record."""
+    def record_end(self, record: RunRecord, history: list[dict] | None = None, monitor: str = "val_acc") -> None:
+        """The run's final state: status, error, end time, metrics, the whole record; with `history`,
+        its epoch rows too, in the same transaction (one commit ends a run)."""
         m = record.metrics or {}
         values = dict(status=record.status, error=record.error, ended_at=record.ended_at,
                       record_json=record.model_dump_json())
@@ -198,6 +191,8 @@ class Store:
 
         def write():
             with self.engine.begin() as conn:
+                if history is not None:
+                    _write_epochs(conn, record.run_id, history, monitor)
                 conn.execute(update(runs_table).where(runs_table.c.id == record.run_id).values(**values))
         self._retry(write)
 
@@ -311,3 +306,13 @@ def _safe(url: str) -> str:
 def open_store(settings: Settings) -> Store:
     """The run index that `settings` name (their db URL, by default `<runs_dir>/trainlab.db`)."""
     return Store(settings.db_url)
+
+
+def _write_epochs(conn, run_id: str, history: list[dict], monitor: str) -> None:
+    best = best_epoch(history, monitor)
+    conn.execute(sa_delete(epochs_table).where(epochs_table.c.run_id == run_id))
+    if history:
+        conn.execute(insert(epochs_table), [{"run_id": run_id, **{k: h.get(k) for k in HISTORY_COLUMNS}} for h in history])
+    conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(
+        epochs=len(history), val_acc=history[-1].get("val_acc") if history else None,
+        best_val_acc=best.get("val_acc") if best else None, best_epoch=best["epoch"] if best else None))

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from trainlab.events import EVENTS, last_events, offset_after, read_events
 from trainlab.record import read_record
-from trainlab.runs import compare_runs, read_history, read_recipe, stop_run
+from trainlab.runs import compare_runs, curves_png, read_history, read_recipe, stop_run
 from trainlab.training import summarize
 from trainlab.web.deps import index, run_dir, settings
 
@@ -52,7 +52,7 @@ def get_run(run_id: str, request: Request):
         summary = summarize(recipe, settings(request))
     except Exception as exc:  # a custom model or missing data: the page shows why
         summary = f"(no layer summary: {str(exc).splitlines()[0]})"
-    files = sorted(f for f in FILES if (folder / f).is_file())
+    files = sorted(f for f in FILES if (folder / f).is_file() or f == "curves.png" and (folder / "history.csv").is_file())
     job = request.app.state.jobs.for_run(run_id)
     return {"record": record.model_dump(mode="json"), "live_status": record.live_status(), "recipe": recipe.to_dict(),
             "recipe_yaml": recipe.to_yaml(), "history": read_history(folder / "history.csv"), "summary": summary,
@@ -126,6 +126,8 @@ def resume(run_id: str, request: Request):
 @router.get("/runs/{run_id}/files/{name}")
 def download(run_id: str, name: str, request: Request):
     folder = run_dir(run_id, request)
+    if name == "curves.png" and (folder / "history.csv").is_file():
+        curves_png(folder)  # drawn on first view
     if name not in FILES or not (folder / name).is_file():
         raise HTTPException(404, f"run {run_id} has no file {name[:80]!r}; it has: "
                                  f"{', '.join(sorted(f for f in FILES if (folder / f).is_file()))}")
