@@ -25,8 +25,6 @@ HERE = Path(__file__).resolve().parent
 
 
 def measure(name: str, repeat: int, sets: list[str]) -> dict:
-    import numpy as np
-
     import trainlab
     from trainlab.recipes import parse_set
     overrides = parse_set(sets)

@@ -9,6 +9,11 @@ Sections (each in fresh processes, medians of --repeat runs, alternating the var
 - step: one training step of the recipe's model (its batch size, random data): NCHW against
   channels_last, and with glibc's default malloc thresholds against trainlab's.
 - ops: the torch profiler's top operators over 20 steps of the NHWC model.
+- fused: one training step of each dense recipe (its batch size, random data), autograd with a
+  per-parameter optimizer against trainlab.fused's hand-derived step on flat buffers.
+- cnn: the step section's NCHW/NHWC comparison for each conv recipe.
+
+    python bench/profile_steps.py --only fused,cnn --repeat 5
 """
 
 from __future__ import annotations
@@ -67,6 +72,33 @@ for _ in range(50):
 print((time.perf_counter() - t) / 50)
 """
 
+FUSED = """
+import sys, time, torch
+from trainlab.runtime import tune_process
+tune_process()
+from trainlab.fused import AutogradStep, FusedDenseStep, dense_plan, flatten_parameters
+from trainlab.models import build_model
+from trainlab.optim import make_optimizer
+from trainlab.recipes import load_recipe
+r, mode = load_recipe("{recipe}"), sys.argv[1]
+shape = (784,) if r.data.flatten else (1, 28, 28)
+torch.manual_seed(0)
+net, _ = build_model(r.model, shape, 10)
+if mode == "fused":
+    flat = flatten_parameters(net)
+    step = FusedDenseStep(net, dense_plan(net), flat, make_optimizer(r.optimizer, [flat]), 0.0)
+else:
+    step = AutogradStep(net, make_optimizer(r.optimizer, net.parameters()), 0.0, torch.device("cpu"))
+xs = [torch.rand(r.batch_size, *shape) for _ in range(16)]
+ys = [torch.randint(0, 10, (r.batch_size,)) for _ in range(16)]
+for i in range(200):
+    step(xs[i % 16], ys[i % 16])
+t = time.perf_counter()
+for i in range(2000):
+    step(xs[i % 16], ys[i % 16])
+print((time.perf_counter() - t) / 2000)
+"""
+
 OPS = """
 import torch, torch.nn.functional as F
 from torch.profiler import profile
@@ -98,11 +130,23 @@ def timed(code: str, *args: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def step_section(recipe: str, variants: list[tuple[str, str]], repeat: int, results: dict) -> None:
+    times: dict = {v: [] for v in variants}
+    for _ in range(repeat):  # alternate, so that drift hits every variant alike
+        for v in variants:
+            times[v].append(timed(STEP.format(recipe=recipe), *v))
+    for v in variants:
+        med = statistics.median(times[v])
+        results[f"{recipe} step {v[0]} malloc={v[1]}"] = med
+        print(f"{recipe} training step, {v[0]}, malloc {v[1]:8s} {1e3 * med:7.2f} ms "
+              f"(runs: {', '.join(f'{1e3 * t:.1f}' for t in times[v])})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="mnist-fast")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="startup,step,ops")
+    ap.add_argument("--only", default="startup,step,ops,fused,cnn")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict = {}
@@ -111,16 +155,20 @@ def main() -> None:
             results[name] = statistics.median(timed(code) for _ in range(args.repeat))
             print(f"{name:50s} {results[name]:6.2f} s", flush=True)
     if "step" in only:
-        variants = [("nchw", "default"), ("nhwc", "default"), ("nhwc", "tuned")]
-        times: dict = {v: [] for v in variants}
-        for _ in range(args.repeat):  # alternate, so that drift hits every variant alike
-            for v in variants:
-                times[v].append(timed(STEP.format(recipe=args.recipe), *v))
-        for v in variants:
-            med = statistics.median(times[v])
-            results[f"step {v[0]} malloc={v[1]}"] = med
-            print(f"{args.recipe} training step, {v[0]}, malloc {v[1]:8s} {1e3 * med:7.2f} ms "
-                  f"(runs: {', '.join(f'{1e3 * t:.1f}' for t in times[v])})", flush=True)
+        step_section(args.recipe, [("nchw", "default"), ("nhwc", "default"), ("nhwc", "tuned")], args.repeat, results)
+    if "cnn" in only:
+        for recipe in ("mnist-tfjs-cnn", "mnist-fast", "cifar10-cnn"):
+            step_section(recipe, [("nchw", "tuned"), ("nhwc", "tuned")], args.repeat, results)
+    if "fused" in only:
+        for recipe in ("mnist-mlp", "fashion-mlp", "walk-5-relu"):
+            times = {m: [] for m in ("autograd", "fused")}
+            for _ in range(args.repeat):
+                for m in times:
+                    times[m].append(timed(FUSED.format(recipe=recipe), m))
+            for m, ts in times.items():
+                results[f"{recipe} step {m}"] = statistics.median(ts)
+                print(f"{recipe} training step, {m:8s} {1e3 * statistics.median(ts):7.3f} ms "
+                      f"(runs: {', '.join(f'{1e3 * t:.3f}' for t in ts)})", flush=True)
     if "ops" in only:
         out = subprocess.run([sys.executable, "-c", OPS.format(recipe=args.recipe)], capture_output=True, text=True)
         print("\n".join(line for line in out.stdout.splitlines() if "USDT" not in line))

@@ -9,7 +9,6 @@ outside the square root and would not reach the same accuracy), no channels_last
 """
 
 import json
-import math
 import sys
 import time
 
