@@ -23,7 +23,7 @@ def cli(*args, env=None, **kw):
                           timeout=300, env=env, stdin=subprocess.DEVNULL, **kw)
 
 
-SLOW = ["mnist-tfjs-cnn", "--epochs", "4", "--set", "data.limit_train=6000", "--set", "data.limit_test=500",
+SLOW = ["mnist-tfjs-cnn", "--epochs", "4", "--set", "data.limit_train=15000", "--set", "data.limit_test=500",
         "--checkpoint-every", "0.1", "--quiet"]  # about a second an epoch: time to act on a live run
 
 

@@ -282,7 +282,7 @@ def test_two_processes_share_a_postgresql_study(tree_study, postgres_url):
 
 def test_a_worker_killed_mid_trial_leaves_a_usable_study(tree_study):
     w = tree_study
-    p = _tune(w, w["recipe"](200), "--space", w["space"], "--trials", 4, "--jobs", 2, "--study", "killed",
+    p = _tune(w, w["recipe"](800), "--space", w["space"], "--trials", 4, "--jobs", 2, "--study", "killed",
               "--heartbeat", 1, "--pruner", "none", "--no-plots")
     runs, victim, deadline = w["root"] / "runs", None, time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:  # the first trial's run, while it trains
