@@ -318,8 +318,11 @@ def plot(runs: Annotated[list[str], typer.Argument(help="One or more run ids or 
          runs_dir: RunsDirOpt = None) -> None:
     """Learning curves (accuracy and loss, train vs validation); several runs overlay in one figure."""
     from trainlab.plots import plot_history
-    from trainlab.runs import load_run
+    from trainlab.runs import curves_png, load_run
     settings = settings_for(runs_dir=runs_dir)
+    if len(runs) == 1 and out is None and title is None:  # the run's own curves.png, as the dashboard draws it
+        typer.echo(f"wrote {curves_png(runs[0], settings)}")
+        return
     loaded = [load_run(r, settings) for r in runs]
     if out is None:
         out = loaded[0].run_dir / "curves.png" if len(loaded) == 1 else settings.runs_dir / "compare.png"

@@ -10,8 +10,8 @@ instead
   the depth;
 - runs forward and backward by hand with the kernels autograd itself calls (addmm, mm,
   threshold_backward, sigmoid_backward, ...), each gradient written in place into its slice.
-It computes the same gradients (tests/test_fused.py compares them with autograd's) and the same
-training (bench/fused_equivalence.py: accuracy over seeds, both ways). `fused_applies` says when it
+It computes the same gradients (tests/test_fused.py compares them, the updates and a whole run with
+autograd's; bench/compare.py gives the 3-seed accuracies). `fused_applies` says when it
 applies (training.build then builds the optimizer over the flat parameter); anything else trains
 with `AutogradStep`. `TRAINLAB_FUSED=0` turns it off.
 """
@@ -39,8 +39,6 @@ _ACTS = {
 class AutogradStep:
     """zero_grad, forward, cross-entropy, backward, optimizer step: any model, any device."""
 
-    name = "autograd"
-
     def __init__(self, forward: nn.Module, optimizer: torch.optim.Optimizer, label_smoothing: float,
                  device: torch.device):
         self.forward, self.optimizer, self.smoothing, self.device = forward, optimizer, label_smoothing, device
@@ -55,8 +53,6 @@ class AutogradStep:
         self.optimizer.step()
         return logits.detach(), loss.detach()
 
-    def close(self) -> None: ...
-
 
 def dense_plan(model: nn.Module) -> list[tuple[nn.Linear, type | None]] | None:
     """(Linear, activation class or None) per dense layer when `model` is a plain stack the fused
@@ -64,7 +60,7 @@ def dense_plan(model: nn.Module) -> list[tuple[nn.Linear, type | None]] | None:
     if type(model) is not nn.Sequential:
         return None
     plan: list[list] = []
-    for i, m in enumerate(_leaves(model)):
+    for m in _leaves(model):
         if isinstance(m, nn.Flatten) and not plan and (m.start_dim, m.end_dim) == (1, -1):
             continue
         if type(m) is nn.Linear:
@@ -124,8 +120,6 @@ def unflatten_parameters(model: nn.Module) -> None:
 
 class FusedDenseStep:
     """The hand-derived step of a dense stack on flat buffers (see the module's docstring)."""
-
-    name = "fused"
 
     def __init__(self, model: nn.Module, plan: list[tuple[nn.Linear, type | None]], flat: nn.Parameter,
                  optimizer: torch.optim.Optimizer, label_smoothing: float):
