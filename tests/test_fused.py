@@ -61,6 +61,61 @@ def test_gradients_loss_and_logits_equal_autograds(act, bias, smoothing):
         assert not torch.equal(q.grad, torch.zeros_like(q.grad)), name  # a real gradient, not two zeros
 
 
+def test_mixed_stack_bias_and_no_bias_layers_and_a_linear_after_a_linear():
+    torch.manual_seed(3)
+    ref = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 12, bias=False), nn.Linear(12, 10), nn.SiLU(),
+                        nn.Linear(10, 8, bias=False), nn.Tanh(), nn.Linear(8, 5))
+    model = copy.deepcopy(ref)
+    step, _ = _fused(model)
+    for n in (16, 7):
+        x, y = _batch(n, seed=n)
+        ref.zero_grad()
+        loss_ref = F.cross_entropy(ref(x), y)
+        loss_ref.backward()
+        _, loss = step(x, y)
+        torch.testing.assert_close(loss, loss_ref.detach(), rtol=1e-6, atol=1e-7)
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_flat_layout_puts_each_bias_beside_its_weight_rows():
+    model = _mlp(depth=2, width=6, inputs=4)  # Linear(4, 6), ReLU, Linear(6, 5)
+    ref = copy.deepcopy(model)
+    _, flat = _fused(model)
+    first = flat.detach()[:6 * 5].view(6, 5)
+    torch.testing.assert_close(first[:, :4], ref[0].weight.detach())
+    torch.testing.assert_close(first[:, 4], ref[0].bias.detach())
+    second = flat.detach()[30:].view(5, 7)
+    torch.testing.assert_close(second[:, :6], ref[2].weight.detach())
+    torch.testing.assert_close(second[:, 6], ref[2].bias.detach())
+    assert model[0].weight.grad.data_ptr() == flat.grad.data_ptr()  # gradients sit in the same layout
+
+
+def test_optimizer_state_of_an_older_concatenated_checkpoint_moves_into_blocks():
+    cfg = OptimizerConfig(name="rmsprop", lr=1e-2, momentum=0.9)
+    ref = _mlp()
+    opt = make_optimizer(cfg, ref.parameters())
+    auto = AutogradStep(ref, opt, 0.0, CPU)
+    for i in range(3):
+        auto(*_batch(seed=i))
+    model = copy.deepcopy(ref)
+    step, flat = _fused(model, cfg)
+    old = adapt_optimizer_state(opt.state_dict(), step.optimizer, model, None, layout="concat")  # as written before
+    concat = old["state"][0]["velocity"]
+    torch.testing.assert_close(concat, torch.cat([opt.state[p]["velocity"].reshape(-1) for p in ref.parameters()]))
+    now = adapt_optimizer_state(old, step.optimizer, model, "concat")
+    direct = adapt_optimizer_state(opt.state_dict(), step.optimizer, model, None)
+    for key in ("velocity", "momentum"):
+        torch.testing.assert_close(now["state"][0][key], direct["state"][0][key])
+        assert not torch.equal(now["state"][0][key], old["state"][0][key])  # the layouts really differ
+    step.optimizer.load_state_dict(now)  # both continue alike from here
+    for i in range(3, 8):
+        auto(*_batch(seed=i))
+        step(*_batch(seed=i))
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
 def test_a_last_smaller_batch_and_flatten_first():
     ref = _mlp(flatten=True, inputs=12)
     model = copy.deepcopy(ref)
@@ -142,17 +197,16 @@ def test_optimizer_state_moves_between_flat_and_per_parameter(name):
     for i in range(5):
         auto(*_batch(seed=i))
         step(*_batch(seed=i))
-    shapes = [p.shape for p in ref.parameters()]
     # per parameter -> flat: a fresh fused optimizer loads the autograd one's state and continues alike
     m2 = copy.deepcopy(ref)
     s2, f2 = _fused(m2, cfg)
-    s2.optimizer.load_state_dict(adapt_optimizer_state(auto_opt.state_dict(), s2.optimizer, shapes))
+    s2.optimizer.load_state_dict(adapt_optimizer_state(auto_opt.state_dict(), s2.optimizer, m2, None))
     # flat -> per parameter
     m3 = copy.deepcopy(model)
     for p in m3.parameters():
         p.data = p.data.clone()
     o3 = make_optimizer(cfg, m3.parameters())
-    o3.load_state_dict(adapt_optimizer_state(step.optimizer.state_dict(), o3, shapes))
+    o3.load_state_dict(adapt_optimizer_state(step.optimizer.state_dict(), o3, m3, step.layout))
     a3 = AutogradStep(m3, o3, 0.0, CPU)
     for i in range(5, 10):
         auto(*_batch(seed=i))
@@ -215,3 +269,49 @@ def test_a_run_checkpointed_by_autograd_resumes_fused(data_dir, tmp_path, monkey
     assert seen.fused and len(done.history) == 2
     for p, q in zip(done.model.parameters(), ref.model.parameters()):  # Adam's moments carried over
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+def _state(recipe, sets=None):
+    from trainlab.settings import load_settings
+    from trainlab.training import build
+    from trainlab.readers import Dataset
+    import numpy as np
+    r = load_recipe(recipe, {"data.validation": "test", **(sets or {})})
+    rng = np.random.default_rng(0)
+    ds = Dataset("mnist", [str(i) for i in range(10)], rng.integers(0, 255, (64, 28, 28, 1), dtype=np.uint8),
+                 rng.integers(0, 10, 64), rng.integers(0, 255, (16, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 16))
+    return build(r, load_settings(), CPU, dataset=ds)
+
+
+def test_small_dense_stacks_train_on_one_thread_unless_told(monkeypatch):
+    from trainlab.settings import load_settings
+    from trainlab.training import pick_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("TRAINLAB_THREADS", raising=False)
+    walk = _state("walk-5-relu")  # 50 x 784 x 30: one thread
+    assert pick_threads(walk, load_settings()) == 1
+    assert pick_threads(_state("mnist-mlp"), load_settings()) is None  # 100 x 784 x 64: torch's count
+    assert pick_threads(_state("walk-5-relu", {"batch_size": 200}), load_settings()) is None
+    assert pick_threads(_state("mnist-tfjs-cnn", {"data.validation": "test"}), load_settings()) is None  # not fused
+    assert pick_threads(walk, load_settings(threads=3)) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert pick_threads(walk, load_settings()) is None  # the user chose
+
+
+def test_train_uses_the_picked_threads_records_them_and_gives_the_count_back(data_dir, tmp_path, monkeypatch):
+    from trainlab.record import read_record
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    was = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+
+        class Threads(Callback):
+            def on_train_begin(self, state):
+                seen.append(torch.get_num_threads())
+        run = trainlab.train("walk-5-relu", epochs=1, overrides={"data.limit_train": 500, "data.limit_test": 100},
+                             data_dir=data_dir, runs_dir=tmp_path, progress="none", callbacks=[Threads()])
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert read_record(run.run_dir).threads == 1  # a resume trains on one thread too
+    finally:
+        torch.set_num_threads(was)

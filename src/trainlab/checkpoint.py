@@ -76,6 +76,7 @@ def snapshot(state: TrainState, callbacks: list[Callback]) -> dict:
             "loss_sum": state.loss_sum, "correct": state.correct, "epoch_lr": state.epoch_lr,
             "history": state.history, "notes": state.notes, "stop_training": state.stop_training,
             "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "flat_layout": state.fused.layout if state.fused is not None else None,
             "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
             "callbacks": {k: v for k, v in states.items() if v}, "rng": rng_state(state.gen)}
 
@@ -94,8 +95,9 @@ def restore(ckpt: dict, state: TrainState, callbacks: list[Callback]) -> None:
         raise TrainlabError(f"the checkpoint holds state for callback(s) {', '.join(sorted(saved))} that this resume "
                             f"lacks; pass the same callbacks as the original run")
     state.model.load_state_dict(ckpt["model"])
-    shapes = [p.shape for p in state.model.parameters()]
-    state.optimizer.load_state_dict(adapt_optimizer_state(ckpt["optimizer"], state.optimizer, shapes))
+    # a fused run's optimizer works on one flat buffer ("concat" where the checkpoint predates the key)
+    state.optimizer.load_state_dict(adapt_optimizer_state(ckpt["optimizer"], state.optimizer, state.model,
+                                                          ckpt.get("flat_layout", "concat")))
     if state.scheduler is not None and ckpt["scheduler"] is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
     state.epoch, state.step, state.epoch_lr = ckpt["epoch"], ckpt["step"], ckpt["epoch_lr"]

@@ -63,7 +63,7 @@ def dense_plan(model: nn.Module) -> list[tuple[nn.Linear, type | None]] | None:
     for m in _leaves(model):
         if isinstance(m, nn.Flatten) and not plan and (m.start_dim, m.end_dim) == (1, -1):
             continue
-        if type(m) is nn.Linear:
+        if type(m) is nn.Linear and all(m is not lin for lin, _ in plan):
             plan.append([m, None])
         elif type(m) in _ACTS and plan and plan[-1][1] is None and _plain_activation(m):
             plan[-1][1] = type(m)
@@ -87,10 +87,39 @@ def _plain_activation(m: nn.Module) -> bool:
     return getattr(m, "approximate", "none") == "none" and (type(m) is nn.ReLU or not getattr(m, "inplace", False))
 
 
+# How parameters sit in a flat buffer. "blocks" (what flatten_parameters makes): each Linear of the
+# dense plan is one row-major (out, in + 1) block [weight | bias], so a layer's input with a column
+# of ones appended gives z = input @ block.T and the block's gradient (bias included) in one matmul
+# each. "concat": the parameters one after the other (checkpoints written before blocks existed).
+LAYOUT = "blocks"
+
+
+def parameter_views(model: nn.Module, buf: torch.Tensor, layout: str = LAYOUT) -> list[torch.Tensor]:
+    """Views of the flat `buf`, one per parameter of `model` in parameters() order, as `layout` places them."""
+    params = list(model.parameters())
+    plan = dense_plan(model) if layout == "blocks" else None
+    views, offset = [], 0
+    if plan is None:
+        for p in params:
+            views.append(buf[offset:offset + p.numel()].view(p.shape))
+            offset += p.numel()
+        return views
+    for lin, _ in plan:  # the plan's Linears are the model's parameters, in order (dense_plan refuses others)
+        out_f, in_f = lin.weight.shape
+        cols = in_f + (lin.bias is not None)
+        block = buf[offset:offset + out_f * cols].view(out_f, cols)
+        views.append(block[:, :in_f])
+        if lin.bias is not None:
+            views.append(block[:, in_f])
+        offset += out_f * cols
+    return views
+
+
 def flatten_parameters(model: nn.Module) -> nn.Parameter:
-    """One flat parameter holding all of `model`'s, which become views of it; its gradient buffer
-    is allocated, and each parameter's `.grad` is a view of that. The optimizer is then built
-    over the flat parameter alone: its update is elementwise, so the numbers are the same."""
+    """One flat parameter holding all of `model`'s, which become views of it (laid out as LAYOUT
+    says); its gradient buffer is allocated, and each parameter's `.grad` is the same view of
+    that. The optimizer is then built over the flat parameter alone: its update is elementwise,
+    so the numbers are the same."""
     params = list(model.parameters())
     dtypes = {(p.dtype, p.device) for p in params}
     if len(dtypes) != 1:
@@ -98,36 +127,55 @@ def flatten_parameters(model: nn.Module) -> nn.Parameter:
     total = sum(p.numel() for p in params)
     flat = torch.empty(total, dtype=params[0].dtype, device=params[0].device)
     grad = torch.zeros_like(flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        flat[offset:offset + n].copy_(p.detach().reshape(-1))
-        p.data = flat[offset:offset + n].view_as(p)
-        p.grad = grad[offset:offset + n].view_as(p)
-        offset += n
+    for p, view, gview in zip(params, parameter_views(model, flat), parameter_views(model, grad)):
+        view.copy_(p.detach())
+        p.data = view
+        p.grad = gview
     out = nn.Parameter(flat)
     out.grad = grad
     return out
 
 
 def unflatten_parameters(model: nn.Module) -> None:
-    """Give each parameter its own storage again (safetensors refuses tensors that share one)."""
+    """Give each parameter its own contiguous storage again (safetensors refuses shared storage)."""
     with torch.no_grad():
         for p in model.parameters():
-            p.data = p.data.clone()
+            p.data = p.data.clone(memory_format=torch.contiguous_format)
             p.grad = None
 
 
+class _Dense:
+    """One layer of the plan: views of its parameters and gradients in the flat buffers, cached
+    (each transposed view is an op of its own when made per step)."""
+
+    def __init__(self, lin: nn.Linear, act: type | None):
+        self.weight, self.bias = lin.weight.data, None if lin.bias is None else lin.bias.data
+        self.in_f = self.weight.shape[1]
+        self.weight_t = self.weight.t()
+        self.grad_w, self.grad_b = lin.weight.grad, None if lin.bias is None else lin.bias.grad
+        if self.bias is not None:  # the [weight | bias] block and its gradient (see LAYOUT)
+            self.block_t = self.weight.as_strided((self.in_f + 1, self.weight.shape[0]), (1, self.in_f + 1))
+            self.grad_block = self.grad_w.as_strided((self.weight.shape[0], self.in_f + 1), (self.in_f + 1, 1))
+        self.fwd, self.bwd, self.keeps = _ACTS[act] if act is not None else (None, None, None)
+
+
 class FusedDenseStep:
-    """The hand-derived step of a dense stack on flat buffers (see the module's docstring)."""
+    """The hand-derived step of a dense stack on flat buffers (see the module's docstring).
+
+    Each layer after the first reads its input from a buffer with a column of ones appended (one
+    per batch size, reused across steps), so its forward is one mm into the next layer's buffer
+    and its weight-and-bias gradient one mm; the first layer reads the batch itself (addmm, and
+    the bias gradient as a sum)."""
 
     def __init__(self, model: nn.Module, plan: list[tuple[nn.Linear, type | None]], flat: nn.Parameter,
                  optimizer: torch.optim.Optimizer, label_smoothing: float):
         self.model, self.plan, self.flat, self.optimizer = model, plan, flat, optimizer
         self.smoothing = label_smoothing
         self.update = FlatUpdate(optimizer, flat)
-        self.fwd = [None if act is None else _ACTS[act] for _, act in plan]
+        self.layers = [_Dense(lin, act) for lin, act in plan]
+        self.layout = LAYOUT
         self._hit: dict[int, torch.Tensor] = {}  # batch size -> the value added at the true class
+        self._inputs: dict[int, list] = {}  # batch size -> per layer after the first: (input, its first in_f columns)
 
     def _target(self, n: int, device: torch.device) -> torch.Tensor:
         hit = self._hit.get(n)
@@ -135,21 +183,33 @@ class FusedDenseStep:
             hit = self._hit[n] = torch.full((n, 1), -(1.0 - self.smoothing) / n, device=device)
         return hit
 
+    def _buffers(self, n: int, like: torch.Tensor) -> list:
+        bufs = self._inputs.get(n)
+        if bufs is None:
+            bufs = [None]
+            for layer in self.layers[1:]:
+                full = torch.ones(n, layer.in_f + 1, dtype=like.dtype, device=like.device)
+                x = full[:, :layer.in_f]
+                bufs.append((full if layer.bias is not None else x, x))
+            self._inputs[n] = bufs
+        return bufs
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on the batch; its logits and mean loss."""
         h = x.flatten(1)
-        saved = []  # per layer: (its input, activation output, pre-activation)
-        for (lin, _), act in zip(self.plan, self.fwd):
-            z = torch.addmm(lin.bias, h, lin.weight.t()) if lin.bias is not None else torch.mm(h, lin.weight.t())
-            if act is None:
-                saved.append((h, None, None))
-                h = z
-                continue
-            fn, _, keeps = act
-            out = fn(z)
-            saved.append((h, out, z if keeps == "pre" else None))
-            h = out
+        bufs = self._buffers(len(h), h)
+        pre = [None] * len(self.layers)  # pre-activations kept for the backward (SiLU, GELU)
+        for i, layer in enumerate(self.layers):
+            dst = bufs[i + 1][1] if i + 1 < len(self.layers) else None  # the next layer's input
+            if layer.keeps == "pre":
+                z = pre[i] = self._linear(i, layer, h, bufs, None)
+                dst.copy_(layer.fwd(z))
+            else:
+                z = self._linear(i, layer, h, bufs, dst)
+                if layer.fwd is not None:
+                    layer.fwd(z)
+            h = z if dst is None else bufs[i + 1][0]
         logits = h
         logp = torch.log_softmax(logits, 1)
         if self.smoothing:
@@ -160,21 +220,32 @@ class FusedDenseStep:
         n, k = logits.shape
         g = logp.exp_().mul_(1.0 / n) if not self.smoothing else logp.exp_().sub_(self.smoothing / k).mul_(1.0 / n)
         g.scatter_add_(1, y.unsqueeze(1), self._target(n, g.device))
-        self._backward(g, saved)
+        self._backward(g, x.flatten(1), bufs, pre)
         self.update()
         return logits, loss
 
-    def _backward(self, g: torch.Tensor, saved: list) -> None:
-        for i in range(len(self.plan) - 1, -1, -1):
-            lin, _ = self.plan[i]
-            h_in, out, pre = saved[i]
-            if self.fwd[i] is not None:
-                g = self.fwd[i][1](g, out, pre)
-            torch.mm(g.t(), h_in, out=lin.weight.grad)
-            if lin.bias is not None:
-                torch.sum(g, 0, out=lin.bias.grad)
-            if i:
-                g = torch.mm(g, lin.weight)
+    @staticmethod
+    def _linear(i: int, layer: _Dense, h: torch.Tensor, bufs: list, out: torch.Tensor | None) -> torch.Tensor:
+        if i == 0:
+            if layer.bias is None:
+                return torch.mm(h, layer.weight_t, out=out) if out is not None else torch.mm(h, layer.weight_t)
+            return torch.addmm(layer.bias, h, layer.weight_t, out=out) if out is not None else \
+                torch.addmm(layer.bias, h, layer.weight_t)
+        w = layer.block_t if layer.bias is not None else layer.weight_t
+        return torch.mm(bufs[i][0], w, out=out) if out is not None else torch.mm(bufs[i][0], w)
+
+    def _backward(self, g: torch.Tensor, x: torch.Tensor, bufs: list, pre: list) -> None:
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if layer.bwd is not None:
+                g = layer.bwd(g, bufs[i + 1][1], pre[i])
+            if i == 0:
+                torch.mm(g.t(), x, out=layer.grad_w)
+                if layer.bias is not None:
+                    torch.sum(g, 0, out=layer.grad_b)
+            else:
+                torch.mm(g.t(), bufs[i][0], out=layer.grad_block if layer.bias is not None else layer.grad_w)
+                g = torch.mm(g, layer.weight)
 
     def close(self) -> None:
         unflatten_parameters(self.model)
@@ -260,34 +331,45 @@ def optimizer_params(model: nn.Module, fused: bool) -> list[nn.Parameter]:
     return [flatten_parameters(model)] if fused else list(model.parameters())
 
 
-def adapt_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer, shapes: list[torch.Size]) -> dict:
+def adapt_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer, model: nn.Module,
+                          saved_layout: str | None = "concat", layout: str = LAYOUT) -> dict:
     """A saved optimizer state_dict made to fit `optimizer` when one of them works on the flat
-    parameter and the other on the model's parameters (`shapes`, in order): per-parameter state
-    tensors are concatenated or split; scalar state (Adam's step) is shared. Elementwise updates
-    make both the same optimizer, so a run resumes whichever step it was checkpointed with."""
-    sizes = [s.numel() for s in shapes]
+    parameter (laid out as `saved_layout` / `layout` say) and the other on `model`'s parameters,
+    or both flat in different layouts: per-element state tensors are gathered or split through
+    the layouts' views; scalar state (Adam's step) is shared. Elementwise updates make all of them
+    the same optimizer, so a run resumes whichever step it was checkpointed with."""
+    params = list(model.parameters())
     groups = saved["param_groups"]
     have = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
-    if [len(g["params"]) for g in groups] == have or len(groups) != 1 or len(have) != 1:
+    if len(groups) != 1 or len(have) != 1 or len(params) == 1:
+        return saved
+    saved_flat, flat = len(groups[0]["params"]) == 1, have == [1]
+    if (saved_flat, flat) == (False, False) or (saved_flat and flat and (saved_layout or "concat") == layout):
         return saved
     state = saved["state"]
-    if len(groups[0]["params"]) == len(sizes) and have == [1]:  # per parameter -> flat
+    if saved_flat:  # the flat state as per-parameter tensors
+        one = state.get(groups[0]["params"][0], {})
+        per = [{} for _ in params] if one else []
+        total = sum(p.numel() for p in params)
+        for key, value in one.items():
+            parts = parameter_views(model, value, saved_layout or "concat") if _per_element(value, total) else \
+                [value] * len(params)
+            for d, part in zip(per, parts):
+                d[key] = part.clone(memory_format=torch.contiguous_format) if part is not value else _copy(value)
+    else:
         per = [state.get(i, {}) for i in groups[0]["params"]]
-        merged = {}
-        if per and all(per):
-            for key, value in per[0].items():
-                merged[key] = torch.cat([s[key].reshape(-1) for s in per]) if _per_element(value, sizes[0]) else _copy(value)
-        new_state = {0: merged} if merged else {}
-        return {"state": new_state, "param_groups": [{**groups[0], "params": [0]}]}
-    if len(groups[0]["params"]) == 1 and have == [len(sizes)]:  # flat -> per parameter
-        flat = state.get(groups[0]["params"][0], {})
-        split = {i: {} for i in range(len(sizes))}
-        for key, value in flat.items():
-            parts = torch.split(value, sizes) if _per_element(value, sum(sizes)) else [value] * len(sizes)
-            for i, part in enumerate(parts):
-                split[i][key] = part.reshape(shapes[i]).clone() if part is not value else _copy(value)
-        return {"state": split if flat else {}, "param_groups": [{**groups[0], "params": list(range(len(sizes)))}]}
-    return saved
+        per = per if per and all(per) else []
+    if not flat:
+        return {"state": dict(enumerate(per)), "param_groups": [{**groups[0], "params": list(range(len(params)))}]}
+    merged = {}
+    for key, value in (per[0].items() if per else ()):
+        if _per_element(value, params[0].numel()):
+            merged[key] = torch.empty(sum(p.numel() for p in params), dtype=value.dtype, device=value.device)
+            for view, d in zip(parameter_views(model, merged[key], layout), per):
+                view.copy_(d[key].reshape(view.shape))
+        else:
+            merged[key] = _copy(value)
+    return {"state": {0: merged} if merged else {}, "param_groups": [{**groups[0], "params": [0]}]}
 
 
 def _copy(value):

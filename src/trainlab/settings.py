@@ -58,6 +58,10 @@ class Settings(BaseSettings):
 
     fused: bool = Field(True, validation_alias=AliasChoices("fused", "TRAINLAB_FUSED"),
                         description="train dense stacks with the fused step (trainlab.fused); 0 for autograd")
+    threads: int | None = Field(None, ge=1, validation_alias=AliasChoices("threads", "TRAINLAB_THREADS"),
+                                description="CPU threads to train with; unset: torch's count, or 1 for a small dense stack")
+    omp_num_threads: str | None = Field(None, validation_alias=AliasChoices("omp_num_threads", "OMP_NUM_THREADS"),
+                                        description="set by you or a launcher: trainlab then keeps torch's thread count")
     rank: int = Field(0, ge=0, validation_alias=AliasChoices("rank", "RANK"), description="this process's rank (torchrun sets it)")
     world_size: int = Field(1, ge=1, validation_alias=AliasChoices("world_size", "WORLD_SIZE"),
                             description="processes training together (torchrun sets it)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -149,31 +150,66 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     t0 = time.perf_counter()
     state = build(r, settings, where, model, dataset, progress != "none" and main, fuse=group is None)
     data_seconds = time.perf_counter() - t0
-    if store is not None:
-        writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)
-    cbs = standard_callbacks(state, progress_callback(progress if main else "none", live_plot), callbacks, writer, checkpoint_every)
-    if group is not None:
-        state.group, state.ddp = group, wrap_ddp(state.model, state.device)
-    if resume is not None:
-        resume_state(state, cbs, writer, writer.checkpoint_path if writer else resolve_run_dir(resume, settings) / CHECKPOINT)
-    state.stop, state.run_dir = stop, writer and writer.run_dir
-    state.run_id = group.broadcast(writer and writer.run_id) if group is not None else writer and writer.run_id
-    try:
-        t1 = time.perf_counter()
-        fit(state, cbs)
-        finish(state, cbs, {"train_seconds": time.perf_counter() - t1, "data_seconds": data_seconds,
-                            "total_seconds": time.perf_counter() - t0})
-    except BaseException as exc:
-        if isinstance(exc, StopRun):
-            exc.run_id = state.run_id
-        notify_exception(state, cbs, exc)
-        raise
-    finally:
+    with training_threads(state, settings):  # restored when train() returns
+        if store is not None:
+            writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)
+        cbs = standard_callbacks(state, progress_callback(progress if main else "none", live_plot), callbacks, writer, checkpoint_every)
         if group is not None:
-            teardown()
+            state.group, state.ddp = group, wrap_ddp(state.model, state.device)
+        if resume is not None:
+            resume_state(state, cbs, writer, writer.checkpoint_path if writer else resolve_run_dir(resume, settings) / CHECKPOINT)
+        state.stop, state.run_dir = stop, writer and writer.run_dir
+        state.run_id = group.broadcast(writer and writer.run_id) if group is not None else writer and writer.run_id
+        try:
+            t1 = time.perf_counter()
+            fit(state, cbs)
+            finish(state, cbs, {"train_seconds": time.perf_counter() - t1, "data_seconds": data_seconds,
+                                "total_seconds": time.perf_counter() - t0})
+        except BaseException as exc:
+            if isinstance(exc, StopRun):
+                exc.run_id = state.run_id
+            notify_exception(state, cbs, exc)
+            raise
+        finally:
+            if group is not None:
+                teardown()
     return Run(recipe=r, model=state.model, history=state.history, metrics=state.metrics, classes=state.data.classes,
                preprocess=state.data.preprocess, run_id=state.run_id, run_dir=state.run_dir, device=state.device,
                data=state.data, ood=state.ood, settings=settings)
+
+
+# A dense stack's step made of matmuls smaller than this (multiply-adds, batch x in x out of its
+# biggest layer) runs faster on one thread than on two here: splitting a 50x784x30 matmul costs
+# more in synchronisation than it saves, and a second spinning thread loses the most when the
+# machine is shared (bench/profile_steps.py --only threads).
+SMALL_MATMUL = 2_000_000
+
+
+def pick_threads(state: TrainState, settings: Settings) -> int | None:
+    """The intra-op thread count to train with: settings.threads when given; else one thread for a
+    fused dense stack whose biggest matmul is under SMALL_MATMUL, unless OMP_NUM_THREADS chose the
+    count; else None (torch's own)."""
+    if settings.threads:
+        return settings.threads
+    if settings.omp_num_threads or state.fused is None or state.device.type != "cpu":
+        return None
+    biggest = max(state.recipe.batch_size * lin.in_features * lin.out_features for lin, _ in state.fused.plan)
+    return 1 if biggest < SMALL_MATMUL else None
+
+
+@contextmanager
+def training_threads(state: TrainState, settings: Settings):
+    """Train with `pick_threads`' count (the run's record notes it, so a resume matches), then give
+    the process its own count back (a resume's match_threads included)."""
+    was = torch.get_num_threads()
+    want = pick_threads(state, settings)
+    if want and want != was:
+        torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != was:
+            torch.set_num_threads(was)
 
 
 def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | None, checkpoint: Path) -> None:
