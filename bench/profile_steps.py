@@ -12,6 +12,11 @@ Sections (each in fresh processes, medians of --repeat runs, alternating the var
 - fused: one training step of each dense recipe (its batch size, random data), autograd with a
   per-parameter optimizer against trainlab.fused's hand-derived step on flat buffers.
 - cnn: the step section's NCHW/NHWC comparison for each conv recipe.
+- bnfold: evaluation of the test set (10,000 images, batch 256, the recipe's TTA) with the BN CNN's
+  batch norms against the same network with them removed: the most folding BN into the
+  convolutions for inference could save.
+- threads: the fused step of each dense recipe on one thread against two, with its biggest
+  matmul (batch x in x out multiply-adds; trainlab.training.SMALL_MATMUL is the cut).
 
     python bench/profile_steps.py --only fused,cnn --repeat 5
 """
@@ -81,6 +86,8 @@ from trainlab.models import build_model
 from trainlab.optim import make_optimizer
 from trainlab.recipes import load_recipe
 r, mode = load_recipe("{recipe}"), sys.argv[1]
+if len(sys.argv) > 2:
+    torch.set_num_threads(int(sys.argv[2]))
 shape = (784,) if r.data.flatten else (1, 28, 28)
 torch.manual_seed(0)
 net, _ = build_model(r.model, shape, 10)
@@ -97,6 +104,30 @@ t = time.perf_counter()
 for i in range(2000):
     step(xs[i % 16], ys[i % 16])
 print((time.perf_counter() - t) / 2000)
+"""
+
+BNFOLD = """
+import sys, time, torch
+from torch import nn
+from trainlab.inference import predict_logits
+from trainlab.models import build_model
+from trainlab.preprocess import Preprocess
+from trainlab.recipes import load_recipe
+r = load_recipe("{recipe}")
+shape = (3, 32, 32) if r.data.name == "cifar10" else (1, 28, 28)
+torch.manual_seed(0)
+net, _ = build_model(r.model, shape, 10)
+if sys.argv[1] == "removed":
+    for mod in list(net.modules()):
+        for k, c in list(mod.named_children()):
+            if isinstance(c, nn.BatchNorm2d):
+                setattr(mod, k, nn.Identity())
+x = torch.randint(0, 255, (10000, *shape), dtype=torch.uint8)
+prep = Preprocess("standardize", shape, False, [0.5] * shape[0], [0.25] * shape[0])
+predict_logits(net, x[:512], prep, 256, torch.device("cpu"), r.tta)
+t = time.perf_counter()
+predict_logits(net, x, prep, 256, torch.device("cpu"), r.tta)
+print(time.perf_counter() - t)
 """
 
 OPS = """
@@ -142,11 +173,28 @@ def step_section(recipe: str, variants: list[tuple[str, str]], repeat: int, resu
               f"(runs: {', '.join(f'{1e3 * t:.1f}' for t in times[v])})", flush=True)
 
 
+def threads_section(repeat: int, results: dict) -> None:
+    from trainlab.models import build_model
+    from trainlab.recipes import load_recipe
+    for recipe in ("mnist-mlp", "fashion-mlp", "walk-5-relu"):
+        r = load_recipe(recipe)
+        net, _ = build_model(r.model, (784,) if r.data.flatten else (1, 28, 28), 10)
+        biggest = max(r.batch_size * m.in_features * m.out_features for m in net.modules() if hasattr(m, "in_features"))
+        times: dict = {n: [] for n in ("1", "2")}
+        for _ in range(repeat):
+            for n in times:
+                times[n].append(timed(FUSED.format(recipe=recipe), "fused", n))
+        for n, ts in times.items():
+            results[f"{recipe} fused step threads={n}"] = statistics.median(ts)
+            print(f"{recipe} fused step, biggest matmul {biggest / 1e6:.2f}M, {n} thread(s) "
+                  f"{1e3 * statistics.median(ts):7.3f} ms (runs: {', '.join(f'{1e3 * t:.3f}' for t in ts)})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="mnist-fast")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="startup,step,ops,fused,cnn")
+    ap.add_argument("--only", default="startup,step,ops,fused,cnn,threads,bnfold")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict = {}
@@ -169,6 +217,18 @@ def main() -> None:
                 results[f"{recipe} step {m}"] = statistics.median(ts)
                 print(f"{recipe} training step, {m:8s} {1e3 * statistics.median(ts):7.3f} ms "
                       f"(runs: {', '.join(f'{1e3 * t:.3f}' for t in ts)})", flush=True)
+    if "threads" in only:
+        threads_section(args.repeat, results)
+    if "bnfold" in only:
+        for recipe in ("mnist-fast", "cifar10-fast"):
+            times = {m: [] for m in ("with", "removed")}
+            for _ in range(args.repeat):
+                for m in times:
+                    times[m].append(timed(BNFOLD.format(recipe=recipe), m))
+            for m, ts in times.items():
+                results[f"{recipe} test-set eval BN {m}"] = statistics.median(ts)
+                print(f"{recipe} test-set evaluation, batch norm {m:7s} {statistics.median(ts):6.3f} s "
+                      f"(runs: {', '.join(f'{t:.3f}' for t in ts)})", flush=True)
     if "ops" in only:
         out = subprocess.run([sys.executable, "-c", OPS.format(recipe=args.recipe)], capture_output=True, text=True)
         print("\n".join(line for line in out.stdout.splitlines() if "USDT" not in line))

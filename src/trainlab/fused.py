@@ -7,7 +7,8 @@ Linear and elementwise activations, trained with softmax cross-entropy on the CP
 instead
 - keeps every parameter in one flat buffer (the model's parameters become views of it) and every
   gradient in another, so the optimizer updates one tensor: a handful of in-place ops whatever
-  the depth;
+  the depth; each Linear is one [weight | bias] block of it (LAYOUT), so a layer whose input
+  carries a column of ones computes its output, and its weight-and-bias gradient, in one mm;
 - runs forward and backward by hand with the kernels autograd itself calls (addmm, mm,
   threshold_backward, sigmoid_backward, ...), each gradient written in place into its slice.
 It computes the same gradients (tests/test_fused.py compares them, the updates and a whole run with
