@@ -161,16 +161,28 @@ def timed(code: str, *args: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def step_section(recipe: str, variants: list[tuple[str, str]], repeat: int, results: dict) -> None:
+def alternate(code: str, variants: list[tuple[str, ...]], repeat: int) -> dict:
+    """Each variant's times (the script's arguments) over `repeat` rounds, alternating so that
+    drift hits every variant alike."""
     times: dict = {v: [] for v in variants}
-    for _ in range(repeat):  # alternate, so that drift hits every variant alike
+    for _ in range(repeat):
         for v in variants:
-            times[v].append(timed(STEP.format(recipe=recipe), *v))
-    for v in variants:
-        med = statistics.median(times[v])
-        results[f"{recipe} step {v[0]} malloc={v[1]}"] = med
-        print(f"{recipe} training step, {v[0]}, malloc {v[1]:8s} {1e3 * med:7.2f} ms "
-              f"(runs: {', '.join(f'{1e3 * t:.1f}' for t in times[v])})", flush=True)
+            times[v].append(timed(code, *v))
+    return times
+
+
+def report(results: dict, key: str, line: str, ts: list[float], unit: str = "ms", fmt: str = ".3f") -> None:
+    """The median into `results`, and one printed line with every run."""
+    scale = 1e3 if unit == "ms" else 1.0
+    results[key] = statistics.median(ts)
+    print(f"{line} {scale * results[key]:7{fmt}} {unit} (runs: {', '.join(f'{scale * t:{fmt}}' for t in ts)})",
+          flush=True)
+
+
+def step_section(recipe: str, variants: list[tuple[str, str]], repeat: int, results: dict) -> None:
+    for v, ts in alternate(STEP.format(recipe=recipe), variants, repeat).items():
+        report(results, f"{recipe} step {v[0]} malloc={v[1]}", f"{recipe} training step, {v[0]}, malloc {v[1]:8s}",
+               ts, fmt=".2f")
 
 
 def threads_section(repeat: int, results: dict) -> None:
@@ -180,14 +192,9 @@ def threads_section(repeat: int, results: dict) -> None:
         r = load_recipe(recipe)
         net, _ = build_model(r.model, (784,) if r.data.flatten else (1, 28, 28), 10)
         biggest = max(r.batch_size * m.in_features * m.out_features for m in net.modules() if hasattr(m, "in_features"))
-        times: dict = {n: [] for n in ("1", "2")}
-        for _ in range(repeat):
-            for n in times:
-                times[n].append(timed(FUSED.format(recipe=recipe), "fused", n))
-        for n, ts in times.items():
-            results[f"{recipe} fused step threads={n}"] = statistics.median(ts)
-            print(f"{recipe} fused step, biggest matmul {biggest / 1e6:.2f}M, {n} thread(s) "
-                  f"{1e3 * statistics.median(ts):7.3f} ms (runs: {', '.join(f'{1e3 * t:.3f}' for t in ts)})", flush=True)
+        for (_, n), ts in alternate(FUSED.format(recipe=recipe), [("fused", "1"), ("fused", "2")], repeat).items():
+            report(results, f"{recipe} fused step threads={n}",
+                   f"{recipe} fused step, biggest matmul {biggest / 1e6:.2f}M, {n} thread(s)", ts)
 
 
 def main() -> None:
@@ -209,26 +216,15 @@ def main() -> None:
             step_section(recipe, [("nchw", "tuned"), ("nhwc", "tuned")], args.repeat, results)
     if "fused" in only:
         for recipe in ("mnist-mlp", "fashion-mlp", "walk-5-relu"):
-            times = {m: [] for m in ("autograd", "fused")}
-            for _ in range(args.repeat):
-                for m in times:
-                    times[m].append(timed(FUSED.format(recipe=recipe), m))
-            for m, ts in times.items():
-                results[f"{recipe} step {m}"] = statistics.median(ts)
-                print(f"{recipe} training step, {m:8s} {1e3 * statistics.median(ts):7.3f} ms "
-                      f"(runs: {', '.join(f'{1e3 * t:.3f}' for t in ts)})", flush=True)
+            for (m,), ts in alternate(FUSED.format(recipe=recipe), [("autograd",), ("fused",)], args.repeat).items():
+                report(results, f"{recipe} step {m}", f"{recipe} training step, {m:8s}", ts)
     if "threads" in only:
         threads_section(args.repeat, results)
     if "bnfold" in only:
         for recipe in ("mnist-fast", "cifar10-fast"):
-            times = {m: [] for m in ("with", "removed")}
-            for _ in range(args.repeat):
-                for m in times:
-                    times[m].append(timed(BNFOLD.format(recipe=recipe), m))
-            for m, ts in times.items():
-                results[f"{recipe} test-set eval BN {m}"] = statistics.median(ts)
-                print(f"{recipe} test-set evaluation, batch norm {m:7s} {statistics.median(ts):6.3f} s "
-                      f"(runs: {', '.join(f'{t:.3f}' for t in ts)})", flush=True)
+            for (m,), ts in alternate(BNFOLD.format(recipe=recipe), [("with",), ("removed",)], args.repeat).items():
+                report(results, f"{recipe} test-set eval BN {m}", f"{recipe} test-set evaluation, batch norm {m:7s}",
+                       ts, unit="s")
     if "ops" in only:
         out = subprocess.run([sys.executable, "-c", OPS.format(recipe=args.recipe)], capture_output=True, text=True)
         print("\n".join(line for line in out.stdout.splitlines() if "USDT" not in line))

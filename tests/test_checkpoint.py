@@ -158,18 +158,28 @@ def test_snapshot_holds_only_tensors_and_plain_values(tiny_ds):
 
 
 def test_resume_uses_the_thread_count_the_run_was_trained_with(tiny_train, tmp_path):
+    from trainlab.callbacks import Callback
+
+    class Threads(Callback):
+        seen: list[int] = []
+
+        def on_train_begin(self, state):
+            self.seen.append(torch.get_num_threads())
+
     stop = threading.Event()
     stop.set()
+    before = torch.get_num_threads()
     with pytest.raises(Interrupted) as err:
-        tiny_train(stop=stop)
+        tiny_train(stop=stop, callbacks=[Threads()])
     run_dir = tmp_path / "runs" / err.value.run_id
     record = read_record(run_dir)
-    assert record.threads == torch.get_num_threads()
-    (run_dir / "run.json").write_text(record.model_copy(update={"threads": 1}).model_dump_json())
-    before = torch.get_num_threads()
+    assert record.threads == Threads.seen[-1]  # the count it trained with (one: a tiny dense stack)
+    assert torch.get_num_threads() == before  # the process keeps its own
+    other = 2 if record.threads == 1 else 1
+    (run_dir / "run.json").write_text(record.model_copy(update={"threads": other}).model_dump_json())
     try:
-        run = tiny_train(resume=err.value.run_id)
-        assert torch.get_num_threads() == 1
-        assert any("resumed with 1 threads" in n for n in read_record(run.run_dir).notes) or before == 1
+        run = tiny_train(resume=err.value.run_id, callbacks=[Threads()])
+        assert Threads.seen[-1] == other and torch.get_num_threads() == before
+        assert any(f"resumed with {other} threads" in n for n in read_record(run.run_dir).notes)
     finally:
         torch.set_num_threads(before)
