@@ -91,6 +91,12 @@ def test_flat_layout_puts_each_bias_beside_its_weight_rows():
     assert model[0].weight.grad.data_ptr() == flat.grad.data_ptr()  # gradients sit in the same layout
 
 
+def test_the_fused_step_refuses_parameters_not_in_flat_blocks():
+    model = _mlp()
+    with pytest.raises(ValueError, match="flatten_parameters"):
+        FusedDenseStep(model, dense_plan(model), nn.Parameter(torch.zeros(1)), torch.optim.SGD([torch.zeros(1)]), 0.0)
+
+
 def test_optimizer_state_of_an_older_concatenated_checkpoint_moves_into_blocks():
     cfg = OptimizerConfig(name="rmsprop", lr=1e-2, momentum=0.9)
     ref = _mlp()

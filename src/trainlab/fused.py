@@ -152,6 +152,8 @@ class _Dense:
     def __init__(self, lin: nn.Linear, act: type | None):
         self.weight, self.bias = lin.weight.data, None if lin.bias is None else lin.bias.data
         self.in_f = self.weight.shape[1]
+        if lin.bias is not None and (self.weight.stride() != (self.in_f + 1, 1) or lin.weight.grad is None):
+            raise ValueError("the fused step needs the model's parameters in flat blocks: flatten_parameters(model) first")
         self.weight_t = self.weight.t()
         self.grad_w, self.grad_b = lin.weight.grad, None if lin.bias is None else lin.bias.grad
         if self.bias is not None:  # the [weight | bias] block and its gradient (see LAYOUT)
