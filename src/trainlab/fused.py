@@ -187,9 +187,10 @@ class FusedDenseStep:
         return hit
 
     def _buffers(self, n: int, like: torch.Tensor) -> list:
+        """The input buffers of the layers after the first for batch size n, made once."""
         bufs = self._inputs.get(n)
         if bufs is None:
-            bufs = [None]
+            bufs = []
             for layer in self.layers[1:]:
                 full = torch.ones(n, layer.in_f + 1, dtype=like.dtype, device=like.device)
                 x = full[:, :layer.in_f]
@@ -201,19 +202,18 @@ class FusedDenseStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on the batch; its logits and mean loss."""
         h = x.flatten(1)
-        bufs = self._buffers(len(h), h)
+        ins = [(h, h), *self._buffers(len(h), h)]  # per layer: (what its matmul reads, its first in_f columns)
         pre = [None] * len(self.layers)  # pre-activations kept for the backward (SiLU, GELU)
         for i, layer in enumerate(self.layers):
-            dst = bufs[i + 1][1] if i + 1 < len(self.layers) else None  # the next layer's input
+            dst = ins[i + 1][1] if i + 1 < len(self.layers) else None  # the next layer's input, or None: the logits
             if layer.keeps == "pre":
-                z = pre[i] = self._linear(i, layer, h, bufs, None)
+                z = pre[i] = self._linear(i, layer, ins[i][0], None)
                 dst.copy_(layer.fwd(z))
             else:
-                z = self._linear(i, layer, h, bufs, dst)
+                z = self._linear(i, layer, ins[i][0], dst)
                 if layer.fwd is not None:
                     layer.fwd(z)
-            h = z if dst is None else bufs[i + 1][0]
-        logits = h
+        logits = z
         logp = torch.log_softmax(logits, 1)
         if self.smoothing:
             loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
@@ -223,31 +223,29 @@ class FusedDenseStep:
         n, k = logits.shape
         g = logp.exp_().mul_(1.0 / n) if not self.smoothing else logp.exp_().sub_(self.smoothing / k).mul_(1.0 / n)
         g.scatter_add_(1, y.unsqueeze(1), self._target(n, g.device))
-        self._backward(g, x.flatten(1), bufs, pre)
+        self._backward(g, ins, pre)
         self.update()
         return logits, loss
 
     @staticmethod
-    def _linear(i: int, layer: _Dense, h: torch.Tensor, bufs: list, out: torch.Tensor | None) -> torch.Tensor:
-        if i == 0:
-            if layer.bias is None:
-                return torch.mm(h, layer.weight_t, out=out) if out is not None else torch.mm(h, layer.weight_t)
-            return torch.addmm(layer.bias, h, layer.weight_t, out=out) if out is not None else \
-                torch.addmm(layer.bias, h, layer.weight_t)
-        w = layer.block_t if layer.bias is not None else layer.weight_t
-        return torch.mm(bufs[i][0], w, out=out) if out is not None else torch.mm(bufs[i][0], w)
+    def _linear(i: int, layer: _Dense, inp: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """The layer's pre-activation (into `out` when given): the first layer adds its bias (its
+        input is the batch itself), a later one has it in its block (its input ends in ones)."""
+        if i == 0 and layer.bias is not None:
+            return torch.addmm(layer.bias, inp, layer.weight_t, out=out)
+        return torch.mm(inp, layer.block_t if i and layer.bias is not None else layer.weight_t, out=out)
 
-    def _backward(self, g: torch.Tensor, x: torch.Tensor, bufs: list, pre: list) -> None:
+    def _backward(self, g: torch.Tensor, ins: list, pre: list) -> None:
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if layer.bwd is not None:
-                g = layer.bwd(g, bufs[i + 1][1], pre[i])
+                g = layer.bwd(g, ins[i + 1][1], pre[i])
             if i == 0:
-                torch.mm(g.t(), x, out=layer.grad_w)
+                torch.mm(g.t(), ins[0][0], out=layer.grad_w)
                 if layer.bias is not None:
                     torch.sum(g, 0, out=layer.grad_b)
             else:
-                torch.mm(g.t(), bufs[i][0], out=layer.grad_block if layer.bias is not None else layer.grad_w)
+                torch.mm(g.t(), ins[i][0], out=layer.grad_block if layer.bias is not None else layer.grad_w)
                 g = torch.mm(g, layer.weight)
 
     def close(self) -> None:

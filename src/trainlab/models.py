@@ -175,8 +175,9 @@ def is_convolutional(model: nn.Module) -> bool:
 
 def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
     """Whether to run the model on NHWC tensors: conv nets, on CUDA and on the CPU. With torch 2.13's
-    oneDNN every conv recipe's CPU training step is faster in NHWC (bench/profile_steps.py --only cnn:
-    the tfjs CNN 7.1 -> 4.5 ms, cifar10-cnn 18.4 -> 15.0, mnist-fast 16.4 -> 9.9)."""
+    oneDNN every conv recipe's CPU training step is faster in NHWC (bench/profile_steps.py --only cnn,
+    bench/results/profile_fused_cnn.txt: the tfjs CNN 7.9 -> 5.1 ms, mnist-fast 19.0 -> 15.6,
+    cifar10-cnn 20.5 -> 14.4)."""
     return is_convolutional(model)
 
 
