@@ -116,7 +116,7 @@ def test_serve_app_torch_and_onnx(runs, onnx, monkeypatch):
     from trainlab.web.serve import create_serve_app
     settings, mlp, _ = runs
     s = settings.with_(serve_run=mlp.run_id, serve_onnx=onnx or None, serve_timeout=5)
-    with TestClient(create_serve_app(s), raise_server_exceptions=False) as client:
+    with TestClient(create_serve_app(s), raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
         health = client.get("/healthz").json()
         assert health["backend"] == ("onnxruntime" if onnx else "torch") and health["run_id"] == mlp.run_id
         assert [m["run_id"] for m in client.get("/api/v1/models").json()["models"]] == [mlp.run_id]

@@ -30,7 +30,7 @@ def served(tmp_path_factory, data_dir):
     a = trainlab.train(validate(MNIST_TINY), settings=settings, progress="none")
     b = trainlab.train(validate(apply_overrides(MNIST_TINY, {"optimizer.lr": 0.01, "seed": 1})), settings=settings, progress="none")
     app = create_app(settings)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1", headers={"X-Trainlab": "1"}) as client:
         yield client, a, b, settings
 
 
@@ -144,8 +144,9 @@ def test_predict_refuses_bad_input(served):
     # a decompression bomb: a tiny PNG that claims 50,000 x 50,000 pixels
     bomb = io.BytesIO()
     Image.new("1", (50_000, 50_000)).save(bomb, "PNG")
-    r = client.post(url, files={"file": ("bomb.png", bomb.getvalue())}).json()
-    assert r["results"] == [] and "limit" in r["failures"][0]["error"]
+    # nothing readable: a one-line 422 that names the file and why (as the CLI's exit 2), not 200 with []
+    err = one_line_error(client.post(url, files={"file": ("bomb.png", bomb.getvalue())}), 422)
+    assert "bomb.png" in err and "limit" in err
     one_line_error(client.post(url + "&style=weird", files={"file": ("a.png", png(np.zeros((28, 28))))}), 422)
 
 
@@ -181,7 +182,7 @@ def test_an_internal_error_is_one_line_json(served, monkeypatch):
 def test_a_token_guards_every_request(served):
     from trainlab.web.app import create_app
     settings = served[3]
-    with TestClient(create_app(settings, token="s3cret"), raise_server_exceptions=False) as client:
+    with TestClient(create_app(settings, token="s3cret"), raise_server_exceptions=False, base_url="http://127.0.0.1", headers={"X-Trainlab": "1"}) as client:
         assert "token" in one_line_error(client.get("/api/v1/runs"), 401)
         one_line_error(client.get("/api/v1/runs", headers={"Authorization": "Bearer wrong"}), 401)
         assert client.get("/api/v1/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
 
+from trainlab.cpus import busy_elsewhere, cpu_sample
 from trainlab.history import metric_mode
 from trainlab.recipes import EarlyStoppingConfig, ReduceLRConfig
 from trainlab.state import TrainState
@@ -107,3 +109,52 @@ class ReduceLROnPlateau(Callback):
 
     def load_state_dict(self, state):
         self.sched.load_state_dict(state)
+
+
+class CpuWatch(Callback):
+    """Moves the training thread count with the load (cpus.py): every `every` seconds it measures
+    the CPUs other programs keep busy; down at once when they take ours, back up after two quiet
+    looks. Every change is noted, recorded in `state.cpu["changes"]` (run.json) and checkpointed,
+    so a resume continues on the count the run had. Off when the count was pinned
+    (TRAINLAB_THREADS, OMP_NUM_THREADS), on a GPU and for a small dense stack."""
+
+    def __init__(self, active: bool, most: int, every: float = 2.0):
+        self.active, self.most, self.every = active, most, every
+        self.changes: list[dict] = []
+        self.sample, self.quiet = None, 0
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.sample = cpu_sample() if self.active else None
+
+    def on_batch_end(self, state: TrainState, batch: int, logs: dict) -> None:
+        if self.sample is None or time.monotonic() - self.sample.at < self.every:
+            return
+        others = busy_elsewhere(self.sample)
+        self.sample = cpu_sample()
+        now = torch.get_num_threads()
+        free = max(1, min(self.most, self.most - math.floor(others + 0.4)))
+        if free < now:
+            self._change(state, free, others)
+        elif free > now:
+            self.quiet += 1
+            if self.quiet >= 2:
+                self._change(state, free, others)
+        else:
+            self.quiet = 0
+
+    def _change(self, state: TrainState, threads: int, others: float) -> None:
+        self.quiet = 0
+        torch.set_num_threads(threads)
+        where = {"epoch": state.epoch + 1, "step": state.step}
+        self.changes.append({**where, "threads": threads, "busy_elsewhere": round(others, 2)})
+        state.cpu["changes"] = list(self.changes)
+        state.notes.append(f"note: epoch {where['epoch']} step {where['step']}: now {threads} thread"
+                           f"{'s' * (threads > 1)} ({others:.1f} CPUs busy with other programs)")
+
+    def state_dict(self) -> dict:
+        return {"threads": torch.get_num_threads(), "changes": self.changes} if self.changes else {}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.changes = list(sd.get("changes", []))
+        if sd.get("threads"):
+            torch.set_num_threads(int(sd["threads"]))

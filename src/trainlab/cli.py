@@ -75,6 +75,8 @@ def arm(flag: Armed):
 
     class Arm(Callback):
         def on_train_begin(self, state):
+            if SIGINT_SEEN.is_set():  # a Ctrl-C during start-up that some import swallowed
+                raise KeyboardInterrupt
             flag.set()
 
         def on_test_end(self, state, metrics):
@@ -95,6 +97,8 @@ def stop_on_signals(stop: threading.Event, armed: Armed):
 
     def handler(signum, frame):
         received.append(signum)
+        if signum == signal.SIGINT and not armed.is_set():
+            SIGINT_SEEN.set()
         if not armed.is_set() or (signum == signal.SIGINT and stop.is_set()):
             raise KeyboardInterrupt
         stop.set()
@@ -143,10 +147,10 @@ def _launch_ranks(nproc: int) -> int:
     the CPU threads. Ctrl-C reaches every process (the terminal signals the whole group) and each
     stops cleanly; when one process fails the others are ended (they would wait for it forever).
     Returns the first non-zero exit status, else 0."""
-    import os
     import socket
     import subprocess
     import time
+    from trainlab.cpus import SHARE_VARIABLE
     from trainlab.settings import child_environment
     args, skip = [], False
     for a in sys.argv[2:]:  # the arguments after `train`, without --nproc
@@ -157,10 +161,9 @@ def _launch_ranks(nproc: int) -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    threads = str(max(1, (os.cpu_count() or 1) // nproc))
     procs = [subprocess.Popen([sys.executable, "-m", "trainlab", "train", *args], env=child_environment(
         RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port), OMP_NUM_THREADS=threads)) for r in range(nproc)]
+        MASTER_PORT=str(port), **{SHARE_VARIABLE: str(nproc)})) for r in range(nproc)]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the ranks handle Ctrl-C; wait for them
     try:
         while any(p.poll() is None for p in procs):
@@ -410,7 +413,9 @@ def runs_list(ctx: typer.Context,
     from trainlab.store import open_store
     rows = open_store(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag, study)
     if json_out:
-        print(json.dumps([dict(r.model_dump(), live_status=r.live_status()) for r in rows]))
+        # status is what the table shows (stale for a dead process); recorded_status what the index holds
+        print(json.dumps([dict(r.model_dump(), status=(live := r.live_status()), live_status=live, recorded_status=r.status)
+                          for r in rows]))
         return
     from rich.console import Console
     from rich.table import Table
@@ -696,6 +701,8 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
               runs_dir: RunsDirOpt = None, db: DbOpt = None, data_dir: DataDirOpt = None,
               token: Annotated[Optional[str], typer.Option(help="Access token (also TRAINLAB_TOKEN); generated for a non-loopback host.")] = None,
               workers: Annotated[int, typer.Option(min=1, max=8, help="Trainings run at the same time (others queue).")] = 1,
+              allow_host: Annotated[Optional[list[str]], typer.Option(help="Another Host name to answer for (repeatable; * for any). Loopback names always are.")] = None,
+              data_root: Annotated[Optional[list[Path]], typer.Option(help="A folder whose image trees recipes from the page may train on (repeatable).")] = None,
               no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser.")] = False) -> None:
     """The live dashboard: train from the browser and watch every batch, compare runs, look at
     errors, draw a digit. Runs trained in a terminal show up live too."""
@@ -715,7 +722,12 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
             import webbrowser
             threading.Timer(1.0, lambda: webbrowser.open(url)).start()
 
-    serve(settings, host, port, token, workers, on_ready=ready)
+    roots = [str(p.expanduser().resolve()) for p in data_root or []]
+    missing = [r for r in roots if not Path(r).is_dir()]
+    if missing:
+        fail(f"--data-root {missing[0]}: no such folder")
+    serve(settings, host, port, token, workers, on_ready=ready, allow_hosts=[*settings.allowed_host_names, *(allow_host or [])],
+          data_roots=roots)
 
 
 @app.command()
@@ -746,6 +758,7 @@ def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
           workers: Annotated[int, typer.Option(min=1, max=32, help="Server processes.")] = 1,
           token: Annotated[Optional[str], typer.Option(help="Access token (also TRAINLAB_TOKEN); generated for a non-loopback host.")] = None,
           timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a predict request may take.")] = 10.0,
+          allow_host: Annotated[Optional[list[str]], typer.Option(help="Another Host name to answer for (repeatable; * for any).")] = None,
           runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None) -> None:
     """Serve one run's predict API: POST /api/v1/predict, GET /api/v1/models, GET /healthz."""
     tuned()
@@ -755,6 +768,8 @@ def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
         fail(f"--port {port}: use 1-65535")
     settings = settings_for(data_dir, runs_dir).with_(serve_run=run, serve_onnx=onnx or None, token=token,
                                                       serve_timeout=timeout)
+    if allow_host:
+        settings = settings.with_(allow_hosts=",".join([*settings.allowed_host_names, *allow_host]))
 
     def ready(tok: str | None) -> None:
         typer.echo(f"serving {run} ({'onnxruntime' if onnx else 'torch'}, {workers} worker{'s' if workers > 1 else ''}) on "
@@ -769,7 +784,14 @@ class _Interrupted(BaseException):
     """Ctrl-C outside training (typer would turn a KeyboardInterrupt into a silent exit 130)."""
 
 
+# Set by every Ctrl-C this process gets. One that lands inside an import (torch, numpy) can come
+# out as an ImportError or a half-imported module later, or be swallowed by library code: whatever
+# follows it ends as "interrupted" and 130, and a training that was not yet armed does not start.
+SIGINT_SEEN = threading.Event()
+
+
 def _interrupt(signum, frame):
+    SIGINT_SEEN.set()
     raise _Interrupted
 
 
@@ -780,11 +802,23 @@ def main() -> None:
     try:
         app()
     except TrainlabError as exc:
+        if SIGINT_SEEN.is_set():
+            _interrupted_exit()
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, _Interrupted):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted_exit()
+    except SystemExit:
+        raise
+    except BaseException:
+        if SIGINT_SEEN.is_set():
+            _interrupted_exit()
+        raise
+
+
+def _interrupted_exit():
+    typer.echo("interrupted", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -239,13 +239,16 @@ def is_tree_path(name: str) -> bool:
 
 def load_dataset(name: str, *, source: str | None = None, settings: Settings | None = None,
                  data_dir: str | os.PathLike | None = None, download: bool | None = None, verify: bool = True,
-                 test_fraction: float = 0.2, split_seed: int = 0, progress: bool = False) -> Dataset:
-    """Load a built-in dataset by name, the same dataset from another `source` tree, or an image tree.
-    `data_dir` overrides the settings' data folder."""
+                 test_fraction: float = 0.2, split_seed: int = 0, progress: bool = False,
+                 image_size: list[int] | None = None) -> Dataset:
+    """Load a built-in dataset by name, the same dataset from another `source` tree, or an image tree
+    (resized to `image_size` [height, width], or to the size trees.choose_size picks). `data_dir`
+    overrides the settings' data folder."""
     settings = (settings or load_settings()).with_(data_dir=data_dir)
     if name not in DATASETS:
         if is_tree_path(name):
-            return load_image_tree(name, test_fraction=test_fraction, split_seed=split_seed, cache_dir=settings.cache_dir)
+            return load_image_tree(name, size=image_size, test_fraction=test_fraction, split_seed=split_seed,
+                                   cache_dir=settings.cache_dir)
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise DataError(f"unknown dataset '{name}'{hint}; use one of {', '.join(DATASETS)} or a path to an image tree")
@@ -280,11 +283,11 @@ def _load_from_source(spec: DatasetSpec, source: str, test_fraction: float, spli
                    source=str(source), info=tree.info)
 
 
-def input_spec(name: str, settings: Settings | None = None) -> tuple[tuple[int, int, int], list[str]]:
+def input_spec(name: str, settings: Settings | None = None, image_size: list[int] | None = None) -> tuple[tuple[int, int, int], list[str]]:
     """(H, W, C) and class names of a dataset, without loading a built-in one."""
     if name in DATASETS:
         return DATASETS[name].shape, list(DATASETS[name].classes)
-    ds = load_dataset(name, settings=settings)
+    ds = load_dataset(name, settings=settings, image_size=image_size)
     return ds.shape, ds.classes
 
 

@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from trainlab.errors import TrainlabError
+
 EVENTS = "events.jsonl"
 
 
@@ -27,7 +29,11 @@ class EventLog:
     def append(self, type_: str, **fields) -> None:
         event = {"id": self.next_id, "t": round(time.time(), 3), "type": type_, **fields}
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except FileNotFoundError:
+            raise TrainlabError(f"the run folder {self.path.parent} was removed while the run was writing to it; "
+                                f"the run is lost (train it again)") from None
         try:
             os.write(fd, line)
         finally:

@@ -27,8 +27,10 @@ import torch
 from torch import nn
 
 from trainlab.errors import TrainlabError, first_line
+from trainlab.fileio import umask, write_error
 from trainlab.inference import Predictions, as_batch, input_stats, ood_warnings
 from trainlab.preprocess import Preprocess
+from trainlab.record import read_record, resolve_run_dir
 from trainlab.runs import Run, load_run
 from trainlab.settings import Settings
 from trainlab.version import __version__
@@ -141,6 +143,13 @@ def export_onnx(run: str | os.PathLike | Run, out: str | os.PathLike | None = No
     a graph that disagrees is refused and nothing is written."""
     if not 14 <= opset <= 23:
         raise TrainlabError(f"--opset {opset}: use 14-23 (18 is the default)")
+    if not isinstance(run, Run):
+        record = read_record(resolve_run_dir(run, settings))
+        if record.status != "completed":
+            how = (f"resume it first (trainlab train --resume {record.run_id})" if record.status in ("interrupted", "running")
+                   else "train it again" if record.status == "failed" else "export a completed run")
+            raise TrainlabError(f"run {record.run_id} is {record.live_status()}, not completed: its weights are not a "
+                                f"finished model; {how}")
     r = run if isinstance(run, Run) else load_run(run, settings)
     dest = Path(out) if out else (r.run_dir / "model.onnx")
     if dest.is_dir():
@@ -153,7 +162,10 @@ def export_onnx(run: str | os.PathLike | Run, out: str | os.PathLike | None = No
     x, _ = r.split("test", settings)
     x = x[:check_images].cpu()
     t0 = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=dest.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=dest.parent)
+    except OSError as exc:
+        raise write_error(dest, exc, 0) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -167,6 +179,7 @@ def export_onnx(run: str | os.PathLike | Run, out: str | os.PathLike | None = No
         if not report.ok:
             raise TrainlabError(f"refused: the exported graph disagrees with torch (max |Δp| {diff:.1e}, top-1 identical "
                                 f"{agree}/{len(x)}); nothing written")
+        os.chmod(tmp, 0o666 & ~umask())  # like every other file trainlab writes, not mkstemp's 0600
         os.replace(tmp, dest)
         return report
     finally:

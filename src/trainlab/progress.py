@@ -89,6 +89,8 @@ class ProgressPrinter(Callback):
         for note in state.notes[self._notes_shown:]:
             self._line(note)
 
+    reports_saved = True  # finish() calls it after the run writer
+
     def on_test_end(self, state, metrics):
         self._line(f"test_loss: {metrics['test_loss']:.4f} - test_acc: {metrics['test_acc']:.4f} - "
                    f"train {metrics['train_seconds']:.1f}s" + (f" - saved {state.run_dir}" if state.run_dir else ""))
@@ -146,6 +148,8 @@ class NotebookProgress(Callback):
         self._bar.update(self._HTML(self._html(state.epoch / state.recipe.epochs, "")))
         if self._chart is not None:
             self._chart.update(self._png(state))
+
+    reports_saved = True
 
     def on_test_end(self, state, metrics):
         self.lines.append(f"test_loss: {metrics['test_loss']:.4f} - test_acc: {metrics['test_acc']:.4f} - "

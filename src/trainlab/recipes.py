@@ -15,13 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainlab.errors import RecipeError
-from trainlab.fileio import read_text
+from trainlab.fileio import load_yaml, read_text
 
 Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "gelu", "elu", "selu", "leaky_relu", "silu"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no NaN or infinity anywhere in a recipe (optimizer.lr=.inf trained a run to NaN)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,9 +101,21 @@ class DataConfig(Strict):
     limit_test: int | None = Field(None, gt=0, description="use only the first N test examples")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="image trees without split folders: the held-out fraction")
     split_seed: int = Field(0, description="image trees without split folders: the seed of the hold-out")
+    image_size: list[int] | int | None = Field(None, description="image trees: [height, width] (or one number) to resize every image to; "
+                                                                  "unset: the trees' median size, scaled down to at most 64 px a side")
     predict_style: Literal["auto", "digit", "fashion", "photo"] = Field(
         "auto", description="how image files are prepared for prediction: digit (MNIST: invert, crop, fit 20x20, centre of mass), "
                             "fashion (invert, crop, fit 28x28), photo (resize); auto picks by dataset")
+
+    @field_validator("image_size", mode="after")
+    @classmethod
+    def _check_image_size(cls, v):
+        if v is None:
+            return v
+        size = [v, v] if isinstance(v, int) else list(v)
+        if len(size) != 2 or not all(isinstance(n, int) and 4 <= n <= 1024 for n in size):
+            raise ValueError(f"{v!r} is not allowed; allowed: [height, width] or one number, each 4-1024 pixels")
+        return size
 
     @field_validator("validation", mode="before")
     @classmethod
@@ -269,7 +282,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(text: str, where: str) -> dict:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, where)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -308,7 +321,7 @@ def parse_set(items: list[str] | dict | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise RecipeError(f"--set {item!r}: expected key.path=value, for example --set optimizer.lr=0.01")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            out[key.strip()] = load_yaml(value, f"--set {key.strip()}") if value.strip() else None
         except yaml.YAMLError:
             out[key.strip()] = value
     return out

@@ -3,6 +3,8 @@ and the web API show it."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import socket
@@ -12,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trainlab.errors import RunNotFound, TrainlabError
-from trainlab.fileio import atomic_write, read_json_object
+from trainlab.errors import RunNotFound, TrainlabError, WriteError
+from trainlab.fileio import atomic_write, overwrite_in_place, read_json_object
 from trainlab.settings import Settings, load_settings
 
 Status = Literal["running", "completed", "failed", "interrupted", "pruned"]
@@ -104,6 +106,7 @@ class RunRecord(BaseModel):
     process: ProcessInfo | None = None
     heartbeat_at: str | None = None
     threads: int | None = None  # torch's intra-op threads: results depend on them
+    cpu: dict | None = None  # what chose `threads`: CPUs allowed, busy elsewhere, share, OpenMP wait policy (cpus.py)
     study: str | None = None  # the tuning study this run is a trial of (`trainlab tune`)
     trial: int | None = None  # its trial number in that study
 
@@ -112,7 +115,16 @@ class RunRecord(BaseModel):
         crashed, its machine rebooted), and `missing` when its folder was deleted."""
         if self.run_dir is not None and not Path(self.run_dir, "run.json").is_file():
             return "missing"
-        if self.status != "running" or self.process is None:
+        if self.status != "running":
+            return self.status
+        if self.run_dir is not None:  # the index can lag behind run.json (a full disk at the end)
+            try:
+                on_disk = json.loads(Path(self.run_dir, "run.json").read_text()).get("status")
+            except (OSError, ValueError, AttributeError):
+                on_disk = None
+            if on_disk in ("completed", "failed", "interrupted", "pruned"):
+                return on_disk
+        if self.process is None:
             return self.status
         alive = self.process.alive()
         if alive is None:  # another host: trust the heartbeat
@@ -120,8 +132,17 @@ class RunRecord(BaseModel):
             alive = datetime.now(timezone.utc) - beat < STALE_AFTER
         return "running" if alive else "stale"
 
-    def save(self, run_dir: Path) -> None:
-        atomic_write(run_dir / "run.json", self.model_dump_json(indent=2, exclude={"tags", "note", "run_dir"}) + "\n")
+    def save(self, run_dir: Path, last_resort: bool = False) -> None:
+        """run.json, atomically. With `last_resort` (a run that ends badly), a full disk that cannot
+        take a temp file gets the record written over the old one's blocks instead (compact), so
+        the run does not go on saying it is running; the WriteError is raised all the same."""
+        text = self.model_dump_json(indent=2, exclude={"tags", "note", "run_dir"}) + "\n"
+        try:
+            atomic_write(run_dir / "run.json", text)
+        except WriteError:
+            if last_resort:
+                overwrite_in_place(run_dir / "run.json", self.model_dump_json(exclude={"tags", "note", "run_dir"}) + "\n")
+            raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from trainlab.checkpoint import CHECKPOINT
 from trainlab.data import load_dataset
 from trainlab.errors import RunNotFound, StopRun, TrainlabError, first_line
 from trainlab.events import EVENTS, EventLog
-from trainlab.fileio import atomic_write, read_text
+from trainlab.fileio import atomic_write, load_yaml, read_text
 from trainlab.images import expand_inputs, load_file as load_image_file
 from trainlab.inference import Predictions, as_batch, classify, predict_logits
 from trainlab.history import HISTORY_COLUMNS, best_epoch
@@ -43,7 +43,7 @@ from trainlab.metrics import EvalReport, classification_report
 from trainlab.models import build_model, place
 from trainlab.plots import plot_history, plot_predictions
 from trainlab.preprocess import Preprocess
-from trainlab.record import (HEARTBEAT_SECONDS, RUN_ID_RE, DatasetInfo, ProcessInfo, RunLock, RunRecord, read_record,
+from trainlab.record import (HEARTBEAT_SECONDS, LOCK, RUN_ID_RE, DatasetInfo, ProcessInfo, RunLock, RunRecord, read_record,
                              resolve_run_dir)
 from trainlab.recipes import Recipe, differing_keys, flatten_recipe, validate
 from trainlab.settings import Settings, load_settings
@@ -57,7 +57,7 @@ def read_recipe(run_dir: Path) -> Recipe:
     """recipe.yaml of a run folder, validated; a broken one is one line naming the file and the fix."""
     path, fix = run_dir / "recipe.yaml", f"the run folder is damaged: remove it with `trainlab runs rm {run_dir.name}`"
     try:
-        data = yaml.safe_load(read_text(path, fix))
+        data = load_yaml(read_text(path, fix), str(path))
     except yaml.YAMLError as exc:
         raise TrainlabError(f"{path}: not valid YAML ({first_line(exc)}); {fix}") from None
     return validate(data if isinstance(data, dict) else {}, where=f"run {run_dir.name}")
@@ -193,7 +193,7 @@ class RunWriter(Callback):
             self.record = RunRecord(
                 run_id=self.run_id, recipe=self.recipe.name, recipe_digest=self.recipe.digest(), status="running",
                 seed=self.recipe.seed, device=str(state.device), versions=versions(), started_at=now(),
-                custom_model=self.custom_model, preprocess=d.preprocess.to_dict(), **live,
+                custom_model=self.custom_model, preprocess=d.preprocess.to_dict(), **live, cpu=state.cpu or None,
                 study=self.study and self.study[0], trial=self.study and self.study[1],
                 dataset=DatasetInfo(name=d.name, source=d.source, classes=d.classes, n_train=len(d.x_train),
                                     n_val=0 if d.x_val is None else len(d.x_val), n_test=len(d.x_test)))
@@ -238,14 +238,28 @@ class RunWriter(Callback):
         """The record first (small, most likely to be written on a full disk), then what else can be saved."""
         status = exc.status if isinstance(exc, StopRun) else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         error = first_line(exc, 500) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
-        if self.record is None:  # stopped before training began: nothing recorded yet
+        if self.record is None or not self.run_dir.is_dir():  # nothing recorded yet, or the folder was deleted
             self.lock.release()
+            self._remove_if_empty()
             return
         try:
             self._mark(state, status, error, None)
             self._save_artifacts(state)
         finally:
             self.lock.release()
+
+    def abandon(self) -> None:
+        """Give up a new run before it began: the lock released, the folder gone if it holds nothing else."""
+        self.lock.release()
+        self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        """A run stopped before its record was written leaves no folder holding only its lock."""
+        try:
+            if {p.name for p in self.run_dir.iterdir()} <= {LOCK, "recipe.yaml"}:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+        except OSError:
+            pass
 
     def _save_artifacts(self, state: TrainState) -> None:
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
@@ -257,13 +271,35 @@ class RunWriter(Callback):
         timings = {k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")} if metrics else None
         self.record = self.record.model_copy(update=dict(
             status=status, ended_at=now(), error=error, notes=list(state.notes), ood=state.ood, timings=timings,
-            metrics=metrics, epochs=len(state.history)))
-        self.record.save(self.run_dir)
-        self.events.append("status", status=status, error=error, metrics=metrics)
-        if self.store:
-            self.store.record_end(self.record, state.history, self.recipe.monitor)
+            metrics=metrics, epochs=len(state.history), threads=self.record.threads,
+            cpu=_cpu_record(self.record.cpu, state.cpu)))
+        if status == "completed":
+            self.record.save(self.run_dir)
+            self.events.append("status", status=status, error=error, metrics=metrics)
+            if self.store:
+                self.store.record_end(self.record, state.history, self.recipe.monitor)
+        else:  # ending badly, perhaps on a full disk: each place told on its own, the record above all
+            failures = []
+            for write in (lambda: self.record.save(self.run_dir, last_resort=True),
+                          lambda: self.events.append("status", status=status, error=error, metrics=metrics),
+                          lambda: self.store and self.store.record_end(self.record, state.history, self.recipe.monitor)):
+                try:
+                    write()
+                except Exception as exc:  # noqa: PERF203 - the others are still worth a try
+                    failures.append(exc)
+            if failures:
+                raise failures[0]
         if status == "completed":
             self.lock.release()
+
+
+def _cpu_record(recorded: dict | None, now: dict) -> dict | None:
+    """run.json's `cpu`: how the run's first process chose its threads, with every change CpuWatch
+    made since (a resumed run keeps its first process's choice)."""
+    out = dict(recorded or now or {})
+    if now.get("changes"):
+        out["changes"] = now["changes"]
+    return out or None
 
 
 @dataclass
@@ -313,7 +349,7 @@ class Run:
         if self.data is None:
             r = self.recipe
             ds = load_dataset(r.data.name, source=r.data.source, settings=settings or self.settings, test_fraction=r.data.test_fraction,
-                              split_seed=r.data.split_seed)
+                              split_seed=r.data.split_seed, image_size=r.data.image_size)
             self.data = prepare_data(ds, r, self.device)
             self.data.preprocess = self.preprocess  # the run's own normalisation, not a refit
         return self.data

@@ -12,6 +12,9 @@ reads environment variables.
 | offline | TRAINLAB_OFFLINE | false (downloads allowed) |
 | cache_dir | TRAINLAB_CACHE | $XDG_CACHE_HOME/trainlab or ~/.cache/trainlab |
 | download_timeout | TRAINLAB_DOWNLOAD_TIMEOUT | 30 seconds |
+| token | TRAINLAB_TOKEN | none on loopback; generated for another host |
+| allow_hosts | TRAINLAB_ALLOW_HOSTS | none: the servers answer only for the bound host and loopback names |
+| threads | TRAINLAB_THREADS | chosen per run from the free CPUs (cpus.py) |
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class Settings(BaseSettings):
     token: str | None = Field(None, validation_alias=AliasChoices("token", "TRAINLAB_TOKEN"),
                               description="the dashboard's access token (one is generated when the host is not loopback)")
 
+    allow_hosts: str | None = Field(None, validation_alias=AliasChoices("allow_hosts", "TRAINLAB_ALLOW_HOSTS"),
+                                    description="more Host names the servers answer for, comma-separated (* for any)")
+    serve_host: str | None = Field(None, validation_alias=AliasChoices("serve_host", "TRAINLAB_SERVE_HOST"),
+                                   description="the interface `trainlab serve` listens on (its worker processes read it)")
     serve_run: str | None = Field(None, validation_alias=AliasChoices("serve_run", "TRAINLAB_SERVE_RUN"),
                                   description="the run `trainlab serve` answers for (its worker processes read it)")
     serve_onnx: bool = Field(False, validation_alias=AliasChoices("serve_onnx", "TRAINLAB_SERVE_ONNX"),
@@ -76,6 +83,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.db or f"sqlite:///{self.runs_dir / 'trainlab.db'}"
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in (self.allow_hosts or "").split(",") if h.strip())
 
     def with_(self, **changes) -> "Settings":
         """A copy with the given fields replaced; None leaves a field as it is (flags not given)."""

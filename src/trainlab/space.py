@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainlab.errors import RecipeError
-from trainlab.fileio import read_text
+from trainlab.fileio import load_yaml, read_text
 from trainlab.history import HISTORY_COLUMNS
 from trainlab.recipes import Activation, Recipe, apply_overrides, flatten_recipe, validate
 
@@ -210,7 +210,7 @@ def load_space(name_or_path: str | Path | Space | dict) -> Space:
             raise RecipeError(f"unknown space '{text}'{hint}; preset spaces: {', '.join(space_names())}, or give a YAML file")
         raw, where = read_text(path, "give a YAML search-space file"), str(path)
     try:
-        data = yaml.safe_load(raw)
+        data = load_yaml(raw, where)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     if not isinstance(data, dict):

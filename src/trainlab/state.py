@@ -91,4 +91,5 @@ class TrainState:
     ood: dict | None = None  # out-of-distribution thresholds, once calibrated
     group: object = None  # distributed.Group when several processes train together
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper of `model` the loop steps through
+    cpu: dict = field(default_factory=dict)  # how the thread count was chosen (cpus.py); run.json's `cpu`
     fused: object = None  # fused.FusedDenseStep when the model's step is fused (its optimizer is over one flat buffer)

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainlab.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from trainlab.callbacks import Callback, CpuWatch, EarlyStopping, ReduceLROnPlateau
 from trainlab.distributed import local_device, setup as setup_group, teardown, wrap as wrap_ddp
+from trainlab.cpus import CpuSample, allowed_cpus, busy_elsewhere, cpu_sample, plan_threads, wait_policy
 from trainlab.checkpoint import CHECKPOINT, Checkpointer, load_checkpoint, restore
 from trainlab.data import input_spec, load_dataset
 from trainlab.errors import StopRun, TrainlabError
@@ -52,7 +53,7 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
     A dense stack on the CPU gets the fused step (trainlab.fused) unless `fuse` or settings.fused is off."""
     seed_everything(r.seed)
     ds = dataset or load_dataset(r.data.name, source=r.data.source, settings=settings, test_fraction=r.data.test_fraction,
-                                 split_seed=r.data.split_seed, progress=progress)
+                                 split_seed=r.data.split_seed, progress=progress, image_size=r.data.image_size)
     data = prepare_data(ds, r, device)
     seed_everything(r.seed)  # the model's init depends on the seed alone, not on data loading
     net = model if model is not None else build_model(r.model, data.preprocess.input_shape, len(data.classes),
@@ -89,6 +90,7 @@ def standard_callbacks(state: TrainState, progress: Callback, extra: list[Callba
     if r.callbacks.early_stopping:
         cbs.append(EarlyStopping(r.callbacks.early_stopping))
     cbs += list(extra)
+    cbs.append(CpuWatch(state.cpu.get("adaptive", False), state.cpu.get("allowed", 1) // max(1, state.cpu.get("share", 1))))
     if writer is not None:
         cbs += [writer, Checkpointer(writer.checkpoint_path, checkpoint_every, cbs)]
     return cbs
@@ -104,7 +106,8 @@ def finish(state: TrainState, callbacks: list[Callback], timings: dict) -> dict:
     reuse = logits if x_cal is d.x_test and r.tta == "none" else None
     state.ood = calibrate_ood(net, x_cal, d.preprocess, r.eval_batch_size, state.device, logits=reuse)
     state.metrics = final_metrics(state.history, r.monitor, test_loss, test_acc, **timings)
-    for cb in callbacks:
+    # the printers last: "saved ..." is said only once the run writer has saved
+    for cb in sorted(callbacks, key=lambda c: getattr(c, "reports_saved", False)):
         cb.on_test_end(state, state.metrics)
     return state.metrics
 
@@ -147,19 +150,24 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
     r = (writer.recipe if writer else read_recipe(resolve_run_dir(resume, settings)) if resume is not None
          else resolve_recipe(recipe, overrides, kw_overrides, epochs=epochs, seed=seed, batch_size=batch_size))
     store = open_runs_folder(settings) if save and resume is None and main else None  # a bad --runs-dir or --db fails before data loads
-    t0 = time.perf_counter()
+    t0, sample = time.perf_counter(), cpu_sample()
     state = build(r, settings, where, model, dataset, progress != "none" and main, fuse=group is None)
     data_seconds = time.perf_counter() - t0
-    with training_threads(state, settings):  # restored when train() returns
+    with training_threads(state, settings, sample):  # restored when train() returns
         if store is not None:
             writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)
-        cbs = standard_callbacks(state, progress_callback(progress if main else "none", live_plot), callbacks, writer, checkpoint_every)
-        if group is not None:
-            state.group, state.ddp = group, wrap_ddp(state.model, state.device)
-        if resume is not None:
-            resume_state(state, cbs, writer, writer.checkpoint_path if writer else resolve_run_dir(resume, settings) / CHECKPOINT)
-        state.stop, state.run_dir = stop, writer and writer.run_dir
-        state.run_id = group.broadcast(writer and writer.run_id) if group is not None else writer and writer.run_id
+        try:  # until training begins, a failure or Ctrl-C leaves no folder behind (only its lock so far)
+            cbs = standard_callbacks(state, progress_callback(progress if main else "none", live_plot), callbacks, writer, checkpoint_every)
+            if group is not None:
+                state.group, state.ddp = group, wrap_ddp(state.model, state.device)
+            if resume is not None:
+                resume_state(state, cbs, writer, writer.checkpoint_path if writer else resolve_run_dir(resume, settings) / CHECKPOINT)
+            state.stop, state.run_dir = stop, writer and writer.run_dir
+            state.run_id = group.broadcast(writer and writer.run_id) if group is not None else writer and writer.run_id
+        except BaseException:
+            if writer is not None and store is not None:
+                writer.abandon()
+            raise
         try:
             t1 = time.perf_counter()
             fit(state, cbs)
@@ -185,24 +193,35 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
 SMALL_MATMUL = 2_000_000
 
 
-def pick_threads(state: TrainState, settings: Settings) -> int | None:
-    """The intra-op thread count to train with: settings.threads when given; else one thread for a
-    fused dense stack whose biggest matmul is under SMALL_MATMUL, unless OMP_NUM_THREADS chose the
-    count; else None (torch's own)."""
+def pick_threads(state: TrainState, settings: Settings, since: CpuSample | None = None) -> tuple[int | None, dict]:
+    """The intra-op thread count to train with, and what decided it (recorded in run.json as `cpu`):
+    settings.threads when given; torch's own count when OMP_NUM_THREADS chose it or the model runs
+    on a GPU; one thread for a fused dense stack whose biggest matmul is under SMALL_MATMUL; else
+    `plan_threads`: this process's CPUs, shared between trainlab's concurrent processes, less those
+    other programs keep busy now (measured since `since`)."""
+    info = {"wait_policy": wait_policy(), "allowed": allowed_cpus()}
     if settings.threads:
-        return settings.threads
-    if settings.omp_num_threads or state.fused is None or state.device.type != "cpu":
-        return None
-    biggest = max(state.recipe.batch_size * lin.in_features * lin.out_features for lin, _ in state.fused.plan)
-    return 1 if biggest < SMALL_MATMUL else None
+        return settings.threads, {**info, "reason": "TRAINLAB_THREADS"}
+    if settings.omp_num_threads or state.device.type != "cpu":
+        return None, {**info, "reason": "OMP_NUM_THREADS" if settings.omp_num_threads else f"device {state.device.type}"}
+    if state.fused is not None:
+        biggest = max(state.recipe.batch_size * lin.in_features * lin.out_features for lin, _ in state.fused.plan)
+        if biggest < SMALL_MATMUL:
+            return 1, {**info, "reason": "small dense stack"}
+    plan = plan_threads(settings.world_size if settings.world_size > 1 else None, busy_elsewhere(since))
+    info.update(busy_elsewhere=plan.busy, share=plan.share, reason=plan.reason, adaptive=True)
+    if plan.threads < plan.allowed // plan.share:
+        state.notes.append(f"note: training on {plan.threads} thread{'s' * (plan.threads > 1)}: {plan.reason} "
+                           f"(TRAINLAB_THREADS=N to choose)")
+    return plan.threads, info
 
 
 @contextmanager
-def training_threads(state: TrainState, settings: Settings):
+def training_threads(state: TrainState, settings: Settings, since: CpuSample | None = None):
     """Train with `pick_threads`' count (the run's record notes it, so a resume matches), then give
     the process its own count back (a resume's match_threads included)."""
     was = torch.get_num_threads()
-    want = pick_threads(state, settings)
+    want, state.cpu = pick_threads(state, settings, since)
     if want and want != was:
         torch.set_num_threads(want)
     try:
@@ -215,9 +234,9 @@ def training_threads(state: TrainState, settings: Settings):
 def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | None, checkpoint: Path) -> None:
     """Put the loop back where the run's checkpoint left it. Every rank of a multi-process run reads
     the same checkpoint; its running sums are the totals, so only rank 0 keeps them."""
-    restore(load_checkpoint(checkpoint), state, cbs)
-    if writer is not None:
-        state.notes += match_threads(writer.record.threads)
+    notes = match_threads(writer.record.threads) if writer is not None else []
+    restore(load_checkpoint(checkpoint), state, cbs)  # CpuWatch's state, when it moved the count, wins
+    state.notes += notes
     if state.group is not None and not state.group.is_main and state.loss_sum is not None:
         state.loss_sum.zero_()
         state.correct.zero_()
@@ -245,7 +264,8 @@ def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:
 
 def summarize(recipe: Recipe, settings: Settings | None = None) -> str:
     """A recipe's model as Keras' model.summary() prints it: layers, output shapes, parameters."""
-    (h, w, c), classes = input_spec(recipe.data.name, settings)
+    (h, w, c), classes = input_spec(recipe.data.name, settings, recipe.data.image_size)
     shape = (c * h * w,) if recipe.data.flatten else (c, h, w)
-    _, infos = build_model(recipe.model, shape, len(classes))
+    with torch.device("meta"):  # shapes and counts only: a 10^9-unit layer allocates nothing
+        _, infos = build_model(recipe.model, shape, len(classes))
     return summary_text(recipe.name, infos, shape)

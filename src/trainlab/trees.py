@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.errors import DataError
-from trainlab.images import IMAGE_EXTENSIONS, open_image, resize_to
+from trainlab.errors import DataError, first_line
+from trainlab.images import IMAGE_EXTENSIONS, MAX_PIXELS, open_image, resize_to
 from trainlab.readers import Dataset
 
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
@@ -146,18 +146,62 @@ def _probe(source, rel) -> tuple[tuple[int, int], int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             channels = 1 if im.mode in ("1", "L", "I;16", "I;16B", "I;16L", "I", "F") else 3
-            return (im.size[1], im.size[0]), channels
+            w, h = im.size
     except Exception as exc:
-        raise DataError(f"{source[1]}: cannot read image '{rel}' ({exc}); delete or replace it") from None
+        raise DataError(f"{source[1]}: cannot read image '{rel}' ({first_line(exc)}); delete or replace it") from None
+    if w * h > MAX_PIXELS:  # from the header: refused before anything is decoded
+        raise DataError(f"{source[1]}: image '{rel}' is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                        f"(a decompression bomb?); delete or replace it")
+    return (h, w), channels
 
 
-def _majority_channels(source, rels: list[str], sample: int = 500) -> tuple[int, str | None]:
-    """The channels most images have (1 or 3; ties go to 3), probing up to `sample` images spread
-    over the tree, and a notice when the tree mixes grayscale and colour."""
+MAX_SIDE = 64  # the default size's longest side: the classic CNNs are built for 28-32 px images
+MAX_DECODED_FRACTION = 0.5  # of the memory available now, for the decoded tree
+
+
+def probe_tree(source, rels: list[str], sample: int = 500) -> list[tuple[tuple[int, int], int]]:
+    """(height, width) and channels of up to `sample` images spread over the tree, from their headers."""
     step = max(1, len(rels) // sample)
+    return [_probe(source, rel) for rel in rels[::step][:sample]]
+
+
+def choose_size(probed: list[tuple[tuple[int, int], int]]) -> tuple[tuple[int, int], str | None]:
+    """The default size of a tree: the median height and width of the probed images, scaled down
+    (aspect kept) so that the longest side is at most MAX_SIDE; never larger than the median, so
+    one giant photo cannot blow every image up. A line saying what was chosen and why when the
+    images differ in size or were scaled."""
+    hs, ws = sorted(s[0][0] for s in probed), sorted(s[0][1] for s in probed)
+    h, w = hs[len(hs) // 2], ws[len(ws) // 2]
+    scale = min(1.0, MAX_SIDE / max(h, w))
+    size = (max(4, round(h * scale)), max(4, round(w * scale)))
+    sizes = {s[0] for s in probed}
+    if len(sizes) == 1 and scale == 1.0:
+        return size, None
+    spread = (f"{len(sizes)} sizes among {len(probed)} probed, {min(ws)}x{min(hs)} to {max(ws)}x{max(hs)} (width x height)"
+              if len(sizes) > 1 else f"{w}x{h} (width x height)")
+    why = f"the median {w}x{h}" + (f" scaled to at most {MAX_SIDE} px a side" if scale < 1.0 else "")
+    return size, (f"note: images of {spread}; training at {size[1]}x{size[0]} ({why}); "
+                  f"set data.image_size=[H, W] to choose")
+
+
+def check_decoded_size(n: int, size: tuple[int, int], channels: int, root: Path) -> None:
+    """Refuse, before decoding, a tree whose decoded arrays would not fit in memory."""
+    need = n * size[0] * size[1] * channels
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > MAX_DECODED_FRACTION * available:
+        raise DataError(f"{root}: {n:,} images at {size[1]}x{size[0]}x{channels} decode to {need / 2**30:.1f} GB, more than "
+                        f"half the {available / 2**30:.1f} GB of memory available; set a smaller data.image_size")
+
+
+def _majority_channels(probed: list[tuple[tuple[int, int], int]]) -> tuple[int, str | None]:
+    """The channels most probed images have (1 or 3; ties go to 3), and a notice when the tree
+    mixes grayscale and colour."""
     counts = {1: 0, 3: 0}
-    for rel in rels[::step][:sample]:
-        counts[_probe(source, rel)[1]] += 1
+    for _, c in probed:
+        counts[c] += 1
     channels = 1 if counts[1] > counts[3] else 3
     if counts[1] and counts[3]:
         return channels, (f"note: the tree mixes grayscale ({counts[1]}) and colour ({counts[3]}) images among "
@@ -195,15 +239,20 @@ def load_image_tree(path: str | os.PathLike, *, size: tuple[int, int] | None = N
     if "test" in groups and set(groups["test"]) - set(groups.get("train", {})):
         extra = sorted(set(groups["test"]) - set(groups["train"]))
         raise DataError(f"{root}: test has classes {extra} that train lacks; every class needs training images")
-    first = groups.get("train", groups.get("all"))[classes[0]][0]
-    size = tuple(size) if size else _probe(source, first)[0]
-    notice = None
+    rels = sorted(f for split in groups.values() for c in split.values() for f in c)
+    probed = probe_tree(source, rels) if size is None or channels is None else []
+    notes = []
+    if size is None:
+        size, size_note = choose_size(probed)
+        notes += [size_note] if size_note else []
+    size = tuple(size)
     if channels is None:
-        channels, notice = _majority_channels(source, sorted(f for split in groups.values() for c in split.values() for f in c))
+        channels, notice = _majority_channels(probed)
+        notes += [notice] if notice else []
+    check_decoded_size(len(rels), size, channels, root)
     key = hashlib.sha256(json.dumps([content_key, list(size), channels, test_fraction, split_seed]).encode()).hexdigest()[:24]
     entry = Path(cache_dir) / "trees" / key if cache_dir is not None else None
     cached = _read_cache(entry) if entry is not None else None
-    notes = [notice] if notice else []
     if cached is not None:
         return Dataset(root.name, cached[0], **cached[1], source=str(root), info={"cache": str(entry)}, notes=notes)
     arrays = {}

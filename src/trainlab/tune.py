@@ -16,6 +16,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import signal
 import random
 import threading
 import time
@@ -26,10 +27,10 @@ from typing import Callable
 
 import optuna
 import sqlalchemy.exc
-import torch
 from optuna.trial import TrialState
 
 from trainlab.callbacks import Callback
+from trainlab.cpus import prepare_process
 from trainlab.data import load_dataset
 from trainlab.errors import Interrupted, Pruned, TrainlabError, first_line
 from trainlab.history import best_epoch
@@ -45,7 +46,7 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 HEARTBEAT_SECONDS = 10
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # trainlab reports each trial itself
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # trainlab reports each trial itself (a failed or stopped trial too: no tracebacks)
 
 
 @contextlib.contextmanager
@@ -249,13 +250,13 @@ class _Worker:
 
     @staticmethod
     def key(r: Recipe) -> tuple:
-        return r.data.name, r.data.source, r.data.test_fraction, r.data.split_seed
+        return r.data.name, r.data.source, r.data.test_fraction, r.data.split_seed, str(r.data.image_size)
 
     def dataset(self, r: Recipe) -> Dataset:
         key = self.key(r)
         if key not in self.datasets:
             self.datasets[key] = load_dataset(r.data.name, source=r.data.source, settings=self.settings,
-                                              test_fraction=r.data.test_fraction, split_seed=r.data.split_seed)
+                                              test_fraction=r.data.test_fraction, split_seed=r.data.split_seed, image_size=r.data.image_size)
         return self.datasets[key]
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -297,14 +298,33 @@ class _Worker:
             raise Interrupted("tuning stopped on request")
 
 
-def _process_main(worker: _Worker, share: int | None, timeout, sampler, pruner, seed, startup, report, heartbeat, threads) -> None:
-    """A worker process (`jobs > 1`): its share of the trials, quietly ended by Ctrl-C (the trial
-    under way is recorded as failed, its run as interrupted)."""
-    torch.set_num_threads(threads)
+def _process_main(worker: _Worker, share: int | None, timeout, sampler, pruner, seed, startup, report, heartbeat, jobs,
+                  parent: int) -> None:
+    """A worker process (`jobs > 1`): its share of the trials. Ctrl-C, SIGTERM, and the death of the
+    parent (kill -9 of `trainlab tune` included: PR_SET_PDEATHSIG) all stop it as Ctrl-C stops a
+    run: the trial under way ends after its current step, checkpointed, recorded as interrupted,
+    and no new trial starts. Each trial's run plans its threads as one of `jobs` processes."""
+    prepare_process(share=jobs)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    die_with_parent(parent)
     try:
-        worker.run(share, timeout, sampler, pruner, seed, startup, report, heartbeat)
-    except KeyboardInterrupt:
+        dataclasses.replace(worker, stop=stop).run(share, timeout, sampler, pruner, seed, startup, report, heartbeat)
+    except (Interrupted, KeyboardInterrupt):
         pass
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the parent dies; a parent already gone means stop now."""
+    try:
+        import ctypes
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the heartbeat still fails the trials of a lost worker
+        pass
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def split_trials(trials: int | None, jobs: int) -> list[int | None]:
@@ -365,22 +385,33 @@ def check_counts(trials: int | None, timeout: float | None, jobs: int, heartbeat
 
 def _run_processes(worker: _Worker, shares: list, timeout, sampler, pruner, seed, startup, report, heartbeat) -> list[str]:
     """Worker processes (spawned: no inherited torch threads or locks), each with its share, its own
-    sampler seed and an equal share of the cores. Returns notes on workers that did not end well."""
+    sampler seed and an equal share of the CPUs. Returns notes on workers that did not end well."""
     ctx = multiprocessing.get_context("spawn")
-    worker = dataclasses.replace(worker, stop=None)  # an Event does not cross processes: Ctrl-C reaches each worker itself
-    threads = max(1, (os.cpu_count() or 1) // len(shares))
+    stop = worker.stop
+    worker = dataclasses.replace(worker, stop=None)  # an Event does not cross processes: each worker has its own
+    jobs = sum(1 for s in shares if s != 0)
     procs = [ctx.Process(target=_process_main, daemon=False, name=f"trainlab-tune-{i}",
-                         args=(worker, share, timeout, sampler, pruner, seed + i, startup, report, heartbeat, threads))
+                         args=(worker, share, timeout, sampler, pruner, seed + i, startup, report, heartbeat, jobs,
+                               os.getpid()))
              for i, share in enumerate(shares) if share != 0]
     for p in procs:
         p.start()
+    told = False
     try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:  # the workers got the Ctrl-C too: let them record their trials, then stop
+        while any(p.is_alive() for p in procs):
+            if stop is not None and stop.is_set() and not told:  # a stop sent to this process alone (kill -INT PID)
+                told = True
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGINT)
+            for p in procs:
+                p.join(timeout=0.2)
+    except KeyboardInterrupt:  # a second Ctrl-C: the workers got it too; let them record their trials, then stop
         for p in procs:
             p.join(timeout=60)
         raise
+    if stop is not None and stop.is_set():
+        raise Interrupted("tuning stopped on request")
     return [f"worker {p.name.rsplit('-', 1)[1]} " + (f"was killed by signal {-p.exitcode}" if p.exitcode < 0 else f"failed (exit {p.exitcode})")
             + "; the study keeps every trial it finished" for p in procs if p.exitcode]
 

@@ -50,8 +50,9 @@ async def predict(request: Request, run: str | None = Query(None), top_k: int = 
     model = request.app.state.models.get(run, request)
     if request.headers.get("content-type", "").startswith("application/json"):
         body = PixelRequest.model_validate_json(await _read(request))
-        if len(body.pixels) > MAX_PIXEL_IMAGES:
-            raise HTTPException(413, f"{len(body.pixels)} images in one request; the limit is {MAX_PIXEL_IMAGES}")
+        n = image_count(body.pixels, model.preprocess.shape)
+        if n > MAX_PIXEL_IMAGES:
+            raise HTTPException(413, f"{n} images in one request; the limit is {MAX_PIXEL_IMAGES}")
         return await _timed(request, lambda: _answer(model.run_id, model, predict_pixels(model, body.pixels), body.top_k))
     form = await request.form(max_files=MAX_FILES, max_fields=16)
     files = [f for f in form.getlist("file") if hasattr(f, "read")]
@@ -60,7 +61,25 @@ async def predict(request: Request, run: str | None = Query(None), top_k: int = 
     data = [(f.filename or f"upload-{i}", await f.read()) for i, f in enumerate(files)]
     if sum(len(b) for _, b in data) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"the files are over {MAX_UPLOAD_BYTES:,} bytes together")
-    return await _timed(request, lambda: _answer(model.run_id, model, predict_bytes(model, data, style), top_k))
+    answer = await _timed(request, lambda: _answer(model.run_id, model, predict_bytes(model, data, style), top_k))
+    if not answer["results"]:  # nothing could be read: an error, as the CLI's exit 2
+        first = answer["failures"][0] if answer["failures"] else {"file": "?", "error": "no image"}
+        raise HTTPException(422, f"no image could be read ({len(answer['failures'])} failed); "
+                                 f"{first['file'][:80]}: {first['error'][:200]}")
+    return answer
+
+
+def image_count(pixels: list, shape: tuple[int, int, int]) -> int:
+    """How many images a JSON pixel array holds: one for (H, W) or a single (H, W, C) / (C, H, W),
+    else its first dimension (counted from the nesting, without building the array)."""
+    dims, level = [], pixels
+    while isinstance(level, list) and level and len(dims) < 5:
+        dims.append(len(level))
+        level = level[0]
+    c, h, w = shape
+    if len(dims) <= 2 or len(dims) == 3 and tuple(dims) in ((h, w, c), (c, h, w)):
+        return 1
+    return dims[0]
 
 
 INFERENCE_THREADS = 4  # models run at most this many at once: more only adds threads, memory and queueing

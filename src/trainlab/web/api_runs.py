@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
+from trainlab.fileio import open_inside
 from trainlab.events import EVENTS, last_events, offset_after, read_events
 from trainlab.record import read_record
 from trainlab.runs import compare_runs, curves_png, read_history, read_recipe, stop_run
 from trainlab.training import summarize
 from trainlab.web.deps import index, run_dir, settings
+from trainlab.web.finite_json import finite
 
 router = APIRouter(prefix="/api/v1")
 FILES = {"model.safetensors", "best.safetensors", "recipe.yaml", "run.json", "history.csv", "metrics.json", "curves.png",
          "events.jsonl"}
 TERMINAL = {"completed", "failed", "interrupted", "pruned"}
+STATUSES = ("running", "completed", "interrupted", "failed", "pruned", "stale", "missing")
 BATCH_INTERVAL = 0.05  # at most ~20 batch points a second per run reach a client
 POLL = 0.2  # seconds between looks at a live run's event log
 
@@ -41,6 +45,8 @@ def _row(record, runs_dir: Path) -> dict:
 def list_runs(request: Request, recipe: str | None = None, status: str | None = None, tag: str | None = None,
               sort: str = "started_at", limit: int = Query(500, ge=1, le=5000)):
     s = settings(request)
+    if status is not None and status not in STATUSES:
+        raise HTTPException(422, f"status {status[:40]!r}: use one of {', '.join(STATUSES)}")
     return {"runs": [_row(r, s.runs_dir) for r in index(request).list(recipe, status, sort, limit, tag)]}
 
 
@@ -52,7 +58,7 @@ def get_run(run_id: str, request: Request):
         summary = summarize(recipe, settings(request))
     except Exception as exc:  # a custom model or missing data: the page shows why
         summary = f"(no layer summary: {str(exc).splitlines()[0]})"
-    files = sorted(f for f in FILES if (folder / f).is_file() or f == "curves.png" and (folder / "history.csv").is_file())
+    files = sorted(f for f in FILES if _regular(folder, f) or f == "curves.png" and _regular(folder, "history.csv"))
     job = request.app.state.jobs.for_run(run_id)
     return {"record": record.model_dump(mode="json"), "live_status": record.live_status(), "recipe": recipe.to_dict(),
             "recipe_yaml": recipe.to_yaml(), "history": read_history(folder / "history.csv"), "summary": summary,
@@ -61,9 +67,11 @@ def get_run(run_id: str, request: Request):
 
 async def _follow(path: Path, request: Request, last_id: int):
     """SSE lines for the log's events after `last_id`, following the file as it grows: each poll
-    reads only the bytes appended since the last one. Ends after a final status event."""
+    reads only the bytes appended since the last one. Ends after a final status event, and when
+    the run has ended (or its folder was deleted) with nothing more to send: a client that
+    reconnects after the end, or to a deleted run, gets `end` instead of keep-alives forever."""
     offset = offset_after(path, last_id)
-    next_batch, idle_since = 0.0, time.monotonic()  # batch points thinned by their own timestamps (replays too)
+    next_batch, idle_since, looked = 0.0, time.monotonic(), 0.0  # batch points thinned by their own timestamps (replays too)
     yield "retry: 1000\n\n"
     while not await request.is_disconnected():
         events, offset = read_events(path, offset)
@@ -74,24 +82,48 @@ async def _follow(path: Path, request: Request, last_id: int):
                     continue
                 next_batch = e["t"] + BATCH_INTERVAL
             done = e["type"] == "status" and e.get("status") in TERMINAL
-            yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(e, separators=(',', ':'))}\n\n"
+            yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(finite(e), separators=(',', ':'))}\n\n"
         if done:
             yield "event: end\ndata: {}\n\n"
             return
         if events:
             idle_since = time.monotonic()
-        elif time.monotonic() - idle_since > 15:
-            idle_since = time.monotonic()
-            yield ": keep-alive\n\n"
+        else:
+            if time.monotonic() - looked > ENDED_CHECK:
+                looked = time.monotonic()
+                status = _ended(path.parent)
+                if status is not None:
+                    yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
+                    return
+            if time.monotonic() - idle_since > 15:
+                idle_since = time.monotonic()
+                yield ": keep-alive\n\n"
         await asyncio.sleep(POLL)
 
 
+ENDED_CHECK = 2.0  # seconds between looks at a quiet run's record
+
+
+def _ended(folder: Path) -> str | None:
+    """'missing' for a deleted run folder, its status once the run has ended (or its process
+    died: stale), else None."""
+    if not (folder / "run.json").is_file():
+        return "missing"
+    try:
+        status = read_record(folder).live_status()
+    except Exception:  # a damaged record: the stream has nothing more to say either
+        return "failed"
+    return status if status in TERMINAL | {"stale", "missing"} else None
+
+
 @router.get("/runs/{run_id}/events")
-def run_events(run_id: str, request: Request, last_id: int = Query(0, ge=0)):
+def run_events(run_id: str, request: Request, last_id: int = Query(0, ge=0, le=10**15)):
     """Server-Sent Events of a run, from the start or after the client's Last-Event-ID."""
     folder = run_dir(run_id, request)
-    header = request.headers.get("last-event-id", "")
-    resume_from = int(header) if header.isdigit() else last_id
+    header = request.headers.get("last-event-id", "").strip()
+    if header and not (header.isascii() and header.isdigit() and len(header) <= 15):
+        raise HTTPException(422, "Last-Event-ID: an event id (a whole number below 10^15)")
+    resume_from = int(header) if header else last_id
     return StreamingResponse(_follow(folder / EVENTS, request, resume_from), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -119,19 +151,44 @@ def resume(run_id: str, request: Request):
         raise HTTPException(409, f"run {run_id} is still training")
     if not (folder / "checkpoint.pt").is_file():
         raise HTTPException(409, f"run {run_id} has no checkpoint (it stopped before its first one); start it again")
-    job = request.app.state.jobs.submit(f"resume {run_id}", resume=run_id)
+    job = request.app.state.jobs.submit_resume(run_id)
+    if job is None:
+        raise HTTPException(409, f"run {run_id} is being resumed already; follow its job on the Train page")
     return {"job": job.to_dict()}
+
+
+def _chunks(fh, size: int = 1 << 16):
+    with fh:
+        while chunk := fh.read(size):
+            yield chunk
 
 
 @router.get("/runs/{run_id}/files/{name}")
 def download(run_id: str, name: str, request: Request):
+    """One of the run's own files: a regular file right inside its folder, never through a link."""
     folder = run_dir(run_id, request)
-    if name == "curves.png" and (folder / "history.csv").is_file():
+    if name == "curves.png" and _regular(folder, "history.csv"):
         curves_png(folder)  # drawn on first view
-    if name not in FILES or not (folder / name).is_file():
+    try:
+        if name not in FILES:
+            raise FileNotFoundError(name)
+        fh = open_inside(folder, name)
+    except FileNotFoundError:
         raise HTTPException(404, f"run {run_id} has no file {name[:80]!r}; it has: "
-                                 f"{', '.join(sorted(f for f in FILES if (folder / f).is_file()))}")
-    return FileResponse(folder / name, filename=f"{run_id}-{name}")
+                                 f"{', '.join(sorted(f for f in FILES if _regular(folder, f)))}") from None
+    kind = {"png": "image/png", "json": "application/json", "csv": "text/csv", "yaml": "text/yaml",
+            "jsonl": "application/x-ndjson"}.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+    return StreamingResponse(_chunks(fh), media_type=kind, headers={
+        "Content-Length": str(os.fstat(fh.fileno()).st_size), "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'attachment; filename="{run_id}-{name}"'})
+
+
+def _regular(folder: Path, name: str) -> bool:
+    try:
+        open_inside(folder, name).close()
+        return True
+    except FileNotFoundError:
+        return False
 
 
 @router.get("/compare")

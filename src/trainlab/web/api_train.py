@@ -3,11 +3,15 @@ one-line errors, and jobs (start, list, stop)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from trainlab.data import DATASETS
 from trainlab.errors import TrainlabError
+from trainlab.fileio import load_yaml
 from trainlab.recipes import Recipe, apply_overrides, load_recipe, preset_names, recipe_dict, validate
 
 router = APIRouter(prefix="/api/v1")
@@ -53,7 +57,7 @@ def resolve(body: TrainRequest) -> Recipe:
         data, _ = recipe_dict(body.preset)
     else:
         try:
-            data = yaml.safe_load(body.recipe_yaml)
+            data = load_yaml(body.recipe_yaml, "recipe")
         except yaml.YAMLError as exc:
             raise TrainlabError(f"recipe: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(data, dict):
@@ -61,14 +65,33 @@ def resolve(body: TrainRequest) -> Recipe:
     return validate(apply_overrides(data, body.overrides), where="recipe")
 
 
+def check_data_paths(recipe: Recipe, settings, roots: tuple[str, ...]) -> None:
+    """A recipe sent from a web page trains on a built-in dataset, or on an image tree inside the
+    data folder or a folder the server was started with (`--data-root`): a page must not make the
+    server read, and show back, any file on the machine."""
+    allowed = [Path(r).resolve() for r in roots] + ([settings.data_dir] if settings.data_dir else [])
+    for key, value in (("data.name", recipe.data.name), ("data.source", recipe.data.source)):
+        if value is None or key == "data.name" and value in DATASETS:
+            continue
+        path = Path(value).expanduser()
+        real = path.resolve() if path.is_absolute() else None
+        if real is None or not any(real == root or root in real.parents for root in allowed):
+            where = ", ".join(str(r) for r in allowed) or "none (start the dashboard with --data-root DIR)"
+            raise HTTPException(403, f"{key} {value[:120]!r}: recipes from the page may use {', '.join(sorted(DATASETS))} "
+                                     f"or an absolute path inside the data folders: {where}")
+
+
 @router.post("/validate")
-def check(body: TrainRequest):
-    return {"ok": True, "recipe": resolve(body).to_dict()}
+def check(body: TrainRequest, request: Request):
+    r = resolve(body)
+    check_data_paths(r, request.app.state.settings, request.app.state.data_roots)
+    return {"ok": True, "recipe": r.to_dict()}
 
 
 @router.post("/train", status_code=202)
 def start(body: TrainRequest, request: Request):
     r = resolve(body)
+    check_data_paths(r, request.app.state.settings, request.app.state.data_roots)
     job = request.app.state.jobs.submit(r.name, recipe=r.to_dict())
     return {"job": job.to_dict()}
 

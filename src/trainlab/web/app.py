@@ -21,7 +21,9 @@ from trainlab.runs import open_runs_folder
 from trainlab.settings import Settings
 from trainlab.version import __version__
 from trainlab.web import api_data, api_predict, api_runs, api_train
-from trainlab.web.deps import DashboardModels, RunCache
+from trainlab.web.deps import MAX_UPLOAD_BYTES, DashboardModels, RunCache
+from trainlab.web.guard import RequestGuard, allowed_hosts, bearer
+from trainlab.web.finite_json import FiniteJSONResponse
 from trainlab.web.jobs import JobQueue
 
 STATIC = resources.files("trainlab.web").joinpath("static")
@@ -64,28 +66,41 @@ def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(Exception, lambda r, e: _error(500, f"internal error: {type(e).__name__}: {first_line(e)}"))
 
 
-def install_token(app: FastAPI, token: str | None) -> None:
-    """With a token, every request must carry it: `Authorization: Bearer T`, the cookie the page
-    sets, or `?token=T` (the link printed at start; EventSource cannot send headers). Compared in
-    constant time."""
+def install_token(app: FastAPI, token: str | None, printed_link: bool = True) -> None:
+    """With a token, every request must carry it: `Authorization: Bearer T` (any case of "Bearer"),
+    the cookie the page sets, or `?token=T` (the link printed at start; EventSource cannot send
+    headers). Compared in constant time."""
     if not token:
         return
+    how = ("open the link printed at start (…/?token=…) or send Authorization: Bearer <token>" if printed_link
+           else "send Authorization: Bearer <token> (the token given with --token or TRAINLAB_TOKEN)")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-            or request.cookies.get(COOKIE) or request.query_params.get("token", "")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        given = bearer(headers) or request.cookies.get(COOKIE) or request.query_params.get("token", "")
         if not secrets.compare_digest(given.encode(), token.encode()):
-            return _error(401, "this dashboard needs its token: open the link printed at start (…/?token=…) "
-                               "or send Authorization: Bearer <token>")
+            return _error(401, f"this server needs its token: {how}")
         response = await call_next(request)
         if request.query_params.get("token"):
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
 
 
-def create_app(settings: Settings, token: str | None = None, workers: int = 1) -> FastAPI:
-    """The app over one runs folder and run index (created if missing, checked before serving)."""
+def install_guard(app: FastAPI, host: str, allow_hosts: list[str] | tuple[str, ...], token: str | None,
+                  need_client_header: bool) -> None:
+    """The Host allow-list, the cross-site refusal and the streamed body limit (guard.py). Added
+    last, so it runs first: before the token check and every route."""
+    app.add_middleware(RequestGuard, hosts=allowed_hosts(host, allow_hosts), token=token,
+                       need_client_header=need_client_header, max_body=MAX_UPLOAD_BYTES)
+
+
+def create_app(settings: Settings, token: str | None = None, workers: int = 1, host: str = "127.0.0.1",
+               allow_hosts: list[str] | tuple[str, ...] = (), data_roots: list[str] | tuple[str, ...] = ()) -> FastAPI:
+    """The app over one runs folder and run index (created if missing, checked before serving).
+    `host` is where it listens: with `allow_hosts`, the Host names it answers for (guard.py);
+    `data_roots`: the folders of images a recipe sent from the page may name (beside the built-in
+    datasets and the data folder)."""
     open_runs_folder(settings)
 
     @asynccontextmanager
@@ -93,13 +108,15 @@ def create_app(settings: Settings, token: str | None = None, workers: int = 1) -
         yield
         app.state.jobs.close()
 
-    app = FastAPI(title="trainlab", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="trainlab", version=__version__, lifespan=lifespan, default_response_class=FiniteJSONResponse,
                   description="Train, watch, compare and use image classifiers.")
     app.state.settings, app.state.token = settings, token
     app.state.runs, app.state.jobs = RunCache(settings), JobQueue(settings, workers)
     app.state.models = DashboardModels(settings, app.state.runs)
+    app.state.data_roots = tuple(data_roots)
     install_errors(app)
     install_token(app, token)
+    install_guard(app, host, allow_hosts, token, need_client_header=True)
     for module in (api_runs, api_train, api_data, api_predict):
         app.include_router(module.router)
 
@@ -132,12 +149,12 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, workers: int = 1,
-          on_ready=None) -> None:
+          on_ready=None, allow_hosts: list[str] | tuple[str, ...] = (), data_roots: list[str] | tuple[str, ...] = ()) -> None:
     """Run the dashboard under uvicorn until Ctrl-C. A host other than loopback always needs a token."""
     import uvicorn
     check_port(host, port)
     token = token or settings.token or (None if is_loopback(host) else secrets.token_urlsafe(24))
-    app = create_app(settings, token, workers)
+    app = create_app(settings, token, workers, host=host, allow_hosts=allow_hosts, data_roots=data_roots)
     if on_ready is not None:
         on_ready(token)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=30)

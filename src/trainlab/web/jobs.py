@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from trainlab.cpus import training_child_environment
 from trainlab.settings import Settings
 
 JOB_STATES = ("queued", "starting", "running", "completed", "interrupted", "failed", "cancelled")
@@ -31,6 +32,7 @@ class Job:
     created: float = field(default_factory=time.time)
     process: subprocess.Popen | None = None
     stop_requested: bool = False
+    ready: bool = False  # the worker's signal handlers are in place
 
     def to_dict(self) -> dict:
         return {"id": self.id, "label": self.label, "state": self.state, "run_id": self.run_id, "error": self.error,
@@ -58,14 +60,29 @@ class JobQueue:
             self.lock.notify_all()
             return job
 
+    def submit_resume(self, run_id: str) -> Job | None:
+        """A resume job for `run_id`, or None when one for it is already queued or running
+        (two quick clicks must not train the same run twice)."""
+        with self.lock:
+            if any((j.resume == run_id or j.run_id == run_id) and j.state in ("queued", "starting", "running")
+                   for j in self.jobs.values()):
+                return None
+            job = Job(next(self.ids), f"resume {run_id}", None, run_id)
+            self.jobs[job.id] = job
+            self.lock.notify_all()
+            return job
+
     def get(self, job_id: int) -> Job | None:
-        return self.jobs.get(job_id)
+        with self.lock:
+            return self.jobs.get(job_id)
 
     def list(self) -> list[Job]:
-        return sorted(self.jobs.values(), key=lambda j: -j.id)
+        with self.lock:
+            return sorted(self.jobs.values(), key=lambda j: -j.id)
 
     def for_run(self, run_id: str) -> Job | None:
-        return next((j for j in self.jobs.values() if j.run_id == run_id and j.state in ("starting", "running")), None)
+        with self.lock:
+            return next((j for j in self.jobs.values() if j.run_id == run_id and j.state in ("starting", "running")), None)
 
     def stop(self, job: Job) -> None:
         """A queued job is cancelled; a running one gets SIGINT (Ctrl-C)."""
@@ -74,6 +91,12 @@ class JobQueue:
             if job.state == "queued":
                 job.state = "cancelled"
                 return
+            ready = job.ready
+        if ready:  # else the worker's "ready" line sends it (a SIGINT before would be a traceback)
+            self._interrupt(job)
+
+    @staticmethod
+    def _interrupt(job: Job) -> None:
         if job.process is not None and job.process.poll() is None:
             job.process.send_signal(signal.SIGINT)
 
@@ -114,7 +137,8 @@ class JobQueue:
                 return
         order = {"recipe": job.recipe, "resume": job.resume, "settings": self.settings.model_dump(mode="json")}
         job.process = subprocess.Popen([sys.executable, "-m", "trainlab.web.worker"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       env=training_child_environment(self.workers))
         job.process.stdin.write(json.dumps(order))
         job.process.stdin.close()
         for line in job.process.stdout:  # one JSON object a line: {"run": id}, then how it ended
@@ -122,7 +146,13 @@ class JobQueue:
                 msg = json.loads(line)
             except ValueError:
                 continue
-            if "run" in msg:
+            if msg.get("ready"):
+                with self.lock:
+                    job.ready = True
+                    stop = job.stop_requested
+                if stop:
+                    self._interrupt(job)
+            elif "run" in msg:
                 job.state, job.run_id = "running", msg["run"]
             elif "end" in msg:
                 job.state = msg["end"] if msg["end"] in JOB_STATES else "failed"

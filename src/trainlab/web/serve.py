@@ -15,8 +15,9 @@ from trainlab.runs import load_run
 from trainlab.settings import Settings, export_to_environment, load_settings
 from trainlab.version import __version__
 from trainlab.web import api_predict
-from trainlab.web.app import check_port, install_errors, install_token, is_loopback
+from trainlab.web.app import check_port, install_errors, install_guard, install_token, is_loopback
 from trainlab.web.deps import ServedModel, model_info
+from trainlab.web.finite_json import FiniteJSONResponse
 
 
 def load_predictor(settings: Settings):
@@ -40,10 +41,12 @@ def load_predictor(settings: Settings):
 
 def create_serve_app(settings: Settings, token: str | None = None) -> FastAPI:
     predictor, info = load_predictor(settings)
-    app = FastAPI(title=f"trainlab serve {info['run_id']}", version=__version__)
+    app = FastAPI(title=f"trainlab serve {info['run_id']}", version=__version__, default_response_class=FiniteJSONResponse)
     app.state.settings, app.state.models = settings, ServedModel(predictor, info)
     install_errors(app)
-    install_token(app, token)
+    install_token(app, token, printed_link=False)
+    # predict changes nothing, so API clients need no extra header; Host and Origin are still checked
+    install_guard(app, settings.serve_host or "127.0.0.1", settings.allowed_host_names, token, need_client_header=False)
     app.include_router(api_predict.router)
 
     @app.get("/healthz")
@@ -64,7 +67,7 @@ def serve_run(settings: Settings, host: str = "127.0.0.1", port: int = 8000, wor
     import uvicorn
     check_port(host, port)
     token = settings.token or (None if is_loopback(host) else secrets.token_urlsafe(24))
-    settings = settings.with_(token=token)
+    settings = settings.with_(token=token, serve_host=host)
     if workers == 1:
         app = create_serve_app(settings, token)  # a bad run fails here, before listening
         if on_ready is not None:

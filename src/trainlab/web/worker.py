@@ -30,6 +30,7 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    say(ready=True)  # the server sends a Stop as SIGINT only from now on: before, it would be a KeyboardInterrupt
     try:
         order = json.loads(sys.stdin.read())
         from trainlab.recipes import validate
@@ -38,6 +39,9 @@ def main() -> int:
         from trainlab.training import train
         tune_process()
         recipe = validate(order["recipe"]) if order.get("recipe") is not None else None
+        if stop.is_set():  # stopped while starting: nothing to train or record
+            say(end="cancelled")
+            return 0
         run = train(recipe, settings=Settings(**order["settings"]), progress="none", stop=stop,
                     resume=order.get("resume"), callbacks=[Announce()])
         say(end="completed", run_id=run.run_id)

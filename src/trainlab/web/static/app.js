@@ -27,6 +27,8 @@ function toast(msg) {
 }
 
 async function api(path, opts = {}) {
+  // every request says it comes from this page: the server refuses changes without it (guard.py)
+  opts.headers = Object.assign({"X-Trainlab": "1"}, opts.headers || {});
   const res = await fetch("/api/v1" + path, opts);
   const ct = res.headers.get("content-type") || "";
   const body = ct.includes("json") ? await res.json() : await res.text();

@@ -1,0 +1,188 @@
+"""CPU threads on a machine that is never idle: how many this process may really use, how many of
+those other programs keep busy, and how a run's thread count follows them.
+
+Measured on this 2-core machine (bench/under_load.py; README "Speed on a busy machine"): torch's
+OpenMP threads meet at a barrier after every parallel operation. With libgomp's default policy a
+thread that arrives first spins there; when a sibling is descheduled because another program holds
+its core, the spinner burns the time the sibling needs and each barrier costs a scheduler time
+slice: `mnist-mlp` on 2 threads trained in 30 s beside one busy process against 4-6 s idle. The
+passive policy (`OMP_WAIT_POLICY=PASSIVE`: sleep at once) held it at 8.7 s but cost 22-58% when
+idle (a futex wake per operation), and one thread took 6.1 s beside the busy process. So the
+fix is the thread count, not the wait policy:
+
+- `plan_threads()` picks a run's count at its start: the CPUs this process may use (affinity and
+  the cgroup's CPU quota), shared between trainlab's own concurrent processes (tune --jobs,
+  dashboard jobs, DDP ranks: the launcher writes TRAINLAB_CPU_SHARE for its children), less the
+  CPUs other programs kept busy since the run began (at least 0.1 s of /proc/stat).
+- `CpuWatch` (callbacks.py) looks again every few seconds while training and moves the count down
+  when other programs take CPUs, back up when they leave. Each change is recorded (run.json `cpu`,
+  the checkpoint), so a resume continues on the count the run had; TRAINLAB_THREADS=N pins the
+  count and turns the watch off, and then the same seed gives bit-identical weights whatever the
+  load (the thread count changes the arithmetic's order; the wait policy only timing).
+- Training processes keep libgomp's spinning default (fastest idle); the servers (dashboard,
+  `trainlab serve`), whose torch work comes in bursts beside training jobs, sleep at once:
+  `prepare_process("server")` sets OMP_WAIT_POLICY=PASSIVE before torch loads, unless you set a
+  wait policy yourself.
+
+Only this module and settings.py touch the environment: this one writes OpenMP's variables, which
+must be in place before torch is imported, before any Settings object can exist.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+SERVER_POLICY = "PASSIVE"
+SHARE_VARIABLE = "TRAINLAB_CPU_SHARE"  # set for its children by a trainlab launcher: how many of them run at once
+SERVER_COMMANDS = {"dashboard", "serve"}
+
+
+def prepare_process(role: str = "train", share: int | None = None) -> str:
+    """Call before torch is imported. A "server" process gets OMP_WAIT_POLICY=PASSIVE (unless a
+    wait policy is set already, or torch is loaded and it is too late); `share` is how many
+    trainlab processes like this one run at once (written for the children this one starts).
+    Returns the wait policy in force."""
+    if share is not None:
+        os.environ[SHARE_VARIABLE] = str(max(1, share))
+    chosen = any(os.environ.get(v) for v in WAIT_VARIABLES)
+    if role == "server" and not chosen and "torch" not in sys.modules:
+        os.environ["OMP_WAIT_POLICY"] = SERVER_POLICY
+        _set_here.add("OMP_WAIT_POLICY")
+    return wait_policy()
+
+
+_set_here: set[str] = set()
+
+
+def training_child_environment(share: int) -> dict[str, str]:
+    """The environment for a training process this one starts (a dashboard job): its CPU share,
+    and without the wait policy this process set for itself as a server."""
+    env = {k: v for k, v in os.environ.items() if k not in _set_here}
+    env[SHARE_VARIABLE] = str(max(1, share))
+    return env
+
+
+def role_of(argv: list[str]) -> str:
+    """The role of a `trainlab ...` command line: "server" for the long-running servers."""
+    return "server" if len(argv) > 1 and argv[1] in SERVER_COMMANDS else "train"
+
+
+def wait_policy() -> str:
+    """The OpenMP wait policy of this process as run.json records it: 'spin (default)' or the
+    variables that set another."""
+    given = {v: os.environ[v] for v in WAIT_VARIABLES if os.environ.get(v)}
+    return ", ".join(f"{k}={v}" for k, v in given.items()) or "spin (default)"
+
+
+# ---------------------------------------------------------------------------------------------
+# What this process may use, and what others use now
+# ---------------------------------------------------------------------------------------------
+
+def affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
+def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time the cgroup may use (cgroup v2 cpu.max, v1 cfs quota), None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def allowed_cpus() -> int:
+    """The CPUs this process may really run on: its affinity mask, within its cgroup's quota."""
+    n = len(affinity()) or 1
+    quota = cgroup_quota()
+    return max(1, min(n, math.floor(quota + 0.25))) if quota else n
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float  # time.monotonic()
+    busy: float  # seconds of CPU time, all processes, on this process's CPUs
+    own: float  # seconds of CPU time of this process
+
+
+def cpu_sample(cpus: set[int] | None = None) -> CpuSample | None:
+    """/proc/stat's busy time on our CPUs and our own CPU time; None where there is no /proc."""
+    cpus = affinity() if cpus is None else cpus
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            values = [int(f) for f in fields[:8]]
+            busy += sum(values) - values[3] - values[4]  # all but idle and iowait
+    t = os.times()
+    return CpuSample(time.monotonic(), busy / tick, t.user + t.system)
+
+
+def busy_elsewhere(since: CpuSample | None = None, min_window: float = 0.1) -> float:
+    """CPUs' worth of work other processes did on our CPUs since `since` (or over `min_window`
+    seconds from now): 0.0 on an idle machine, ~1.0 beside one busy program."""
+    first = since
+    if first is None or time.monotonic() - first.at < min_window:
+        first = first if first is not None else cpu_sample()
+        if first is None:
+            return 0.0
+        time.sleep(max(0.0, min_window - (time.monotonic() - first.at)))
+    last = cpu_sample()
+    if last is None or last.at <= first.at:
+        return 0.0
+    others = (last.busy - first.busy) - (last.own - first.own)
+    return max(0.0, others / (last.at - first.at))
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    threads: int
+    allowed: int
+    busy: float
+    share: int
+    reason: str
+
+
+def plan_threads(share: int | None = None, busy: float | None = None) -> ThreadPlan:
+    """The thread count for a run starting now: this process's CPUs (affinity, cgroup quota), shared
+    between the `share` trainlab processes that run at once (tune --jobs, dashboard jobs, DDP
+    ranks; default: what the launcher wrote into TRAINLAB_CPU_SHARE), less the CPUs other
+    programs kept busy since this process started (at least 0.1 s)."""
+    allowed = allowed_cpus()
+    if share is None:
+        try:
+            share = max(1, int(os.environ.get(SHARE_VARIABLE, "1")))
+        except ValueError:
+            share = 1
+    busy = busy_elsewhere() if busy is None else busy
+    mine = max(1, allowed // share)
+    # trainlab's siblings are among the "others"; only load beyond theirs takes from this share
+    others = max(0.0, busy - (share - 1) * mine)
+    free = max(1, min(mine, allowed - math.floor(others + 0.5)))
+    if free < mine:
+        reason = f"{others:.1f} of {allowed} CPUs busy with other programs"
+    elif share > 1:
+        reason = f"{allowed} CPUs shared by {share} trainlab processes"
+    else:
+        reason = f"{allowed} CPUs free"
+    return ThreadPlan(free, allowed, round(busy, 2), share, reason)
