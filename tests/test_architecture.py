@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "trainlab"
 
 # lowest first
 LAYERS: dict[str, list[str]] = {
-    "base": ["version", "errors", "fileio", "settings", "runtime"],
+    "base": ["version", "errors", "fileio", "settings", "cpus", "runtime"],
     "core": ["recipes", "images", "preprocess", "readers", "trees", "data", "augment", "models", "optim", "history", "metrics",
              "plots", "space", "handwriting"],
     "engine": ["state", "inference", "callbacks", "progress", "fused", "checkpoint", "distributed", "loop"],
@@ -21,7 +21,7 @@ LAYERS: dict[str, list[str]] = {
     "applications": ["training", "evaluate", "predict", "pictures", "lrfind", "tune", "export"],
     "interfaces": ["cli", "__main__", "__init__", "web"],
 }
-ENV_READERS = {"settings"}
+ENV_READERS = {"settings", "cpus"}  # cpus writes OpenMP's variables before torch loads, before any Settings exists
 
 
 def layer_of(module: str) -> int:

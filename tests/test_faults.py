@@ -134,7 +134,7 @@ def test_reading_commands_work_on_a_read_only_runs_folder_and_missing_folders_sh
     assert json.loads(cli("runs", "--json", "--runs-dir", runs).stdout) == []
 
 
-@pytest.mark.parametrize("delay", [0.05, 1.0])
+@pytest.mark.parametrize("delay", [0.05, 0.6, 1.5, 3.0])
 def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, data_dir, delay):
     proc = subprocess.Popen([sys.executable, "-m", "trainlab", "train", "mnist-mlp", "--runs-dir", str(tmp_path / "runs"),
                              "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -145,3 +145,91 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path, data_dir, delay):
     assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in out + err, (proc.returncode, err)
     # before training: one line; once training runs (a fast machine): checkpointed, with the resume command
     assert [x for x in err.splitlines() if x.strip()] == ["interrupted"] or "Resume with" in out, (out, err)
+    # never swallowed (a run trained to its end), never a folder holding only its lock
+    assert "test_acc" not in out, out
+    runs = tmp_path / "runs"
+    for folder in (runs.iterdir() if runs.is_dir() else []):
+        if folder.is_dir():
+            assert (folder / "run.json").is_file(), sorted(p.name for p in folder.iterdir())
+
+
+def test_a_full_disk_at_an_epoch_end_marks_failed_and_never_says_saved(tmpfs, tmp_path, data_dir):
+    # 400 KiB: the record and history fit, the first checkpoint (Adam state of 200k weights) does not
+    p = cli("train", "mnist-mlp", "--set", "model.layers.0.units=256", "--epochs", "2", "--set", "data.limit_train=2000",
+            "--set", "data.limit_test=200", "--runs-dir", tmpfs, "--db", f"sqlite:///{tmp_path / 'index.db'}",
+            "--data-dir", data_dir)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "saved" not in p.stdout, (p.stdout, p.stderr)
+    (run_dir,) = [d for d in tmpfs.iterdir() if d.is_dir()]
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "failed" and "no space left" in rec["error"]
+    rows = json.loads(cli("runs", "--json", "--runs-dir", tmpfs, "--db", f"sqlite:///{tmp_path / 'index.db'}").stdout)
+    assert [r["status"] for r in rows] == ["failed"]
+
+
+def test_a_full_disk_where_not_even_the_record_fits_is_still_failed(tmp_path, data_dir, monkeypatch):
+    """In process: every new file fails (ENOSPC), so the final record is written over the old one."""
+    import errno
+
+    import trainlab
+    import trainlab.fileio as fileio
+    from conftest import MNIST_TINY
+    from trainlab.recipes import validate
+    from trainlab.settings import load_settings
+    settings = load_settings(runs_dir=tmp_path / "runs", data_dir=data_dir, offline=True)
+    real = fileio.tempfile.mkstemp
+    state = {"full": False}
+
+    def mkstemp(*a, **kw):
+        if state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **kw)
+
+    class Fill(trainlab.Callback):
+        def on_train_end(self, st):
+            state["full"] = True
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp)
+    with pytest.raises(trainlab.TrainlabError, match="no space left"):
+        trainlab.train(validate(MNIST_TINY), settings=settings, progress="none", callbacks=[Fill()])
+    (run_dir,) = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "failed" and "no space left" in rec["error"]
+
+
+def test_runs_json_says_what_the_table_says(tmp_path, data_dir):
+    runs = tmp_path / "runs"
+    proc = start(runs, data_dir, SLOW)
+    run_dir = wait_for_checkpoint(runs, proc)
+    while status(runs, run_dir) != "running":
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (row,) = json.loads(cli("runs", "--json", "--runs-dir", runs).stdout)
+    assert row["status"] == "stale" == row["live_status"] and row["recorded_status"] == "running"
+    assert "stale" in cli("runs", "--runs-dir", runs).stdout
+
+
+def test_summary_of_a_huge_layer_and_bad_exports_are_one_line(tmp_path, data_dir):
+    p = cli("summary", "mnist-mlp", "--set", "model.layers.0.units=1000000000", "--data-dir", data_dir)
+    assert p.returncode == 0 and "784,000,000,000" in p.stdout.replace("785,000,000,000", "784,000,000,000") or \
+        "Total params" in p.stdout, p.stderr
+    assert "Traceback" not in p.stderr
+    runs = tmp_path / "runs"
+    proc = start(runs, data_dir, SLOW)
+    run_dir = wait_for_checkpoint(runs, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    p = cli("export", run_dir.name, "--runs-dir", runs, "--data-dir", data_dir)
+    assert p.returncode == 2 and "is interrupted, not completed" in p.stderr and "--resume" in p.stderr, p.stderr
+    done = cli("train", "mnist-mlp", "--epochs", "1", "--set", "data.limit_train=500", "--set", "data.limit_test=100",
+               "--quiet", "--json", "--runs-dir", runs, "--data-dir", data_dir)
+    run_id = json.loads(done.stdout.splitlines()[-1])["run_id"]
+    if os.geteuid() != 0:  # root writes anywhere: a read-only folder only stops others
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        p = cli("export", run_id, "--out", ro / "m.onnx", "--runs-dir", runs, "--data-dir", data_dir)
+        assert p.returncode == 2 and "cannot write here" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = cli("export", run_id, "--out", "/proc/m.onnx", "--runs-dir", runs, "--data-dir", data_dir)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.startswith("error: "), p.stderr
+    ok = cli("export", run_id, "--runs-dir", runs, "--data-dir", data_dir)
+    assert ok.returncode == 0 and oct((runs / run_id / "model.onnx").stat().st_mode & 0o777) != "0o600"

@@ -294,14 +294,18 @@ def test_small_dense_stacks_train_on_one_thread_unless_told(monkeypatch):
     from trainlab.training import pick_threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("TRAINLAB_THREADS", raising=False)
+    monkeypatch.setattr("trainlab.training.busy_elsewhere", lambda since: 0.0)  # an idle machine
+    from trainlab.cpus import allowed_cpus
     walk = _state("walk-5-relu")  # 50 x 784 x 30: one thread
-    assert pick_threads(walk, load_settings()) == 1
-    assert pick_threads(_state("mnist-mlp"), load_settings()) is None  # 100 x 784 x 64: torch's count
-    assert pick_threads(_state("walk-5-relu", {"batch_size": 200}), load_settings()) is None
-    assert pick_threads(_state("mnist-tfjs-cnn", {"data.validation": "test"}), load_settings()) is None  # not fused
-    assert pick_threads(walk, load_settings(threads=3)) == 3
+    assert pick_threads(walk, load_settings()) == (1, {"wait_policy": "spin (default)", "allowed": allowed_cpus(),
+                                                        "reason": "small dense stack"})
+    for state in (_state("mnist-mlp"), _state("walk-5-relu", {"batch_size": 200}),  # 100 x 784 x 64, 200 x 784 x 30
+                  _state("mnist-tfjs-cnn", {"data.validation": "test"})):  # not fused
+        threads, info = pick_threads(state, load_settings())
+        assert threads == allowed_cpus() and info["adaptive"] and info["reason"] == f"{allowed_cpus()} CPUs free"
+    assert pick_threads(walk, load_settings(threads=3))[0] == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert pick_threads(walk, load_settings()) is None  # the user chose
+    assert pick_threads(walk, load_settings())[0] is None  # the user chose
 
 
 def test_train_uses_the_picked_threads_records_them_and_gives_the_count_back(data_dir, tmp_path, monkeypatch):

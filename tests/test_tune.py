@@ -310,6 +310,70 @@ def test_a_worker_killed_mid_trial_leaves_a_usable_study(tree_study):
                                      capture_output=True, text=True, cwd=w["root"]).stdout
 
 
+def _live_trials(runs: Path, n: int, deadline: float) -> list[dict]:
+    while time.monotonic() < deadline:
+        live = [json.loads(r.read_text()) for r in runs.glob("*/run.json")]
+        live = [d for d in live if d["status"] == "running" and d.get("process")]
+        if len(live) >= n:
+            return live
+        time.sleep(0.05)
+    raise AssertionError("no live trials appeared")
+
+
+def _gone(pid: int, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie whose parent is gone is reaped by init; one of ours shows as Z
+            if open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_kill_9_of_tune_ends_its_workers_too(tree_study):
+    w = tree_study
+    p = _tune(w, w["recipe"](800), "--space", w["space"], "--trials", 4, "--jobs", 2, "--study", "orphans",
+              "--pruner", "none", "--no-plots")
+    live = _live_trials(w["root"] / "runs", 2, time.monotonic() + 120)
+    p.kill()
+    p.wait()
+    for d in live:  # each worker noticed its parent's death and stopped its trial, checkpointed
+        assert _gone(d["process"]["pid"]), f"worker {d['process']['pid']} still training after its parent was killed"
+    for d in live:
+        rec = json.loads((w["root"] / "runs" / d["run_id"] / "run.json").read_text())
+        assert rec["status"] == "interrupted", rec["status"]
+
+
+def test_sigint_to_the_tune_process_alone_stops_the_study(tree_study):
+    w = tree_study
+    p = _tune(w, w["recipe"](800), "--space", w["space"], "--trials", 20, "--jobs", 2, "--study", "polite",
+              "--pruner", "none", "--no-plots")
+    live = _live_trials(w["root"] / "runs", 2, time.monotonic() + 120)
+    p.send_signal(signal.SIGINT)  # kill -INT PID: not the group
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in out + err, (p.returncode, err)
+    assert "interrupted; the study keeps its finished trials" in err
+    assert all(_gone(d["process"]["pid"], 5) for d in live)
+    rep = _show(w, "polite")
+    assert len(rep["trials"]) < 20 and "running" not in {t["state"] for t in rep["trials"]}
+
+
+def test_ctrl_c_of_the_group_is_quiet_and_130(tree_study):
+    w = tree_study
+    p = _tune(w, w["recipe"](800), "--space", w["space"], "--trials", 20, "--jobs", 2, "--study", "group",
+              "--pruner", "none", "--no-plots", start_new_session=True)
+    _live_trials(w["root"] / "runs", 2, time.monotonic() + 120)
+    os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in out + err and "optuna" not in err.lower(), (p.returncode, err)
+
+
 def test_tune_cli_refuses_bad_input(tree_study):
     w = tree_study
     cases = [

@@ -223,6 +223,18 @@ def test_jobs_train_stop_and_resume_in_worker_processes(served):
     wait_for(lambda: client.get(f"/api/v1/jobs/{jobs[0]['id']}").json()["state"] in ("interrupted", "cancelled", "completed"))
 
 
+@pytest.mark.parametrize("after", [0.0, 0.3, 1.0])
+def test_a_job_stopped_while_it_starts_is_cancelled_or_interrupted_never_failed(served, after):
+    client = served[0]
+    recipe = dict(MNIST_TINY, name="quick-stop", epochs=40)
+    job = client.post("/api/v1/train", json={"recipe_yaml": json.dumps(recipe)}).json()["job"]
+    time.sleep(after)
+    client.post(f"/api/v1/jobs/{job['id']}/stop")
+    end = wait_for(lambda: (j := client.get(f"/api/v1/jobs/{job['id']}").json())["state"] not in
+                   ("queued", "starting", "running") and j)
+    assert end["state"] in ("cancelled", "interrupted") and end["error"] is None, end
+
+
 def test_stop_reaches_a_run_training_in_a_terminal(served, tmp_path):
     client, _, _, settings = served
     path = tmp_path / "long.yaml"

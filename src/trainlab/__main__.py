@@ -4,21 +4,24 @@ guard (after the CPU policy, which must come before torch: cpus.py), so a Ctrl-C
 import signal
 import sys
 
+_seen: list[int] = []
+
+
+def _startup_interrupt(signum, frame):
+    _seen.append(signum)
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _startup_interrupt)  # first of all: a Ctrl-C from here on is one line, not a traceback
+
 
 def run() -> None:
-    from trainlab.cpus import prepare_process, role_of
-    prepare_process(role_of(sys.argv))  # the servers' OpenMP wait policy, before torch loads
-    seen = []
-
-    def startup_interrupt(signum, frame):
-        seen.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, startup_interrupt)
     try:
+        from trainlab.cpus import prepare_process, role_of
+        prepare_process(role_of(sys.argv))  # the servers' OpenMP wait policy, before torch loads
         from trainlab.cli import main
     except BaseException:  # a Ctrl-C inside an extension's import can surface as ImportError
-        if seen or sys.exc_info()[0] is KeyboardInterrupt:
+        if _seen or sys.exc_info()[0] is KeyboardInterrupt:
             sys.stderr.write("interrupted\n")
             sys.exit(130)
         raise

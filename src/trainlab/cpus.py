@@ -139,19 +139,26 @@ def cpu_sample(cpus: set[int] | None = None) -> CpuSample | None:
 
 
 def busy_elsewhere(since: CpuSample | None = None, min_window: float = 0.1) -> float:
-    """CPUs' worth of work other processes did on our CPUs since `since` (or over `min_window`
-    seconds from now): 0.0 on an idle machine, ~1.0 beside one busy program."""
-    first = since
-    if first is None or time.monotonic() - first.at < min_window:
-        first = first if first is not None else cpu_sample()
-        if first is None:
-            return 0.0
-        time.sleep(max(0.0, min_window - (time.monotonic() - first.at)))
+    """CPUs' worth of work other processes did on our CPUs since `since`: 0.0 on an idle machine,
+    ~1.0 beside one busy program. A window shorter than `min_window` (a tiny dataset loads in
+    milliseconds, and /proc/stat counts in 10 ms ticks) is not waited out: the kernel's count of
+    runnable threads right now, less this one, stands in."""
     last = cpu_sample()
-    if last is None or last.at <= first.at:
-        return 0.0
-    others = (last.busy - first.busy) - (last.own - first.own)
-    return max(0.0, others / (last.at - first.at))
+    if since is None or last is None or last.at - since.at < min_window:
+        return runnable_elsewhere()
+    others = (last.busy - since.busy) - (last.own - since.own)
+    return max(0.0, others / (last.at - since.at))
+
+
+def runnable_elsewhere() -> float:
+    """Threads ready to run on the machine now (/proc/stat procs_running) other than the caller's."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("procs_running"):
+                return max(0.0, float(line.split()[1]) - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,7 @@ def plan_threads(share: int | None = None, busy: float | None = None) -> ThreadP
     mine = max(1, allowed // share)
     # trainlab's siblings are among the "others"; only load beyond theirs takes from this share
     others = max(0.0, busy - (share - 1) * mine)
-    free = max(1, min(mine, allowed - math.floor(others + 0.5)))
+    free = max(1, min(mine, (allowed - math.floor(others + 0.5)) // share))
     if free < mine:
         reason = f"{others:.1f} of {allowed} CPUs busy with other programs"
     elif share > 1:

@@ -158,15 +158,13 @@ def train(recipe: str | Path | Recipe = "mnist-mlp", *, model: nn.Module | None 
             writer = RunWriter.create(r, settings, store, custom_model=None if model is None else type(model).__name__, study=study)
         try:  # until training begins, a failure or Ctrl-C leaves no folder behind (only its lock so far)
             cbs = standard_callbacks(state, progress_callback(progress if main else "none", live_plot), callbacks, writer, checkpoint_every)
-            if group is not None:
-                state.group, state.ddp = group, wrap_ddp(state.model, state.device)
+            state.group, state.ddp = (group, wrap_ddp(state.model, state.device)) if group is not None else (None, None)
             if resume is not None:
                 resume_state(state, cbs, writer, writer.checkpoint_path if writer else resolve_run_dir(resume, settings) / CHECKPOINT)
             state.stop, state.run_dir = stop, writer and writer.run_dir
             state.run_id = group.broadcast(writer and writer.run_id) if group is not None else writer and writer.run_id
         except BaseException:
-            if writer is not None and store is not None:
-                writer.abandon()
+            writer.abandon() if store is not None else None  # a new run's writer: nothing recorded yet
             raise
         try:
             t1 = time.perf_counter()

@@ -40,6 +40,8 @@ async function api(path, opts = {}) {
 }
 const post = (path, data) => api(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(data || {})});
 
+// set an element's text if it is still on the page (an answer can come after the user moved on)
+function setText(sel, text) { const el = $(sel); if (el) el.textContent = text; }
 function every(ms, fn) { fn(); const id = setInterval(fn, ms); cleanup.push(() => clearInterval(id)); }
 
 // ------------------------------------------------------------------ charts
@@ -165,14 +167,16 @@ function runPage(id) {
   es.addEventListener("end", () => { es.close(); redraw(); loadDetails().catch(() => {}); });
   cleanup.push(() => es.close());
   $("#stop-btn").onclick = async () => {
-    try { await post(`/runs/${encodeURIComponent(id)}/stop`); $("#progress-text").textContent = "Stopping after this step…"; }
+    try { await post(`/runs/${encodeURIComponent(id)}/stop`); setText("#progress-text", "Stopping after this step…"); }
     catch (e) { toast(e.message); }
   };
   $("#resume-btn").onclick = async () => {
-    try { await post(`/runs/${encodeURIComponent(id)}/resume`); $("#progress-text").textContent = "Resuming…"; setTimeout(() => route(), 3000); }
-    catch (e) { toast(e.message); }
+    try {
+      await post(`/runs/${encodeURIComponent(id)}/resume`); setText("#progress-text", "Resuming…");
+      setTimeout(() => { if (location.hash === `#/run/${id}`) route(); }, 3000);  // unless the user has moved on
+    } catch (e) { toast(e.message); }
   };
-  loadDetails().catch(e => { $("#progress-text").textContent = e.message; });
+  loadDetails().catch(e => { setText("#progress-text", e.message); });
 }
 
 // ------------------------------------------------------------------ Compare
@@ -393,8 +397,8 @@ async function trainPage() {
     for (let i = 0; i < 600; i++) {
       const j = await api(`/jobs/${jobId}`);
       if (j.run_id) { location.hash = "#/run/" + j.run_id; return; }
-      if (["failed", "cancelled"].includes(j.state)) { $("#train-error").textContent = j.error || j.state; return; }
-      $("#start-info").textContent = `job ${j.id} ${j.state}…`;
+      if (["failed", "cancelled"].includes(j.state)) { setText("#train-error", j.error || j.state); return; }
+      setText("#start-info", `job ${j.id} ${j.state}…`);
       await new Promise(r => setTimeout(r, 500));
       if (!location.hash.startsWith("#/train")) return;
     }
