@@ -56,7 +56,8 @@ async def predict_many(client: httpx.AsyncClient, files: list[bytes], labels, n:
     for i in range(n):
         t0 = time.perf_counter()
         try:
-            r = await client.post("/api/v1/predict?top_k=3", files={"file": ("d.png", files[i % len(files)])}, timeout=30)
+            r = await client.post("/api/v1/predict?top_k=3", files={"file": ("d.png", files[i % len(files)])}, timeout=30,
+                                  headers={"X-Trainlab": "1"})  # as the page sends it (guard.py)
             ok = r.status_code == 200 and len(r.json()["results"]) == 1
             if ok:
                 stats["correct"] += int(r.json()["results"][0]["label"] == labels[i % len(files)])
@@ -109,7 +110,7 @@ def main() -> None:
         while not (run_id := httpx.get(f"{url}/api/v1/jobs/{job['id']}").json()["run_id"]):
             time.sleep(0.5)
         stats = asyncio.run(soak(url, run_id, server.pid, a))
-        httpx.post(f"{url}/api/v1/jobs/{job['id']}/stop")
+        httpx.post(f"{url}/api/v1/jobs/{job['id']}/stop", headers={"X-Trainlab": "1"})
     finally:
         server.terminate()
         server.wait(60)

@@ -286,6 +286,41 @@ def test_tree_resizes_to_a_common_size(tmp_path):
     assert ds.x_train.shape[1:] == (8, 8, 3)
 
 
+def test_tree_size_is_the_median_scaled_down_never_the_first_giant(tmp_path):
+    from PIL import Image
+    root = tmp_path / "photos"
+    sizes = [(40, 30), (1200, 900), (640, 480), (800, 600), (1024, 768)]
+    for c, cls in enumerate(("cats", "dogs", "owls")):
+        (root / cls).mkdir(parents=True)
+        Image.new("RGB", (3000, 3000), (c * 90, 0, 0)).save(root / cls / "a-first.jpg", quality=30)  # sorts first
+        for i in range(8):
+            Image.new("RGB", sizes[i % len(sizes)], (c * 90, 50, 50)).save(root / cls / f"b{i}.jpg")
+    ds = load_image_tree(root, cache_dir=tmp_path / "cache")
+    assert ds.x_train.shape[1:] == (48, 64, 3)  # the median 800x600, at most 64 px a side
+    (note,) = [n for n in ds.notes if "training at" in n]
+    assert "64x48" in note and "3000x3000" in note and "data.image_size" in note
+    chosen = load_image_tree(root, size=(20, 30), cache_dir=tmp_path / "cache")  # data.image_size
+    assert chosen.x_train.shape[1:] == (20, 30, 3)
+    same = write_tree(tmp_path / "same", per_class=2, splits=("train",), size=(8, 8))
+    assert not [n for n in load_image_tree(same, test_fraction=0.5).notes if "training at" in n]  # one size: nothing to say
+
+
+def test_a_decompression_bomb_first_in_a_tree_is_refused_from_its_header(tmp_path):
+    from PIL import Image
+    root = write_tree(tmp_path / "t", per_class=3, splits=("train",))
+    Image.new("1", (10_000, 8_000)).save(root / "train" / "cat" / "0-bomb.png")  # 80 MP, a few KB on disk
+    with pytest.raises(DataError, match="0-bomb.png.*over the .*-pixel limit"):
+        load_image_tree(root, test_fraction=0.5, cache_dir=tmp_path / "cache")
+
+
+def test_a_tree_too_big_to_decode_is_refused_before_decoding(tmp_path, monkeypatch):
+    import trainlab.trees as trees
+    root = write_tree(tmp_path / "t", per_class=3, splits=("train",))
+    monkeypatch.setattr(trees, "MAX_DECODED_FRACTION", 1e-9)
+    with pytest.raises(DataError, match="data.image_size"):
+        load_image_tree(root, test_fraction=0.5)
+
+
 def test_empty_class_folder(tmp_path):
     root = write_tree(tmp_path / "tree", per_class=2)
     (root / "train" / "fox").mkdir()

@@ -218,6 +218,9 @@ class RunWriter(Callback):
         self.next_beat = time.monotonic() + HEARTBEAT_SECONDS
 
     def on_epoch_end(self, state, epoch, logs):
+        if not self.run_dir.is_dir():  # deleted while training: stop, rather than re-create a partial folder
+            raise TrainlabError(f"the run folder {self.run_dir} was removed while the run was writing to it; "
+                                f"the run is lost (train it again)")
         atomic_write(self.run_dir / "history.csv", history_csv(state.history))
         if self.store:
             self.store.record_epochs(self.run_id, state.history, self.recipe.monitor)
