@@ -41,6 +41,7 @@ WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 SERVER_POLICY = "PASSIVE"
 SHARE_VARIABLE = "TRAINLAB_CPU_SHARE"  # set for its children by a trainlab launcher: how many of them run at once
 SERVER_COMMANDS = {"dashboard", "serve"}
+_set_here: set[str] = set()  # the wait-policy variables this process set for itself (not passed to training children)
 
 
 def prepare_process(role: str = "train", share: int | None = None) -> str:
@@ -55,9 +56,6 @@ def prepare_process(role: str = "train", share: int | None = None) -> str:
         os.environ["OMP_WAIT_POLICY"] = SERVER_POLICY
         _set_here.add("OMP_WAIT_POLICY")
     return wait_policy()
-
-
-_set_here: set[str] = set()
 
 
 def training_child_environment(share: int) -> dict[str, str]:
