@@ -96,7 +96,7 @@ def export_data(recipe, out: Path) -> tuple[Path, tuple[int, ...], int]:
     """The recipe's dataset as uint8 NHWC arrays in an .npz (limits applied), its model input shape."""
     import numpy as np
 
-    from trainlab.data import load_dataset
+    from trainlab.data.registry import load_dataset
     d = recipe.data
     ds = load_dataset(d.name, source=d.source, test_fraction=d.test_fraction, split_seed=d.split_seed, progress=False)
     path = out / f"{Path(d.name).name}-{d.limit_train}-{d.limit_test}.npz"

@@ -27,7 +27,7 @@ import numpy as np
 
 from serving import free_port, tree_rss_mb, wait_healthy
 
-from trainlab.handwriting import drawn_digits
+from trainlab.data.handwriting import drawn_digits
 
 
 async def follow(client: httpx.AsyncClient, run_id: str, until: float, stats: dict) -> None:

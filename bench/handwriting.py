@@ -1,7 +1,7 @@
 """How well runs read digits that are not MNIST (the dashboard's Try-it page in use).
 
 Two sets, neither made from MNIST images:
-- drawn: digits traced as a mouse draws them (trainlab.handwriting: stroke templates per digit,
+- drawn: digits traced as a mouse draws them (trainlab.data.handwriting: stroke templates per digit,
   each with its own slant, size, position, shaky hand and a 10-30 px pen on a 280 px canvas),
   sent as the PNG the page's canvas sends;
 - photographed: scikit-learn's handwritten digits (UCI optdigits: 43 writers, none of them
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.handwriting import drawn_digits, photographed_digits
+from trainlab.data.handwriting import drawn_digits, photographed_digits
 from trainlab.predict import predict_bytes
-from trainlab.runs import load_run
+from trainlab.runs.run import load_run
 from trainlab.settings import load_settings
 
 

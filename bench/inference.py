@@ -71,8 +71,8 @@ def main() -> None:
         saved = json.loads(Path(args.markdown).read_text())
         print(markdown(saved["rows"], saved["machine"]))
         return
-    from trainlab.runtime import tune_process
-    tune_process()
+    from trainlab.runtime import prepare_short_process
+    prepare_short_process()
     import torch
     info = machine() + f", {torch.get_num_threads()} threads"
     rows = []

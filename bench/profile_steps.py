@@ -10,13 +10,13 @@ Sections (each in fresh processes, medians of --repeat runs, alternating the var
   channels_last, and with glibc's default malloc thresholds against trainlab's.
 - ops: the torch profiler's top operators over 20 steps of the NHWC model.
 - fused: one training step of each dense recipe (its batch size, random data), autograd with a
-  per-parameter optimizer against trainlab.fused's hand-derived step on flat buffers.
+  per-parameter optimizer against trainlab.engine.fused's hand-derived step on flat buffers.
 - cnn: the step section's NCHW/NHWC comparison for each conv recipe.
 - bnfold: evaluation of the test set (10,000 images, batch 256, the recipe's TTA) with the BN CNN's
   batch norms against the same network with them removed: the most folding BN into the
   convolutions for inference could save.
 - threads: the fused step of each dense recipe on one thread against two, with its biggest
-  matmul (batch x in x out multiply-adds; trainlab.training.SMALL_MATMUL is the cut).
+  matmul (batch x in x out multiply-adds; trainlab.training.threads.SMALL_MATMUL is the cut).
 
     python bench/profile_steps.py --only fused,cnn --repeat 5
 """
@@ -35,8 +35,8 @@ STARTUP = {
     "first torch Adam step (imports torch._dynamo)":
         "import torch, time; m=torch.nn.Linear(2,2); t=time.perf_counter(); o=torch.optim.Adam(m.parameters()); "
         "m(torch.ones(1,2)).sum().backward(); o.step(); print(time.perf_counter()-t)",
-    "first trainlab Adam step (tune_process)":
-        "import torch, time; from trainlab.runtime import tune_process; tune_process(); "
+    "first trainlab Adam step (prepare_short_process)":
+        "import torch, time; from trainlab.runtime import prepare_short_process; prepare_short_process(); "
         "from trainlab.optim import make_optimizer; from trainlab.recipes import OptimizerConfig; "
         "m=torch.nn.Linear(2,2); t=time.perf_counter(); o=make_optimizer(OptimizerConfig(), m.parameters()); "
         "m(torch.ones(1,2)).sum().backward(); o.step(); print(time.perf_counter()-t)",
@@ -79,9 +79,9 @@ print((time.perf_counter() - t) / 50)
 
 FUSED = """
 import sys, time, torch
-from trainlab.runtime import tune_process
-tune_process()
-from trainlab.fused import AutogradStep, FusedDenseStep, dense_plan, flatten_parameters
+from trainlab.runtime import prepare_short_process
+prepare_short_process()
+from trainlab.engine.fused import AutogradStep, FusedDenseStep, dense_plan, flatten_parameters
 from trainlab.models import build_model
 from trainlab.optim import make_optimizer
 from trainlab.recipes import load_recipe
@@ -111,7 +111,7 @@ import sys, time, torch
 from torch import nn
 from trainlab.inference import predict_logits
 from trainlab.models import build_model
-from trainlab.preprocess import Preprocess
+from trainlab.data.preprocess import Preprocess
 from trainlab.recipes import load_recipe
 r = load_recipe("{recipe}")
 shape = (3, 32, 32) if r.data.name == "cifar10" else (1, 28, 28)

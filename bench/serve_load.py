@@ -23,7 +23,7 @@ import numpy as np
 
 from serving import free_port, tree_rss_mb, wait_healthy
 
-from trainlab.handwriting import drawn_digits
+from trainlab.data.handwriting import drawn_digits
 
 
 async def level(url: str, clients: int, seconds: float, files: list[bytes]) -> dict:

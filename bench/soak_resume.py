@@ -78,7 +78,7 @@ def soak(seed: int, kills: int, work: Path, rng: random.Random) -> dict:
         kind = kill_once(proc, run_dir, runs, rng, last=len(events) == kills - 1)
         run_dir = next(iter(runs.glob("*/run.json"))).parent
         record = json.loads((run_dir / "run.json").read_text())
-        from trainlab.record import read_record
+        from trainlab.runs.record import read_record
         live = read_record(run_dir).live_status()  # what `trainlab runs` shows
         events.append({"kill": len(events) + 1, "kind": kind, "status_after": record["status"], "shown_as": live,
                        "epochs_done": len((run_dir / "history.csv").read_text().splitlines()) - 1

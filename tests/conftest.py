@@ -44,7 +44,7 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("TRAINLAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("TRAINLAB_OFFLINE", "1")
-    monkeypatch.setattr("trainlab.data.SYSTEM_DATASETS", tmp_path / "system-datasets")
+    monkeypatch.setattr("trainlab.data.registry.SYSTEM_DATASETS", tmp_path / "system-datasets")
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -108,7 +108,7 @@ def write_tree(root: Path, classes=("cat", "dog"), per_class=5, splits=("train",
 def synthetic_dataset(n_train: int = 240, n_test: int = 60, classes: int = 3, size: int = 8, seed: int = 0):
     """Images whose class is a brighter row at a class-specific height, under heavy noise: a tiny MLP
     reaches ~0.85 in a few epochs, and over-fits after that (validation loss rises)."""
-    from trainlab.readers import Dataset
+    from trainlab.data.readers import Dataset
     rng = np.random.default_rng(seed)
 
     def make(n):
@@ -171,6 +171,8 @@ def tiny_train(tiny_ds, tmp_path):
     def run(_changes: dict | None = None, **kw):
         kw.setdefault("progress", "none")
         kw.setdefault("runs_dir", tmp_path / "runs")
+        if "resume" in kw:
+            return trainlab.resume(kw.pop("resume"), dataset=tiny_ds, **kw)
         return trainlab.train(tiny_recipe(**(_changes or {})), dataset=tiny_ds, **kw)
 
     return run

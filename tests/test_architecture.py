@@ -1,26 +1,32 @@
-"""The layer rule: a module imports only from its own layer or lower ones, with no cycle inside a
-layer; function-level imports count. Only settings.py reads the environment, and nothing below the
-interfaces calls print(). The README's "Code map" shows the same table."""
+"""The architecture, checked: trainlab's top-level modules and packages each sit in one layer, and a
+module imports only from its own layer or lower ones (function-level imports count), with no cycle
+between modules of a layer. Inside a package, modules import each other directly, never through
+the package's own `__init__`, and a package's `__init__` only re-exports its own modules. Only
+settings.py (and cpus.py, before torch loads) read the environment; nothing below the interfaces
+prints; `load_settings()` is called only by the interfaces and by the public API's own functions
+(the names `trainlab` exports); no module does work at import beyond defining things.
+The tests at the bottom show that each rule can fail."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "trainlab"
 
-# lowest first
+# lowest first; a name is a top-level module or a package (every module inside it is in its layer)
 LAYERS: dict[str, list[str]] = {
     "base": ["version", "errors", "fileio", "settings", "cpus", "runtime"],
-    "core": ["recipes", "images", "preprocess", "readers", "trees", "data", "augment", "models", "optim", "history", "metrics",
-             "plots", "space", "handwriting"],
-    "engine": ["state", "inference", "callbacks", "progress", "fused", "checkpoint", "distributed", "loop"],
-    "records": ["record", "store", "events", "runs"],
-    "applications": ["training", "evaluate", "predict", "pictures", "lrfind", "tune", "export"],
+    "core": ["recipes", "models", "optim", "metrics", "plots", "history", "data"],
+    "engine": ["engine", "inference"],
+    "records": ["runs"],
+    "applications": ["training", "tuning", "evaluate", "predict", "pictures", "export"],
     "interfaces": ["cli", "__main__", "__init__", "web"],
 }
+DATA_FOLDERS = {"presets", "tuning.spaces"}  # YAML shipped with the package, no code
 ENV_READERS = {"settings", "cpus"}  # cpus writes OpenMP's variables before torch loads, before any Settings exists
 
 
@@ -32,59 +38,96 @@ def layer_of(module: str) -> int:
     raise KeyError(module)
 
 
-def trainlab_imports(tree: ast.AST) -> set[str]:
-    """Every trainlab module a source imports, at any depth (function bodies included)."""
+def public_functions() -> set[str]:
+    """The functions `trainlab` exports (its lazily loaded names): the edge where a notebook user
+    arrives without Settings, so they may read them."""
+    src = (PACKAGE / "__init__.py").read_text()
+    return set(re.findall(r'"(\w+)": "trainlab\.', src))
+
+
+def trainlab_imports(tree: ast.AST, package: str | None) -> set[str]:
+    """Every trainlab module a source imports, at any depth (function bodies included), as a node
+    name: `data.registry`, `cpus`; `from trainlab.data import x` is the package's `__init__`, `data`,
+    unless `x` is one of its modules."""
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out |= {a.name.removeprefix("trainlab.") for a in node.names if a.name.startswith("trainlab.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module == "trainlab":
-                out |= {f"__init__:{a.name}" for a in node.names}
+                out.add("__init__")
             elif node.module.startswith("trainlab."):
-                out.add(node.module.removeprefix("trainlab."))
-    return {_module(m) for m in out} - {"presets", "spaces"}
+                mod = node.module.removeprefix("trainlab.")
+                subs = {f"{mod}.{a.name}" for a in node.names if (PACKAGE / mod.replace(".", "/") / f"{a.name}.py").is_file()}
+                out |= subs or {mod}
+    return out - DATA_FOLDERS
 
 
-def _module(m: str) -> str:
-    """The layer-table name of an imported module: a top-level module, or web.<module> (the web
-    package's modules are separate nodes, so a cycle inside it is found)."""
-    if m.startswith("__init__:"):
-        return "__init__"
-    parts = m.split(".")
-    return ".".join(parts[:2]) if parts[0] == "web" and len(parts) > 1 else parts[0]
-
-
-def violations(sources: dict[str, str]) -> list[str]:
-    """Upward imports, cycles inside a layer, environment reads and prints, for {module: source}."""
+def violations(sources: dict[str, str], public: set[str] | None = None) -> list[str]:
+    """Every broken rule, for {node name: source}."""
+    public = public_functions() if public is None else public
     problems, edges = [], {}
+    packages = {n.rsplit(".", 1)[0] for n in sources if "." in n} | {n for n in sources if f"{n}." in " ".join(sources)}
     for name, src in sources.items():
         tree = ast.parse(src)
         try:
             own = layer_of(name)
         except KeyError:
-            problems.append(f"{name}: not assigned to a layer (add it to LAYERS and the README's code map)")
+            problems.append(f"{name}: not assigned to a layer (add it to LAYERS and to the docs' architecture page)")
             continue
         edges[name] = set()
-        for dep in sorted(trainlab_imports(tree) - {name}):
+        package = name.rsplit(".", 1)[0] if "." in name else None
+        for dep in sorted(trainlab_imports(tree, package) - {name}):
+            if dep not in sources:
+                continue  # a name the import resolves at run time (its own test would fail)
             if layer_of(dep) > own:
                 problems.append(f"{name} ({list(LAYERS)[own]}) imports {dep} ({list(LAYERS)[layer_of(dep)]}): upward")
             elif layer_of(dep) == own:
                 edges[name].add(dep)
-        problems += _side_effects(name, tree, own)
+            if package is not None and dep == package:
+                problems.append(f"{name} imports its own package's __init__ ({package}); import the module directly")
+            if name in packages and name != "__init__" and not dep.startswith(f"{name}."):
+                problems.append(f"{name}/__init__ imports {dep}: a package's __init__ re-exports only its own modules")
+        problems += _side_effects(name, tree, own, public)
     return problems + _cycles(edges)
 
 
-def _side_effects(name: str, tree: ast.AST, layer: int) -> list[str]:
+def _side_effects(name: str, tree: ast.Module, layer: int, public: set[str]) -> list[str]:
     out = []
+    interfaces = layer >= layer_of("cli")
     for node in ast.walk(tree):
         if name not in ENV_READERS and isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv") \
                 and isinstance(node.value, ast.Name) and node.value.id == "os":
             out.append(f"{name}: reads the environment (only settings.py may)")
-        if layer < layer_of("cli") and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                and node.func.id == "print":
+        if not interfaces and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
             out.append(f"{name}: calls print() below the interfaces")
+    if not interfaces and name != "settings":
+        for fn in _functions_calling(tree, "load_settings"):
+            if fn not in public:
+                out.append(f"{name}.{fn}: calls load_settings() (take a Settings from the caller; only the public API "
+                           f"and the interfaces read them)")
+    if not interfaces:  # the CLI's command registration (typer) is its definition
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+                out.append(f"{name}: does work at import (line {stmt.lineno}); do it when a function is called")
     return sorted(set(out))
+
+
+def _functions_calling(tree: ast.Module, callee: str) -> set[str]:
+    """Names of the top-level functions (and methods, as Class.method) whose body calls `callee`."""
+    found = set()
+    for node in tree.body:
+        defs = [(node.name, node)] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else \
+            [(f"{node.name}.{f.name}", f) for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))] \
+            if isinstance(node, ast.ClassDef) else []
+        for label, fn in defs:
+            if any(isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == callee for c in ast.walk(fn)):
+                found.add(label)
+    if any(isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == callee
+           for stmt in tree.body if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+           for c in ast.walk(stmt)):
+        found.add("<module>")
+    return found
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[str]:
@@ -105,31 +148,52 @@ def _cycles(edges: dict[str, set[str]]) -> list[str]:
     return out
 
 
+def node_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" and len(rel.parts) > 1 else rel.parts
+    return ".".join(parts)
+
+
 def package_sources() -> dict[str, str]:
-    sources = {p.stem: p.read_text() for p in sorted(PACKAGE.glob("*.py"))}
-    sources.update({f"web.{p.stem}": p.read_text() for p in sorted((PACKAGE / "web").glob("*.py"))})
-    return sources
+    out = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        name = node_name(p)
+        if name.split(".")[0] in DATA_FOLDERS or name in DATA_FOLDERS:
+            continue
+        out[name] = p.read_text()
+    return out
 
 
 def test_the_package_keeps_the_layer_rule():
     assert violations(package_sources()) == []
 
 
-def test_every_layer_module_exists():
+def test_every_layer_name_exists_and_every_package_entry_has_a_layer():
     missing = [m for names in LAYERS.values() for m in names
                if not (PACKAGE / f"{m}.py").is_file() and not (PACKAGE / m / "__init__.py").is_file()]
     assert missing == []
+    entries = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    placed = {m for names in LAYERS.values() for m in names} | DATA_FOLDERS
+    assert sorted(entries - placed) == []
+
+
+def test_the_public_api_is_what_the_settings_rule_allows():
+    assert {"train", "resume", "tune", "find_lr", "load_dataset", "load_run"} <= public_functions()
 
 
 @pytest.mark.parametrize("module, addition, expected", [
-    ("data", "\ndef f():\n    from trainlab.cli import app\n", "data (core) imports cli (interfaces): upward"),
-    ("metrics", "\nimport trainlab.runs\n", "metrics (core) imports runs (records): upward"),
-    ("readers", "\nfrom trainlab.data import DATASETS\n", "cycle: data -> readers -> data"),
-    ("loop", "\nimport os\nX = os.environ.get('HOME')\n", "loop: reads the environment (only settings.py may)"),
+    ("data.registry", "\ndef f():\n    from trainlab.cli import app\n", "data.registry (core) imports cli (interfaces): upward"),
+    ("metrics", "\nimport trainlab.runs.run\n", "metrics (core) imports runs.run (records): upward"),
+    ("data.readers", "\nfrom trainlab.data.registry import DATASETS\n", "cycle: data.readers -> data.registry -> data.readers"),
+    ("data.trees", "\nfrom trainlab.data import load_dataset\n", "data.trees imports its own package's __init__ (data)"),
+    ("runs", "\nfrom trainlab.models import build_model\n", "runs/__init__ imports models: a package's __init__ re-exports"),
+    ("engine.loop", "\nimport os\nX = os.environ.get('HOME')\n", "engine.loop: reads the environment (only settings.py may)"),
     ("models", "\ndef f():\n    print('hi')\n", "models: calls print() below the interfaces"),
-    ("runs", "\nfrom trainlab import train\n", "runs (records) imports __init__ (interfaces): upward"),
+    ("runs.run", "\nfrom trainlab import train\n", "runs.run (records) imports __init__ (interfaces): upward"),
     ("predict", "\nfrom trainlab.web.deps import RunCache\n", "predict (applications) imports web.deps (interfaces): upward"),
-    ("web.deps", "\nfrom trainlab.web.app import create_app\n", "cycle: web.app -> web.deps -> web.app"),
+    ("web.deps", "\nfrom trainlab.web.app import create_app\n", "web.deps -> web.app"),
+    ("runs.admin", "\ndef g():\n    return load_settings()\n", "runs.admin.g: calls load_settings()"),
+    ("tuning.study", "\nimport optuna\noptuna.logging.set_verbosity(optuna.logging.WARNING)\n", "tuning.study: does work at import"),
 ])
 def test_the_rule_catches_a_violation(module, addition, expected):
     sources = package_sources()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from trainlab.callbacks import Callback
+from trainlab.engine.callbacks import Callback
 from trainlab.errors import Pruned, TrainingDiverged
 from trainlab.history import best_epoch, metric_mode
-from trainlab.record import read_record
+from trainlab.runs.record import read_record
 
 
 class Recorder(Callback):
@@ -118,7 +118,7 @@ def test_one_best_epoch_for_metrics_best_weights_and_the_index(tiny_train, tmp_p
         meta = json.loads(f.metadata()["trainlab"])
     assert meta["epoch"] == best["epoch"] == run.metrics["best_epoch"]
     assert run.metrics["best_val_acc"] == best["val_acc"] and run.metrics["monitor"] == "val_loss"
-    from trainlab.runs import open_index
+    from trainlab.runs.files import open_index
     from trainlab.settings import load_settings
     row = open_index(load_settings(runs_dir=tmp_path / "runs")).get(run.run_id)
     assert row.metrics["best_epoch"] == best["epoch"]

@@ -9,13 +9,13 @@ import threading
 import pytest
 import torch
 
-from trainlab.callbacks import Callback, EarlyStopping
-from trainlab.checkpoint import CHECKPOINT, FORMAT, callback_keys, load_checkpoint, restore, save_checkpoint, snapshot
+from trainlab.engine.callbacks import Callback, EarlyStopping
+from trainlab.engine.checkpoint import CHECKPOINT, FORMAT, callback_keys, load_checkpoint, restore, save_checkpoint, snapshot
 from trainlab.errors import Interrupted, TrainlabError
-from trainlab.record import read_record
+from trainlab.runs.record import read_record
 from trainlab.recipes import EarlyStoppingConfig
 from trainlab.settings import load_settings
-from trainlab.training import build
+from trainlab.training.build import build
 
 
 class StopAt(Callback):
@@ -158,7 +158,7 @@ def test_snapshot_holds_only_tensors_and_plain_values(tiny_ds):
 
 
 def test_resume_uses_the_thread_count_the_run_was_trained_with(tiny_train, tmp_path):
-    from trainlab.callbacks import Callback
+    from trainlab.engine.callbacks import Callback
 
     class Threads(Callback):
         seen: list[int] = []

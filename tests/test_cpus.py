@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from trainlab import cpus
-from trainlab.callbacks import CpuWatch
+from trainlab.engine.callbacks import CpuWatch
 from conftest import MNIST_TINY
 
 WIDE = {**MNIST_TINY, "name": "wide", "model": {"layers": [{"type": "dense", "units": 128, "activation": "relu"},
@@ -85,7 +85,7 @@ def test_busy_elsewhere_sees_another_program_and_not_this_one():
 def test_cpu_watch_moves_the_count_with_the_load_and_checkpoints_it(monkeypatch):
     was = torch.get_num_threads()
     loads = iter([1.2, 0.0, 0.0, 0.0])
-    monkeypatch.setattr("trainlab.callbacks.busy_elsewhere", lambda since: next(loads))
+    monkeypatch.setattr("trainlab.engine.callbacks.busy_elsewhere", lambda since: next(loads))
     state = SimpleNamespace(epoch=0, step=5, notes=[], cpu={})
     watch = CpuWatch(True, most=2, every=0.0)
     try:

@@ -175,8 +175,8 @@ def test_the_lesson_in_the_browser(dashboard, page, tmp_path_factory):
 
 
 def draw_digit(page, digit: int, seed: int = 3) -> None:
-    """Trace one of trainlab.handwriting's strokes for `digit` with mouse events on the canvas."""
-    from trainlab.handwriting import digit_strokes, mouse_path
+    """Trace one of trainlab.data.handwriting's strokes for `digit` with mouse events on the canvas."""
+    from trainlab.data.handwriting import digit_strokes, mouse_path
     rng = np.random.default_rng(seed)
     box = page.locator("#canvas").bounding_box()
     for stroke in digit_strokes(digit, rng):

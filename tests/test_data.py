@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from conftest import write_cifar_archive, write_idx_dataset, write_tree
 
-from trainlab import data as tdata
-from trainlab import trees
-from trainlab.data import DATASETS, load_dataset
+from trainlab.data import registry as tdata
+from trainlab.data import trees
+from trainlab.data.registry import DATASETS, load_dataset
 from trainlab.errors import DataError
-from trainlab.readers import parse_idx, read_cifar10_archive
+from trainlab.data.readers import parse_idx, read_cifar10_archive
 from trainlab.settings import load_settings
-from trainlab.trees import load_image_tree
+from trainlab.data.trees import load_image_tree
 
 
 # --- the real datasets -------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_a_decompression_bomb_first_in_a_tree_is_refused_from_its_header(tmp_pat
 
 
 def test_a_tree_too_big_to_decode_is_refused_before_decoding(tmp_path, monkeypatch):
-    import trainlab.trees as trees
+    import trainlab.data.trees as trees
     root = write_tree(tmp_path / "t", per_class=3, splits=("train",))
     monkeypatch.setattr(trees, "MAX_DECODED_FRACTION", 1e-9)
     with pytest.raises(DataError, match="data.image_size"):

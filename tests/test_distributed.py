@@ -14,8 +14,8 @@ import pytest
 import torch
 from conftest import MNIST_TINY
 
-from trainlab.distributed import Group
-from trainlab.record import read_record
+from trainlab.engine.distributed import Group
+from trainlab.runs.record import read_record
 
 DDP_RECIPE = {**MNIST_TINY, "name": "ddp-mlp", "batch_size": 64, "epochs": 3,
               "data": {**MNIST_TINY["data"], "limit_train": 4000, "limit_test": 500}}

@@ -1,4 +1,4 @@
-"""The fused dense step (trainlab.fused) against autograd: same gradients, same updates, same training."""
+"""The fused dense step (trainlab.engine.fused) against autograd: same gradients, same updates, same training."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import trainlab
-from trainlab.callbacks import Callback
-from trainlab.fused import (AutogradStep, FusedDenseStep, adapt_optimizer_state, dense_plan, flatten_parameters,
+from trainlab.engine.callbacks import Callback
+from trainlab.engine.fused import (AutogradStep, FusedDenseStep, adapt_optimizer_state, dense_plan, flatten_parameters,
                             fused_applies)
 from trainlab.models import build_model
 from trainlab.optim import make_optimizer
@@ -270,7 +270,7 @@ def test_a_run_checkpointed_by_autograd_resumes_fused(data_dir, tmp_path, monkey
                        stop=stop, callbacks=[_StopAt(stop, 1, 10)])
     monkeypatch.setenv("TRAINLAB_FUSED", "1")
     seen = _Seen()
-    done = trainlab.train(resume=info.value.run_id, data_dir=data_dir, runs_dir=tmp_path, progress="none",
+    done = trainlab.resume(info.value.run_id, data_dir=data_dir, runs_dir=tmp_path, progress="none",
                           callbacks=[_StopAt(threading.Event(), -1, -1), seen])
     assert seen.fused and len(done.history) == 2
     for p, q in zip(done.model.parameters(), ref.model.parameters()):  # Adam's moments carried over
@@ -279,8 +279,8 @@ def test_a_run_checkpointed_by_autograd_resumes_fused(data_dir, tmp_path, monkey
 
 def _state(recipe, sets=None):
     from trainlab.settings import load_settings
-    from trainlab.training import build
-    from trainlab.readers import Dataset
+    from trainlab.training.build import build
+    from trainlab.data.readers import Dataset
     import numpy as np
     r = load_recipe(recipe, {"data.validation": "test", **(sets or {})})
     rng = np.random.default_rng(0)
@@ -291,10 +291,10 @@ def _state(recipe, sets=None):
 
 def test_small_dense_stacks_train_on_one_thread_unless_told(monkeypatch):
     from trainlab.settings import load_settings
-    from trainlab.training import pick_threads
+    from trainlab.training.threads import pick_threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("TRAINLAB_THREADS", raising=False)
-    monkeypatch.setattr("trainlab.training.busy_elsewhere", lambda since: 0.0)  # an idle machine
+    monkeypatch.setattr("trainlab.training.api.busy_elsewhere", lambda since: 0.0)  # an idle machine
     from trainlab.cpus import allowed_cpus
     walk = _state("walk-5-relu")  # 50 x 784 x 30: one thread
     assert pick_threads(walk, load_settings()) == (1, {"wait_policy": "spin (default)", "allowed": allowed_cpus(),
@@ -309,7 +309,7 @@ def test_small_dense_stacks_train_on_one_thread_unless_told(monkeypatch):
 
 
 def test_train_uses_the_picked_threads_records_them_and_gives_the_count_back(data_dir, tmp_path, monkeypatch):
-    from trainlab.record import read_record
+    from trainlab.runs.record import read_record
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     was = torch.get_num_threads()
     torch.set_num_threads(2)

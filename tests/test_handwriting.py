@@ -1,4 +1,4 @@
-"""Digits that are not MNIST (trainlab.handwriting), the preparation that reads them (paper
+"""Digits that are not MNIST (trainlab.data.handwriting), the preparation that reads them (paper
 estimated locally), and the augmentations of the mnist-draw preset."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trainlab.augment import make_augment, random_affine, random_blur, random_contrast, random_stroke
-from trainlab.handwriting import TEMPLATES, digit_strokes, drawn_digits, photograph, render_strokes
-from trainlab.images import open_image, prepare_digit
+from trainlab.data.augment import make_augment, random_affine, random_blur, random_contrast, random_stroke
+from trainlab.data.handwriting import TEMPLATES, digit_strokes, drawn_digits, photograph, render_strokes
+from trainlab.data.images import open_image, prepare_digit
 from trainlab.recipes import AugmentConfig, load_recipe
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import tiny_recipe
 from trainlab.metrics import classification_report
 from trainlab.plots import plot_confusion, plot_gallery, plot_history
-from trainlab.runs import Curve
+from trainlab.runs.curves import Curve
 
 HIST_A = [{"epoch": e, "loss": 1 / e, "acc": 0.5 + 0.1 * e, "val_loss": 1.2 / e, "val_acc": 0.45 + 0.1 * e} for e in (1, 2, 3)]
 HIST_B = [{"epoch": e, "loss": 2 / e, "acc": 0.4 + 0.1 * e, "val_loss": None, "val_acc": None} for e in (1, 2)]
@@ -97,8 +97,8 @@ def test_one_image_with_a_colour_bar(data_dir):
 def test_samples_of_cifar_and_an_image_tree(tmp_path):
     from conftest import write_cifar_archive, write_tree
     import trainlab
-    from trainlab.data import DATASETS
-    from trainlab.readers import Dataset, read_cifar10_archive
+    from trainlab.data.registry import DATASETS
+    from trainlab.data.readers import Dataset, read_cifar10_archive
     write_cifar_archive(tmp_path / "c.tar.gz")  # the canonical format, tiny
     x_tr, y_tr, x_te, y_te = read_cifar10_archive(tmp_path / "c.tar.gz")
     cifar = Dataset("cifar10", list(DATASETS["cifar10"].classes), x_tr, y_tr, x_te, y_te)

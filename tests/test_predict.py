@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import trainlab
-from trainlab.images import open_image, prepare_digit
+from trainlab.data.images import open_image, prepare_digit
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,7 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path, data_dir):
     run = trainlab.train("mnist-mlp", epochs=1, runs_dir=tmp_path, data_dir=data_dir, progress="none",
                          overrides={"data.limit_train": 500})
     with pytest.raises(trainlab.TrainlabError, match="already completed"):
-        trainlab.train(resume=run.run_id, runs_dir=tmp_path, data_dir=data_dir)
+        trainlab.resume(run.run_id, runs_dir=tmp_path, data_dir=data_dir)
     p = subprocess.run(_cmd("--resume", "no-such-run", runs=tmp_path, data_dir=data_dir), capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.startswith("error: no run 'no-such-run'")
     p = subprocess.run(_cmd("mnist-mlp", "--resume", run.run_id, runs=tmp_path, data_dir=data_dir), capture_output=True, text=True)

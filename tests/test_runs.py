@@ -9,9 +9,10 @@ import pytest
 
 import trainlab
 from trainlab.errors import TrainlabError
-from trainlab.events import EVENTS, EventLog, read_events
-from trainlab.record import RunRecord, read_record
-from trainlab.runs import compare_runs, open_index, read_history, reindex
+from trainlab.runs.events import EVENTS, EventLog, read_events
+from trainlab.runs.record import RunRecord, read_record
+from trainlab.runs.admin import compare_runs, reindex
+from trainlab.runs.files import open_index, read_history
 from trainlab.settings import load_settings
 
 

@@ -50,10 +50,10 @@ def test_cifar10_fast_short_run(data_dir):
 def test_dynamo_free_step_is_torchs_update(name):
     code = f"""
 import sys, torch
-from trainlab.runtime import tune_process
+from trainlab.runtime import prepare_short_process
 from trainlab.optim import make_optimizer
 from trainlab.recipes import OptimizerConfig
-tune_process()
+prepare_short_process()
 torch.manual_seed(0)
 m = torch.nn.Linear(5, 3)
 cfg = OptimizerConfig(name="{name}", lr=0.05, momentum=0.5 if "{name}" == "sgd" else 0.0, weight_decay=0.01)

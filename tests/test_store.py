@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 import trainlab
 from trainlab.errors import TrainlabError
-from trainlab.store import Store
+from trainlab.runs.store import Store
 
 TINY = ["--epochs", "2", "--set", "data.limit_train=1500", "--set", "data.limit_test=300", "--quiet", "--json"]
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import trainlab
-from trainlab.augment import make_augment, random_crop
+from trainlab.data.augment import make_augment, random_crop
 from trainlab.errors import TrainlabError
 from trainlab.recipes import AugmentConfig
 
@@ -140,7 +140,7 @@ def test_image_tree_as_the_dataset(tmp_path):
 def test_trainlab_train_stays_the_function_after_submodule_imports():
     import importlib
 
-    importlib.import_module("trainlab.training")
+    importlib.import_module("trainlab.training.api")
     importlib.import_module("trainlab.cli")
     assert callable(trainlab.train) and trainlab.train.__name__ == "train"
 

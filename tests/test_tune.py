@@ -20,11 +20,11 @@ from conftest import TREE_RECIPE, synthetic_dataset, tiny_recipe, write_tree
 
 import trainlab
 from trainlab.errors import Interrupted, RecipeError, TrainlabError
-from trainlab.lrfind import find_lr, suggest
+from trainlab.tuning.lrfind import find_lr, suggest
 from trainlab.recipes import load_recipe
-from trainlab.space import load_space, reshape_stack, space_names
-from trainlab.store import Store
-from trainlab.tune import TrialReporter, split_trials, study_report, tune
+from trainlab.tuning.space import load_space, reshape_stack, space_names
+from trainlab.runs.store import Store
+from trainlab.tuning.study import TrialReporter, split_trials, study_report, tune
 
 # --- search spaces ---------------------------------------------------------------------------------
 
@@ -189,7 +189,7 @@ def test_a_stop_leaves_the_study_consistent(tiny_ds, tmp_path, monkeypatch):
             super().on_epoch_end(state, epoch, logs)
             StopInEpoch2().on_epoch_end(state, epoch, logs)
 
-    monkeypatch.setattr("trainlab.tune.TrialReporter", Reporter)
+    monkeypatch.setattr("trainlab.tuning.study.TrialReporter", Reporter)
     with pytest.raises(Interrupted):
         tune(tiny_recipe(epochs=6), {"optimizer.lr": {"loguniform": [1e-3, 0.1]}}, trials=5, runs_dir=tmp_path / "runs",
              dataset=tiny_ds, stop=stop, study="s")
@@ -350,7 +350,7 @@ def test_kill_9_of_tune_ends_its_workers_too(tree_study):
         assert rec["status"] == "interrupted", rec["status"]
 
 
-def test_sigint_to_the_tune_process_alone_stops_the_study(tree_study):
+def test_sigint_to_the_prepare_short_process_alone_stops_the_study(tree_study):
     w = tree_study
     p = _tune(w, w["recipe"](800), "--space", w["space"], "--trials", 20, "--jobs", 2, "--study", "polite",
               "--pruner", "none", "--no-plots")

@@ -182,7 +182,7 @@ def test_yaml_limits_everywhere_recipes_and_spaces_are_read(tmp_path):
     from trainlab.errors import TrainlabError
     from trainlab.fileio import load_yaml
     from trainlab.recipes import load_recipe
-    from trainlab.space import load_space
+    from trainlab.tuning.space import load_space
     path = tmp_path / "bomb.yaml"
     path.write_text(BOMB)
     for load in (load_recipe, load_space):
@@ -253,7 +253,7 @@ def test_a_chunked_upload_is_cut_off_at_the_limit_while_it_streams(site):
 
 def test_two_quick_resumes_start_one_job(site, tmp_path):
     client, run, settings, _ = site
-    from trainlab.record import read_record
+    from trainlab.runs.record import read_record
     rec = read_record(run.run_dir)
     clone = settings.runs_dir / (run.run_id[:-6] + "abc123")
     shutil.copytree(run.run_dir, clone)

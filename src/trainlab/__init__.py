@@ -2,6 +2,7 @@
 
     import trainlab
     run = trainlab.train("mnist-mlp", epochs=3, optimizer__lr=0.002)
+    trainlab.resume(run_id)                   # an interrupted run, exactly where it stopped
     run.history, run.evaluate(), run.predict(images)
     trainlab.find_lr("mnist-mlp").suggestion
     trainlab.tune("walk-1-baseline", "walk", trials=20).best_recipe
@@ -18,13 +19,13 @@ import importlib
 from trainlab.version import __version__
 
 _EXPORTS = {
-    "Callback": "trainlab.callbacks", "Dataset": "trainlab.readers", "EvalReport": "trainlab.metrics",
-    "Predictions": "trainlab.inference", "Recipe": "trainlab.recipes", "Run": "trainlab.runs",
-    "Settings": "trainlab.settings", "TrainlabError": "trainlab.errors", "load_dataset": "trainlab.data",
-    "load_image_tree": "trainlab.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs",
-    "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "curves_png": "trainlab.runs", "preset_names": "trainlab.recipes",
-    "train": "trainlab.training", "show_samples": "trainlab.pictures", "find_lr": "trainlab.lrfind",
-    "tune": "trainlab.tune", "study_report": "trainlab.tune", "load_space": "trainlab.space",
+    "Callback": "trainlab.engine.callbacks", "Dataset": "trainlab.data.readers", "EvalReport": "trainlab.metrics",
+    "Predictions": "trainlab.inference", "Recipe": "trainlab.recipes", "Run": "trainlab.runs.run",
+    "Settings": "trainlab.settings", "TrainlabError": "trainlab.errors", "load_dataset": "trainlab.data.registry",
+    "load_image_tree": "trainlab.data.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs.run",
+    "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "curves_png": "trainlab.runs.curves", "preset_names": "trainlab.recipes",
+    "train": "trainlab.training.api", "resume": "trainlab.training.api", "rerun": "trainlab.training.api", "show_samples": "trainlab.pictures", "find_lr": "trainlab.tuning.lrfind",
+    "tune": "trainlab.tune", "study_report": "trainlab.tune", "load_space": "trainlab.tuning.space",
     "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -58,11 +58,11 @@ def tuned(server: bool = False) -> None:
     """Process tuning for commands that train or run models (runtime.py: no dynamo import, glibc keeps
     freed memory). A long-running server keeps glibc's own trimming: with the raised thresholds its
     resident memory only grew (about 15 MB a minute under 30 live-event clients)."""
-    from trainlab.runtime import skip_dynamo_import, tune_process
+    from trainlab.runtime import skip_dynamo_import, prepare_short_process
     if server:
         skip_dynamo_import()
     else:
-        tune_process()
+        prepare_short_process()
 
 
 def settings_for(data_dir=None, runs_dir=None, db=None):
@@ -76,7 +76,7 @@ class Armed(threading.Event):
 
 
 def arm(flag: Armed):
-    from trainlab.callbacks import Callback
+    from trainlab.engine.callbacks import Callback
 
     class Arm(Callback):
         def on_train_begin(self, state):
@@ -146,40 +146,9 @@ def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
         print(_train_json(run))
 
 
-def _launch_ranks(nproc: int) -> int:
-    """`trainlab train ... --nproc N`: the same command as N processes on this machine, with the
-    environment torchrun gives its workers (RANK, WORLD_SIZE, MASTER_ADDR/PORT) and each its share of
-    the CPU threads. Ctrl-C reaches every process (the terminal signals the whole group) and each
-    stops cleanly; when one process fails the others are ended (they would wait for it forever).
-    Returns the first non-zero exit status, else 0."""
-    import socket
-    import subprocess
-    import time
-    from trainlab.cpus import SHARE_VARIABLE
-    from trainlab.settings import child_environment
-    args, skip = [], False
-    for a in sys.argv[2:]:  # the arguments after `train`, without --nproc
-        if skip or a.startswith("--nproc"):
-            skip = a == "--nproc"
-            continue
-        args.append(a)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-m", "trainlab", "train", *args], env=child_environment(
-        RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port), **{SHARE_VARIABLE: str(nproc)})) for r in range(nproc)]
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the ranks handle Ctrl-C; wait for them
-    try:
-        while any(p.poll() is None for p in procs):
-            if any(p.returncode not in (None, 0, 130, 143) for p in procs):
-                for p in procs:
-                    if p.poll() is None:
-                        p.terminate()
-            time.sleep(0.2)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return next((p.returncode for p in procs if p.returncode), 0)
+def _options(**values) -> list[str]:
+    """`--name=value` for each option given (not None), as the command line spells it."""
+    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items() if v is not None]
 
 
 @app.command()
@@ -198,18 +167,28 @@ def train(
     nproc: Annotated[int, typer.Option(min=1, max=64, help="Train on N processes of this machine (DistributedDataParallel, as torchrun would start them).")] = 1,
 ) -> None:
     """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints, events)."""
-    from trainlab.training import train as train_fn
+    from trainlab.training.api import resume as resume_fn
+    from trainlab.training.api import train as train_fn
     if nproc > 1:
-        raise typer.Exit(_launch_ranks(nproc))
+        from trainlab.training.launcher import launch_ranks
+        args = [*([recipe] if recipe else []), *[f"--set={s}" for s in set_ or []],
+                *_options(epochs=epochs, seed=seed, resume=resume, checkpoint_every=checkpoint_every, data_dir=data_dir,
+                          runs_dir=runs_dir, db=db, device=device), *(["--quiet"] if quiet else []),
+                *(["--json"] if json_out else []), *(["--no-save"] if no_save else [])]
+        raise typer.Exit(launch_ranks(nproc, args))
     if resume is None and recipe is None:
         fail("give a recipe (see `trainlab recipes`) or --resume RUN_ID")
     if resume is not None and (recipe is not None or set_ or epochs is not None or seed is not None or no_save):
         fail("--resume continues a run with its own recipe; drop the recipe, --set, --epochs, --seed and --no-save")
     if not 0 < checkpoint_every < float("inf"):
         fail(f"--checkpoint-every {checkpoint_every}: give a positive, finite number of seconds")
-    _run_training(train_fn, json_out, runs_dir, recipe=recipe or "mnist-mlp", overrides=set_, epochs=epochs, seed=seed,
-                  settings=settings_for(data_dir, runs_dir, db), device=device, progress="none" if quiet else "auto",
-                  save=not no_save, resume=resume, checkpoint_every=checkpoint_every)
+    common = dict(settings=settings_for(data_dir, runs_dir, db), device=device, progress="none" if quiet else "auto",
+                  checkpoint_every=checkpoint_every)
+    if resume is not None:
+        _run_training(resume_fn, json_out, runs_dir, run=resume, **common)
+    else:
+        _run_training(train_fn, json_out, runs_dir, recipe=recipe or "mnist-mlp", overrides=set_, epochs=epochs, seed=seed,
+                      save=not no_save, **common)
 
 
 @app.command()
@@ -217,7 +196,7 @@ def rerun(run: Annotated[str, typer.Argument(help="A run id or folder.")], data_
           runs_dir: RunsDirOpt = None, db: DbOpt = None,
           quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False, json_out: JsonOpt = False) -> None:
     """Train a run's exact recipe and seed again, as a new run."""
-    from trainlab.training import rerun as rerun_fn
+    from trainlab.training.api import rerun as rerun_fn
     _run_training(rerun_fn, json_out, runs_dir, run=run, settings=settings_for(data_dir, runs_dir, db),
                   progress="none" if quiet else "auto")
 
@@ -244,7 +223,7 @@ def summary(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
             data_dir: DataDirOpt = None) -> None:
     """Print the model's layers, output shapes and parameter counts, as Keras' model.summary()."""
     from trainlab.recipes import load_recipe
-    from trainlab.training import summarize
+    from trainlab.training.build import summarize
     typer.echo(summarize(load_recipe(recipe, set_), settings_for(data_dir)))
 
 
@@ -269,7 +248,7 @@ def data_show(dataset: Annotated[str, typer.Argument(help="mnist, fashion-mnist,
 @datasets_app.command("list")
 def datasets_list(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
     """Show each built-in dataset and where its files were found."""
-    from trainlab.data import DATASETS, dataset_status
+    from trainlab.data.registry import DATASETS, dataset_status
     settings = settings_for(data_dir)
     rows = [dataset_status(n, settings) for n in DATASETS]
     if json_out:
@@ -285,7 +264,7 @@ def datasets_list(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> Non
 @datasets_app.command("fetch")
 def datasets_fetch(name: str, data_dir: DataDirOpt = None) -> None:
     """Download (if needed) and verify a dataset into the user cache."""
-    from trainlab.data import load_dataset
+    from trainlab.data.registry import load_dataset
     ds = load_dataset(name, settings=settings_for(data_dir), progress=True)
     typer.echo(f"{name}: {len(ds.x_train)} train, {len(ds.x_test)} test, verified, from {ds.source}")
 
@@ -293,7 +272,7 @@ def datasets_fetch(name: str, data_dir: DataDirOpt = None) -> None:
 @datasets_app.command("verify")
 def datasets_verify(name: str, data_dir: DataDirOpt = None) -> None:
     """Check a dataset's files against their known digests (SHA-256 of IDX contents, md5 of the CIFAR archive)."""
-    from trainlab.data import verify_dataset
+    from trainlab.data.registry import verify_dataset
     for line in verify_dataset(name, settings_for(data_dir)):
         typer.echo(line)
 
@@ -326,7 +305,8 @@ def plot(runs: Annotated[list[str], typer.Argument(help="One or more run ids or 
          runs_dir: RunsDirOpt = None) -> None:
     """Learning curves (accuracy and loss, train vs validation); several runs overlay in one figure."""
     from trainlab.plots import plot_history
-    from trainlab.runs import curves_png, load_run
+    from trainlab.runs.curves import curves_png
+    from trainlab.runs.run import load_run
     settings = settings_for(runs_dir=runs_dir)
     if len(runs) == 1 and out is None and title is None:  # the run's own curves.png, as the dashboard draws it
         typer.echo(f"wrote {curves_png(runs[0], settings)}")
@@ -365,7 +345,7 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     """Predict the class of image files (prepared as the run's training data was) or test-set items.
     Each input that cannot be read is named on stderr; exit status 1 when some failed, 2 when all did."""
     from trainlab.predict import check_style, parse_indices, plot_results, predict_test_items, write_model_views
-    from trainlab.runs import load_run
+    from trainlab.runs.run import load_run
     check_style(style)
     if not inputs and not test_index:
         fail("give image files or folders, or --test-index N")
@@ -415,7 +395,7 @@ def runs_list(ctx: typer.Context,
     """List runs: id, recipe, status, epochs, best val acc, test acc, duration and age."""
     if ctx.invoked_subcommand is not None:
         return
-    from trainlab.store import open_store
+    from trainlab.runs.store import open_store
     rows = open_store(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag, study)
     if json_out:
         # status is what the table shows (stale for a dead process); recorded_status what the index holds
@@ -435,8 +415,8 @@ def runs_list(ctx: typer.Context,
 @runs_app.command("show")
 def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """Everything recorded about one run."""
-    from trainlab.record import resolve_run_dir
-    from trainlab.store import open_store
+    from trainlab.runs.record import resolve_run_dir
+    from trainlab.runs.store import open_store
     settings = settings_for(runs_dir=runs_dir, db=db)
     store = open_store(settings)
     record = store.get(resolve_run_dir(run, settings).name)
@@ -465,7 +445,7 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
                  runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """The hyperparameters that differ, side by side, then the metrics; overlays the curves."""
     from trainlab.plots import plot_history
-    from trainlab.runs import compare_runs
+    from trainlab.runs.admin import compare_runs
     settings = settings_for(runs_dir=runs_dir, db=db)
     records, curves, diff = compare_runs(runs, settings)
     width = max([len(k) for k in diff] + [14])
@@ -486,8 +466,8 @@ def runs_tag(run: str, tags: Annotated[Optional[list[str]], typer.Argument(help=
              note: Annotated[Optional[str], typer.Option(help="Set the run's note.")] = None,
              runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Add tags (and a note) to a run."""
-    from trainlab.record import resolve_run_dir
-    from trainlab.store import open_store
+    from trainlab.runs.record import resolve_run_dir
+    from trainlab.runs.store import open_store
     if not tags and note is None:
         fail("give tags to add, or --note TEXT")
     settings = settings_for(runs_dir=runs_dir, db=db)
@@ -501,8 +481,8 @@ def runs_rm(runs: Annotated[list[str], typer.Argument(help="Run ids to delete.")
             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
             runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Delete runs: their folders (only inside the runs folder) and their index entries."""
-    from trainlab.runs import remove_run
-    from trainlab.record import resolve_run_dir
+    from trainlab.runs.admin import remove_run
+    from trainlab.runs.record import resolve_run_dir
     from trainlab.errors import RunNotFound
     settings = settings_for(runs_dir=runs_dir, db=db)
 
@@ -524,7 +504,7 @@ def runs_rm(runs: Annotated[list[str], typer.Argument(help="Run ids to delete.")
 @runs_app.command("reindex")
 def runs_reindex(runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Add run folders that the index lacks; damaged folders are skipped with a warning."""
-    from trainlab.runs import reindex
+    from trainlab.runs.admin import reindex
     added, skipped = reindex(settings_for(runs_dir=runs_dir, db=db))
     for w in skipped:
         typer.echo(f"warning: skipped: {w}", err=True)
@@ -547,7 +527,7 @@ def lr_find(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
             data_dir: DataDirOpt = None, device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
             json_out: Annotated[bool, typer.Option("--json", help="Print the points and suggestions as JSON.")] = False) -> None:
     """The learning-rate range test: suggest a learning rate for a recipe and plot the loss against it."""
-    from trainlab.lrfind import check_range, find_lr
+    from trainlab.tuning.lrfind import check_range, find_lr
     check_range(start, end, steps, method)
     tuned()
     found = find_lr(recipe, start=start, end=end, steps=steps, method=method, overrides=set_,
@@ -620,7 +600,7 @@ def tune_run(recipe: Annotated[str, typer.Argument(help="The recipe to start fro
              device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
              json_out: Annotated[bool, typer.Option("--json", help="End with the study report as JSON.")] = False) -> None:
     """Search a space around a recipe; every trial is a run. Ctrl-C stops after the current step."""
-    from trainlab.tune import plot_study, tune
+    from trainlab.tuning.study import plot_study, tune
     settings = settings_for(data_dir, runs_dir, db)
     stop, armed = threading.Event(), Armed()
     armed.set()  # between trials too, a Ctrl-C lets the study record the trial under way
@@ -648,7 +628,7 @@ def tune_run(recipe: Annotated[str, typer.Argument(help="The recipe to start fro
 def tune_show(study: str, storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None,
               json_out: JsonOpt = False) -> None:
     """A study: best value and recipe, and every trial with its state, value, duration and run."""
-    from trainlab.tune import storage_url, study_report
+    from trainlab.tuning.study import storage_url, study_report
     rep = study_report(study, storage_url(settings_for(runs_dir=runs_dir, db=db), storage))
     if json_out:
         print(json.dumps(rep.to_dict()))
@@ -659,7 +639,7 @@ def tune_show(study: str, storage: StorageOpt = None, runs_dir: RunsDirOpt = Non
 @tune_app.command("best")
 def tune_best(study: str, storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """The best trial's recipe as YAML (`trainlab tune best S > best.yaml; trainlab train best.yaml`)."""
-    from trainlab.tune import storage_url, study_report
+    from trainlab.tuning.study import storage_url, study_report
     rep = study_report(study, storage_url(settings_for(runs_dir=runs_dir, db=db), storage))
     if rep.best_recipe is None:
         fail(f"study {study!r} has no complete trial yet; run more trials with `trainlab tune`")
@@ -669,7 +649,7 @@ def tune_best(study: str, storage: StorageOpt = None, runs_dir: RunsDirOpt = Non
 @tune_app.command("list")
 def tune_list(storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """The studies in a storage, with their trial counts and best values."""
-    from trainlab.tune import list_studies, storage_url
+    from trainlab.tuning.study import list_studies, storage_url
     rows = list_studies(storage_url(settings_for(runs_dir=runs_dir, db=db), storage))
     if json_out:
         print(json.dumps(rows))
@@ -685,7 +665,7 @@ def tune_list(storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt
 def tune_plot(study: str, out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default <runs>/studies).")] = None,
               storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Optuna's plots of a study: optimisation history, intermediate values, parallel coordinates, importances."""
-    from trainlab.tune import plot_study, storage_url
+    from trainlab.tuning.study import plot_study, storage_url
     settings = settings_for(runs_dir=runs_dir, db=db)
     for path in plot_study(study, storage_url(settings, storage), out or settings.runs_dir / "studies"):
         typer.echo(str(path))
@@ -694,7 +674,7 @@ def tune_plot(study: str, out: Annotated[Optional[Path], typer.Option(help="Fold
 @tune_app.command("spaces")
 def tune_spaces() -> None:
     """The preset search spaces."""
-    from trainlab.space import load_space, space_names
+    from trainlab.tuning.space import load_space, space_names
     for name in space_names():
         sp = load_space(name)
         typer.echo(f"{name:<6} {', '.join(sp.params)}\n       {sp.description}")

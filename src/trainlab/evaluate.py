@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from trainlab.errors import WriteError
 from trainlab.metrics import EvalReport, classification_report
 from trainlab.plots import plot_confusion, plot_gallery
-from trainlab.runs import Run, load_run
+from trainlab.runs.run import Run, load_run
 from trainlab.settings import Settings
 
 

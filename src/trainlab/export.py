@@ -29,10 +29,10 @@ from torch import nn
 from trainlab.errors import TrainlabError, first_line
 from trainlab.fileio import umask, write_error
 from trainlab.inference import Predictions, as_batch, input_stats, ood_warnings
-from trainlab.preprocess import Preprocess
-from trainlab.record import read_record, resolve_run_dir
-from trainlab.runs import Run, load_run
-from trainlab.settings import Settings
+from trainlab.data.preprocess import Preprocess
+from trainlab.runs.record import read_record, resolve_run_dir
+from trainlab.runs.run import Run, load_run
+from trainlab.settings import Settings, load_settings
 from trainlab.version import __version__
 
 TOLERANCE = 1e-5
@@ -143,6 +143,7 @@ def export_onnx(run: str | os.PathLike | Run, out: str | os.PathLike | None = No
     a graph that disagrees is refused and nothing is written."""
     if not 14 <= opset <= 23:
         raise TrainlabError(f"--opset {opset}: use 14-23 (18 is the default)")
+    settings = settings or load_settings()
     if not isinstance(run, Run):
         record = read_record(resolve_run_dir(run, settings))
         if record.status != "completed":

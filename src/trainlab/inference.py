@@ -20,7 +20,7 @@ from torch import nn
 
 from trainlab.errors import TrainlabError
 from trainlab.models import prefers_channels_last
-from trainlab.preprocess import Preprocess
+from trainlab.data.preprocess import Preprocess
 
 
 def autocast(device: torch.device):

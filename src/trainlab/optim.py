@@ -1,4 +1,5 @@
-"""Optimizers with Keras' semantics, so that the tutorials' numbers reproduce."""
+"""Optimizers with Keras' semantics, so that the tutorials' numbers reproduce, and the per-step
+learning-rate schedules (torch's own schedulers)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 import torch
 
-from trainlab.recipes import OptimizerConfig
+from trainlab.recipes import OptimizerConfig, ScheduleConfig
 
 
 class KerasRMSprop(torch.optim.Optimizer):
@@ -104,3 +105,21 @@ def _with_fused(cls, params, kw):
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype
         return cls(params, foreach=True, **kw)
 
+
+def make_scheduler(cfg: ScheduleConfig, opt: torch.optim.Optimizer, lr: float, total_steps: int, steps_per_epoch: int):
+    """A per-step LR scheduler (torch's own), or None for a constant LR."""
+    if cfg.name == "onecycle":
+        pct = cfg.pct_start
+        if abs(pct * total_steps - 1) < 1e-9:  # a one-step warm-up divides by zero in torch (4 steps at 0.25)
+            pct += 0.5 / total_steps
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.max_lr or lr, total_steps=total_steps, pct_start=pct,
+            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=False)
+    if cfg.name == "cosine":
+        warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps - warm, 1), eta_min=cfg.min_lr)
+        if warm <= 0:
+            return cosine
+        linear = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=warm)
+        return torch.optim.lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warm])
+    return None

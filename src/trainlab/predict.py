@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from trainlab.errors import TrainlabError
-from trainlab.images import STYLES, load_file, open_image, prepare_image
+from trainlab.data.images import STYLES, load_file, open_image, prepare_image
 from trainlab.inference import Predictions, as_batch
 from trainlab.plots import plot_model_view, plot_predictions
-from trainlab.runs import Run
+from trainlab.runs.run import Run
 from trainlab.settings import Settings
 
 

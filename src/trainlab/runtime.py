@@ -1,5 +1,10 @@
-"""Process-wide settings for short-lived processes (the CLI), each measured on this 2-core machine
+"""The process around training: seeding, keeping the caller's global state, the device, and
+process-wide settings for short-lived processes (the CLI), each measured on this 2-core machine
 (bench/profile_steps.py prints the numbers).
+
+- `seed_everything` seeds Python's, numpy's and torch's generators; `caller_state_kept` puts them
+  (and torch's thread count) back as they were, so `trainlab.train()` in a notebook leaves the
+  notebook's random streams alone.
 
 - `skip_dynamo_import`: torch.optim imports torch._dynamo on first use (2.2 s), only to mark its
   methods as not-to-be-compiled. The CLI never compiles.
@@ -12,14 +17,44 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from trainlab.errors import TrainlabError
 
 
-def tune_process() -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (every device's)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def caller_state_kept() -> Iterator[None]:
+    """Run the body, then restore what it changed of the process's global state: the Python, numpy,
+    torch CPU (and initialised CUDA) generators and torch's intra-op thread count."""
+    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def prepare_short_process() -> None:
     """Everything below, for a process that trains or predicts and then exits."""
     skip_dynamo_import()
     keep_freed_memory()

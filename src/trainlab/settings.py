@@ -64,7 +64,7 @@ class Settings(BaseSettings):
                                  description="seconds a predict request may take")
 
     fused: bool = Field(True, validation_alias=AliasChoices("fused", "TRAINLAB_FUSED"),
-                        description="train dense stacks with the fused step (trainlab.fused); 0 for autograd")
+                        description="train dense stacks with the fused step (trainlab.engine.fused); 0 for autograd")
     threads: int | None = Field(None, ge=1, validation_alias=AliasChoices("threads", "TRAINLAB_THREADS"),
                                 description="CPU threads to train with; unset: torch's count, or 1 for a small dense stack")
     omp_num_threads: str | None = Field(None, validation_alias=AliasChoices("omp_num_threads", "OMP_NUM_THREADS"),

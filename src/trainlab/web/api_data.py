@@ -8,9 +8,9 @@ from functools import lru_cache
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from trainlab.data import DATASETS, load_dataset
+from trainlab.data.registry import DATASETS, load_dataset
 from trainlab.evaluate import confusion_cell
-from trainlab.images import png_bytes
+from trainlab.data.images import png_bytes
 from trainlab.metrics import classification_report
 from trainlab.web.deps import run_dir
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 import anyio
 from pydantic import BaseModel, Field
 
-from trainlab.images import STYLES, png_bytes
+from trainlab.data.images import STYLES, png_bytes
 from trainlab.predict import predict_bytes, predict_pixels
 from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, MAX_UPLOAD_BYTES
 

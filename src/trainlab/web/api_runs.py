@@ -12,10 +12,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from trainlab.fileio import open_inside
-from trainlab.events import EVENTS, last_events, offset_after, read_events
-from trainlab.record import read_record
-from trainlab.runs import compare_runs, curves_png, read_history, read_recipe, stop_run
-from trainlab.training import summarize
+from trainlab.runs.events import EVENTS, last_events, offset_after, read_events
+from trainlab.runs.record import read_record
+from trainlab.runs.admin import compare_runs, stop_run
+from trainlab.runs.curves import curves_png
+from trainlab.runs.files import read_history, read_recipe
+from trainlab.training.build import summarize
 from trainlab.web.deps import index, run_dir, settings
 from trainlab.web.finite_json import finite
 

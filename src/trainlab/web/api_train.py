@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from trainlab.data import DATASETS
+from trainlab.data.registry import DATASETS
 from trainlab.errors import TrainlabError
 from trainlab.fileio import load_yaml
 from trainlab.recipes import Recipe, apply_overrides, load_recipe, preset_names, recipe_dict, validate

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainlab.errors import RunNotFound, TrainlabError, first_line
-from trainlab.runs import open_runs_folder
+from trainlab.runs.files import open_runs_folder
 from trainlab.settings import Settings
 from trainlab.version import __version__
 from trainlab.web import api_data, api_predict, api_runs, api_train

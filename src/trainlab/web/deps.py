@@ -11,8 +11,9 @@ import torch
 from fastapi import HTTPException, Request
 
 from trainlab.errors import TrainlabError
-from trainlab.record import RUN_ID_RE, resolve_run_dir
-from trainlab.runs import Run, load_run, open_index
+from trainlab.runs.record import RUN_ID_RE, resolve_run_dir
+from trainlab.runs.run import Run, load_run
+from trainlab.runs.files import open_index
 from trainlab.settings import Settings
 
 MAX_UPLOAD_BYTES = 8 << 20  # per request

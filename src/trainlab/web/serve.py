@@ -10,8 +10,8 @@ import secrets
 from fastapi import FastAPI
 
 from trainlab.errors import TrainlabError
-from trainlab.record import read_record, resolve_run_dir
-from trainlab.runs import load_run
+from trainlab.runs.record import read_record, resolve_run_dir
+from trainlab.runs.run import load_run
 from trainlab.settings import Settings, export_to_environment, load_settings
 from trainlab.version import __version__
 from trainlab.web import api_predict

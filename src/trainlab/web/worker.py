@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from trainlab.callbacks import Callback
+from trainlab.engine.callbacks import Callback
 from trainlab.errors import StopRun, first_line
 
 
@@ -34,16 +34,17 @@ def main() -> int:
     try:
         order = json.loads(sys.stdin.read())
         from trainlab.recipes import validate
-        from trainlab.runtime import tune_process
+        from trainlab.runtime import prepare_short_process
         from trainlab.settings import Settings
-        from trainlab.training import train
-        tune_process()
+        from trainlab.training.api import resume, train
+        prepare_short_process()
         recipe = validate(order["recipe"]) if order.get("recipe") is not None else None
         if stop.is_set():  # stopped while starting: nothing to train or record
             say(end="cancelled")
             return 0
-        run = train(recipe, settings=Settings(**order["settings"]), progress="none", stop=stop,
-                    resume=order.get("resume"), callbacks=[Announce()])
+        settings, common = Settings(**order["settings"]), dict(progress="none", stop=stop, callbacks=[Announce()])
+        run = resume(order["resume"], settings=settings, **common) if order.get("resume") else \
+            train(recipe, settings=settings, **common)
         say(end="completed", run_id=run.run_id)
     except StopRun as exc:
         say(end=exc.status, run_id=getattr(exc, "run_id", None))

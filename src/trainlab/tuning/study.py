@@ -29,33 +29,38 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from trainlab.callbacks import Callback
+from trainlab.engine.callbacks import Callback
 from trainlab.cpus import prepare_process
-from trainlab.data import load_dataset
+from trainlab.data.registry import load_dataset
 from trainlab.errors import Interrupted, Pruned, TrainlabError, first_line
 from trainlab.history import best_epoch
 from trainlab.plots import save_figure
-from trainlab.readers import Dataset
+from trainlab.data.readers import Dataset
 from trainlab.recipes import Recipe, validate
-from trainlab.runs import open_runs_folder
+from trainlab.runs.files import open_runs_folder
 from trainlab.settings import Settings, load_settings
-from trainlab.space import Space, load_space, space_digest
-from trainlab.training import resolve_recipe, train
+from trainlab.tuning.space import Space, load_space, space_digest
+from trainlab.training.build import resolve_recipe
+from trainlab.training.api import train
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 HEARTBEAT_SECONDS = 10
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)  # trainlab reports each trial itself (a failed or stopped trial too: no tracebacks)
-
-
 @contextlib.contextmanager
 def _quiet():
     """Heartbeats and stale-trial checks are marked experimental in Optuna; they are what keeps a killed
-    worker's trial from staying "running" forever, so trainlab relies on them knowingly."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
+    worker's trial from staying "running" forever, so trainlab relies on them knowingly. Optuna's own
+    log lines are off meanwhile: trainlab reports each trial itself (a failed or stopped one too, no
+    tracebacks); the caller's Optuna verbosity is back afterwards."""
+    was = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(was)
 
 
 @dataclass

@@ -12,15 +12,28 @@ import os
 import time
 from pathlib import Path
 
-from sqlalchemy import (Column, Float, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, event,
-                        insert, select, update)
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
 from trainlab.errors import TrainlabError, first_line
 from trainlab.history import HISTORY_COLUMNS, best_epoch
-from trainlab.record import RunRecord
+from trainlab.runs.record import RunRecord
 from trainlab.settings import Settings
 
 SCHEMA_VERSION = 2  # 1: columns only; 2: + record_json, the whole RunRecord

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainlab.callbacks import Callback
+from trainlab.engine.callbacks import Callback
+from trainlab.engine.fused import adapt_optimizer_state
+from trainlab.engine.state import TrainState
 from trainlab.errors import Interrupted, TrainlabError, first_line
 from trainlab.fileio import atomic_write
-from trainlab.fused import adapt_optimizer_state
-from trainlab.state import TrainState
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2  # 1: trainlab 0.1 (pickled numpy state, callbacks by position); 2: weights_only, callbacks by key

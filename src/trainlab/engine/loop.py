@@ -1,54 +1,26 @@
 """The training loop: zero_grad, forward, backward, step over batches sliced from device tensors.
 
-Reading order: `make_scheduler`, `train_epoch` (one pass over the shuffled training split),
-`fit` (epochs, validation and callbacks). Building the parts is training.py's job; saving them,
-checkpoint.py's and runs.py's.
+Reading order: `train_epoch` (one pass over the shuffled training split, one `Step` per batch,
+step.py), `fit` (epochs, validation and callbacks). Building the parts is training/build.py's job;
+saving them, checkpoint.py's and the runs package's.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 
-import numpy as np
 import torch
 
-from trainlab.augment import make_augment
-from trainlab.callbacks import Callback
+from trainlab.data.augment import make_augment
+from trainlab.engine.callbacks import Callback
+from trainlab.engine.state import TrainState
+from trainlab.engine.step import AutogradStep
 from trainlab.errors import Interrupted, TrainingDiverged
-from trainlab.fused import AutogradStep
 from trainlab.inference import evaluate
 from trainlab.models import prefers_channels_last
-from trainlab.recipes import ScheduleConfig
-from trainlab.state import TrainState
 
 REPORT_EVERY = 0.1  # seconds between on_batch_end calls (and host syncs) unless a callback wants every batch
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def make_scheduler(cfg: ScheduleConfig, opt: torch.optim.Optimizer, lr: float, total_steps: int, steps_per_epoch: int):
-    """A per-step LR scheduler (torch's own), or None for a constant LR."""
-    if cfg.name == "onecycle":
-        pct = cfg.pct_start
-        if abs(pct * total_steps - 1) < 1e-9:  # a one-step warm-up divides by zero in torch (4 steps at 0.25)
-            pct += 0.5 / total_steps
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.max_lr or lr, total_steps=total_steps, pct_start=pct,
-            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=False)
-    if cfg.name == "cosine":
-        warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps - warm, 1), eta_min=cfg.min_lr)
-        if warm <= 0:
-            return cosine
-        linear = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=warm)
-        return torch.optim.lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warm])
-    return None
 
 
 def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[float, float]:

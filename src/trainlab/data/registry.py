@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from trainlab.errors import DataError, first_line
-from trainlab.readers import Dataset, parse_idx, read_cifar10_archive, read_maybe_gzip
+from trainlab.data.readers import Dataset, parse_idx, read_cifar10_archive, read_maybe_gzip
 from trainlab.settings import Settings, load_settings
-from trainlab.trees import load_image_tree
+from trainlab.data.trees import load_image_tree
 
 SYSTEM_DATASETS = Path("/usr/share/datasets")
 
@@ -291,22 +291,22 @@ def input_spec(name: str, settings: Settings | None = None, image_size: list[int
     return ds.shape, ds.classes
 
 
-def dataset_status(name: str, settings: Settings | None = None) -> dict:
+def dataset_status(name: str, settings: Settings) -> dict:
     """Where each of a dataset's files was found, without downloading; used by `datasets list`."""
     spec = DATASETS[name]
-    dirs = search_dirs(spec, settings or load_settings())
+    dirs = search_dirs(spec, settings)
     files = {f.name: _find_file(dirs, f.name) for f in spec.files}
     return {"name": name, "title": spec.title, "classes": list(spec.classes), "shape": list(spec.shape),
             "license": spec.license, "available": all(files.values()),
             "files": {k: (str(v) if v else None) for k, v in files.items()}}
 
 
-def verify_dataset(name: str, settings: Settings | None = None) -> list[str]:
+def verify_dataset(name: str, settings: Settings) -> list[str]:
     """Verify every file of a dataset that is present; returns one line per file checked."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; built-in datasets: {', '.join(DATASETS)}")
     spec = DATASETS[name]
-    paths = locate(spec, settings or load_settings(), download=False)
+    paths = locate(spec, settings, download=False)
     lines = []
     for remote in spec.files:
         content = verify_file(paths[remote.name], remote)

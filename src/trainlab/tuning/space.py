@@ -190,7 +190,7 @@ def reshape_stack(layers: list[dict], recipe: str, hidden_layers: int | None = N
 
 
 def space_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("trainlab.spaces").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("trainlab.tuning.spaces").iterdir() if p.name.endswith(".yaml"))
 
 
 def load_space(name_or_path: str | Path | Space | dict) -> Space:
@@ -201,7 +201,7 @@ def load_space(name_or_path: str | Path | Space | dict) -> Space:
         return _validate(name_or_path, "space")
     text = str(name_or_path)
     if text in space_names():
-        raw, where = resources.files("trainlab.spaces").joinpath(text + ".yaml").read_text(), f"space {text}"
+        raw, where = resources.files("trainlab.tuning.spaces").joinpath(text + ".yaml").read_text(), f"space {text}"
     else:
         path = Path(text).expanduser()
         if not path.is_file():

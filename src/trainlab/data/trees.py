@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from trainlab.errors import DataError, first_line
-from trainlab.images import IMAGE_EXTENSIONS, MAX_PIXELS, open_image, resize_to
-from trainlab.readers import Dataset
+from trainlab.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, open_image, resize_to
+from trainlab.data.readers import Dataset
 
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
 

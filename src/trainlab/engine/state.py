@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainlab.data.images import style_for
+from trainlab.data.preprocess import Preprocess, to_nchw
+from trainlab.data.readers import Dataset
 from trainlab.errors import TrainlabError
-from trainlab.images import style_for
-from trainlab.preprocess import Preprocess, to_nchw
-from trainlab.readers import Dataset
 from trainlab.recipes import Recipe
 
 

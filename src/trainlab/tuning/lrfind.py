@@ -20,16 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlab.augment import make_augment
+from trainlab.data.augment import make_augment
 from trainlab.errors import TrainlabError
 from trainlab.inference import autocast
 from trainlab.optim import make_optimizer
 from trainlab.plots import plot_lr_find
-from trainlab.readers import Dataset
+from trainlab.data.readers import Dataset
 from trainlab.recipes import Recipe
 from trainlab.runtime import pick_device
 from trainlab.settings import Settings, load_settings
-from trainlab.training import build, resolve_recipe
+from trainlab.training.build import build, resolve_recipe
 
 METHODS = ("valley", "steep", "minimum")
 

@@ -16,9 +16,9 @@ import time
 import torch
 
 from trainlab.cpus import busy_elsewhere, cpu_sample
+from trainlab.engine.state import TrainState
 from trainlab.history import metric_mode
 from trainlab.recipes import EarlyStoppingConfig, ReduceLRConfig
-from trainlab.state import TrainState
 
 
 class Callback:

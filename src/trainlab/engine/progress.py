@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from trainlab.callbacks import Callback
+from trainlab.engine.callbacks import Callback
 
 
 def in_notebook() -> bool:

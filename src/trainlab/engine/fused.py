@@ -1,4 +1,4 @@
-"""The training step: autograd for any model, and a fused, hand-derived step for dense stacks.
+"""The fused training step: a hand-derived forward, backward and update for dense stacks.
 
 On this kind of machine a dense recipe's step is mostly per-operator overhead, not arithmetic
 (bench/profile_steps.py --only fused): autograd records a graph, allocates every gradient and
@@ -14,7 +14,7 @@ instead
 It computes the same gradients (tests/test_fused.py compares them, the updates and a whole run with
 autograd's; bench/compare.py gives the 3-seed accuracies). `fused_applies` says when it
 applies (training.build then builds the optimizer over the flat parameter); anything else trains
-with `AutogradStep`. `TRAINLAB_FUSED=0` turns it off.
+with `AutogradStep` (step.py). `TRAINLAB_FUSED=0` turns it off.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlab.inference import autocast
 from trainlab.optim import KerasRMSprop
 
 # activation module -> (forward on the pre-activation, in place where safe; backward from the saved tensor)
@@ -35,24 +34,6 @@ _ACTS = {
     nn.SiLU: (F.silu, lambda g, out, pre: torch.ops.aten.silu_backward(g, pre), "pre"),
     nn.GELU: (F.gelu, lambda g, out, pre: torch.ops.aten.gelu_backward(g, pre), "pre"),
 }
-
-
-class AutogradStep:
-    """zero_grad, forward, cross-entropy, backward, optimizer step: any model, any device."""
-
-    def __init__(self, forward: nn.Module, optimizer: torch.optim.Optimizer, label_smoothing: float,
-                 device: torch.device):
-        self.forward, self.optimizer, self.smoothing, self.device = forward, optimizer, label_smoothing, device
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update on the batch; its logits and mean loss (detached)."""
-        with autocast(self.device):
-            logits = self.forward(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return logits.detach(), loss.detach()
 
 
 def dense_plan(model: nn.Module) -> list[tuple[nn.Linear, type | None]] | None:

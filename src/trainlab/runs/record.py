@@ -4,7 +4,6 @@ and the web API show it."""
 from __future__ import annotations
 
 import json
-
 import os
 import re
 import socket
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trainlab.errors import RunNotFound, TrainlabError, WriteError
 from trainlab.fileio import atomic_write, overwrite_in_place, read_json_object
-from trainlab.settings import Settings, load_settings
+from trainlab.settings import Settings
 
 Status = Literal["running", "completed", "failed", "interrupted", "pruned"]
 STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
@@ -192,7 +191,7 @@ def read_record(run_dir: Path) -> RunRecord:
         raise TrainlabError(f"{run_dir / 'run.json'}: {'.'.join(map(str, err['loc']))}: {err['msg']}; {fix}") from None
 
 
-def resolve_run_dir(run: str | os.PathLike, settings: Settings | None = None) -> Path:
+def resolve_run_dir(run: str | os.PathLike, settings: Settings) -> Path:
     """A run folder from an id (under the runs folder), a unique part of one, or a path; ids are
     checked against path traversal."""
     text = str(run)
@@ -201,7 +200,7 @@ def resolve_run_dir(run: str | os.PathLike, settings: Settings | None = None) ->
         return path.resolve()
     if not RUN_ID_RE.match(text) or ".." in text:
         raise RunNotFound(f"'{text}' is not a valid run id (letters, digits, '.', '_' and '-') nor a run folder")
-    root = (settings or load_settings()).runs_dir
+    root = settings.runs_dir
     candidate = root / text
     if (candidate / "run.json").is_file():
         return candidate
