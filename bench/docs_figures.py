@@ -1,10 +1,10 @@
-"""Regenerate the README's figures and the sample evaluate report into docs/.
+"""Regenerate the README's figures and the sample evaluate report into docs/images/.
 
     TRAINLAB_DATA=../shared/datasets python bench/docs_figures.py
 
 Trains the five walk-* recipes and mnist-tfjs-cnn (seed 0) into a temporary runs folder, then
-writes docs/walk.png, docs/evaluate.txt, docs/confusion.png, docs/misclassified.png and
-docs/model-view.png (a digit drawn dark-on-light, off-centre, on a large canvas).
+writes docs/images/walk.png, docs/images/evaluate.txt, docs/images/confusion.png, docs/images/misclassified.png and
+docs/images/model-view.png (a digit drawn dark-on-light, off-centre, on a large canvas).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import trainlab
 from trainlab.evaluate import evaluate_run
 from trainlab.predict import write_model_views
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
 WALK = ["walk-1-baseline", "walk-2-lower-lr", "walk-3-more-epochs", "walk-4-deeper", "walk-5-relu"]
 
 

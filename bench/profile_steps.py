@@ -81,7 +81,8 @@ FUSED = """
 import sys, time, torch
 from trainlab.runtime import prepare_short_process
 prepare_short_process()
-from trainlab.engine.fused import AutogradStep, FusedDenseStep, dense_plan, flatten_parameters
+from trainlab.engine.step import AutogradStep
+from trainlab.engine.fused import FusedDenseStep, dense_plan, flatten_parameters
 from trainlab.models import build_model
 from trainlab.optim import make_optimizer
 from trainlab.recipes import load_recipe

@@ -11,7 +11,8 @@ from torch import nn
 
 import trainlab
 from trainlab.engine.callbacks import Callback
-from trainlab.engine.fused import (AutogradStep, FusedDenseStep, adapt_optimizer_state, dense_plan, flatten_parameters,
+from trainlab.engine.step import AutogradStep
+from trainlab.engine.fused import (FusedDenseStep, adapt_optimizer_state, dense_plan, flatten_parameters,
                             fused_applies)
 from trainlab.models import build_model
 from trainlab.optim import make_optimizer
@@ -294,7 +295,7 @@ def test_small_dense_stacks_train_on_one_thread_unless_told(monkeypatch):
     from trainlab.training.threads import pick_threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("TRAINLAB_THREADS", raising=False)
-    monkeypatch.setattr("trainlab.training.api.busy_elsewhere", lambda since: 0.0)  # an idle machine
+    monkeypatch.setattr("trainlab.training.threads.busy_elsewhere", lambda since: 0.0)  # an idle machine
     from trainlab.cpus import allowed_cpus
     walk = _state("walk-5-relu")  # 50 x 784 x 30: one thread
     assert pick_threads(walk, load_settings()) == (1, {"wait_policy": "spin (default)", "allowed": allowed_cpus(),
