@@ -57,7 +57,7 @@ def run_one(recipe: str, seed: int, sets: list[str]) -> dict:
         raise SystemExit(f"{recipe} seed {seed} failed: {p.stderr.strip()}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
     return {"recipe": recipe, "seed": seed, "wall_seconds": wall, "train_seconds": out["train_seconds"],
-            "test_acc": out["test_acc"], "val_acc": out["val_acc"], "best_val_acc": out["best_val_acc"]}
+            "test_acc": out["test_acc"], "val_acc": out["val_acc"], "val_acc_at_best": out["val_acc_at_best"]}
 
 
 def summarize(rows: list[dict]) -> list[dict]:

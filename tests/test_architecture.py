@@ -206,3 +206,11 @@ def test_a_new_module_must_be_placed():
     sources = package_sources()
     sources["newthing"] = "x = 1\n"
     assert "newthing: not assigned to a layer" in " ".join(violations(sources))
+
+
+def test_the_settings_docstring_names_every_variable():
+    from trainlab import settings
+    doc = settings.__doc__
+    missing = [f.validation_alias.choices[-1] for f in settings.Settings.model_fields.values()
+               if f.validation_alias.choices[-1] not in doc]
+    assert missing == []

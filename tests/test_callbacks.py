@@ -117,7 +117,7 @@ def test_one_best_epoch_for_metrics_best_weights_and_the_index(tiny_train, tmp_p
     with safe_open(run.run_dir / "best.safetensors", "pt") as f:
         meta = json.loads(f.metadata()["trainlab"])
     assert meta["epoch"] == best["epoch"] == run.metrics["best_epoch"]
-    assert run.metrics["best_val_acc"] == best["val_acc"] and run.metrics["monitor"] == "val_loss"
+    assert run.metrics["val_acc_at_best"] == best["val_acc"] and run.metrics["monitor"] == "val_loss"
     from trainlab.runs.files import open_index
     from trainlab.settings import load_settings
     row = open_index(load_settings(runs_dir=tmp_path / "runs")).get(run.run_id)
@@ -150,3 +150,26 @@ def test_a_failure_in_the_final_save_marks_the_run_failed_and_keeps_the_checkpoi
     record = read_record(run_dir)
     assert record.status == "failed" and "No space left" in record.error and record.epochs == 3
     assert (run_dir / "checkpoint.pt").is_file()
+
+
+def test_one_epoch_numbering_in_every_log(tiny_train):
+    """Arguments are 0-based positions (as Keras passes them); every logs dict counts from 1."""
+    seen = []
+
+    class Numbers(Callback):
+        per_batch = True
+
+        def on_batch_end(self, state, batch, logs):
+            seen.append(("batch", state.epoch, batch, logs["epoch"], logs["step"]))
+
+        def on_epoch_end(self, state, epoch, logs):
+            seen.append(("epoch", epoch, logs["epoch"]))
+
+    run = tiny_train(callbacks=[Numbers()], epochs=2)
+    batches = [s for s in seen if s[0] == "batch"]
+    assert all(logs_epoch == epoch + 1 and step == batch + 1 for _, epoch, batch, logs_epoch, step in batches)
+    assert batches[0][3:] == (1, 1) and batches[-1][3] == 2
+    assert [s[1:] for s in seen if s[0] == "epoch"] == [(0, 1), (1, 2)]
+    assert [h["epoch"] for h in run.history] == [1, 2] and run.metrics.best_epoch in (1, 2)
+    events = [json.loads(line) for line in (run.run_dir / "events.jsonl").read_text().splitlines()]
+    assert {e["epoch"] for e in events if e["type"] == "batch"} == {1, 2}

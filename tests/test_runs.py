@@ -10,7 +10,7 @@ import pytest
 import trainlab
 from trainlab.errors import TrainlabError
 from trainlab.runs.events import EVENTS, EventLog, read_events
-from trainlab.runs.record import RunRecord, read_record
+from trainlab.runs.record import Metrics, RunRecord, read_record
 from trainlab.runs.admin import compare_runs, reindex
 from trainlab.runs.files import open_index, read_history
 from trainlab.settings import load_settings
@@ -21,7 +21,7 @@ def test_a_run_folder_describes_itself(tiny_train, tmp_path):
     record = read_record(run.run_dir)
     assert record.status == "completed" and record.recipe == "tiny" and record.seed == 0
     assert record.dataset.n_train == 180 and record.dataset.n_val == 60 and record.dataset.classes == ["c0", "c1", "c2"]
-    assert record.metrics == json.loads((run.run_dir / "metrics.json").read_text())
+    assert record.metrics == Metrics.model_validate_json((run.run_dir / "metrics.json").read_text()) == run.metrics
     assert record.timings["train_seconds"] == run.metrics["train_seconds"] > 0
     assert read_history(run.run_dir / "history.csv") == [{k: h[k] for k in h} for h in run.history]
     index = open_index(load_settings(runs_dir=tmp_path / "runs"))

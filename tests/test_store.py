@@ -49,10 +49,10 @@ def test_runs_lists_filters_and_sorts(two_runs):
     r = rows[0]
     assert r["status"] == "completed" and r["epochs"] == 2 and r["seed"] == 0 and r["versions"]["torch"]
     m = r["metrics"]
-    assert m["best_val_acc"] is not None and m["test_acc"] is not None and m["train_seconds"] > 0
+    assert m["val_acc_at_best"] is not None and m["test_acc"] is not None and m["train_seconds"] > 0
     assert m["best_epoch"] in (1, 2) and r["dataset"]["n_train"] == 1500 and r["preprocess"]["normalize"] == "scale"
-    by_acc = json.loads(cli("runs", "--sort", "best_val_acc", "--json", runs=runs).stdout)
-    assert by_acc[0]["metrics"]["best_val_acc"] >= by_acc[1]["metrics"]["best_val_acc"]
+    by_acc = json.loads(cli("runs", "--sort", "val_acc_at_best", "--json", runs=runs).stdout)
+    assert by_acc[0]["metrics"]["val_acc_at_best"] >= by_acc[1]["metrics"]["val_acc_at_best"]
     assert json.loads(cli("runs", "--status", "failed", "--json", runs=runs).stdout) == []
     table = cli("runs", runs=runs).stdout
     assert ids[0] in table and "completed" in table
@@ -63,7 +63,7 @@ def test_runs_lists_filters_and_sorts(two_runs):
 def test_show_compare_and_tag(two_runs):
     runs, ids = two_runs
     show = cli("runs", "show", ids[0], runs=runs)
-    assert show.returncode == 0 and "best_val_acc" in show.stdout and "val_acc" in show.stdout
+    assert show.returncode == 0 and "val_acc_at_best" in show.stdout and "val_acc" in show.stdout
     cmp_ = cli("runs", "compare", *ids, runs=runs)
     assert cmp_.returncode == 0, cmp_.stderr
     lines = cmp_.stdout.splitlines()
@@ -173,3 +173,32 @@ def test_rerun_refuses_a_custom_model_run(tmp_path, data_dir):
                          model=nn.Sequential(nn.Linear(784, 10)), overrides={"data.limit_train": 500})
     p = cli("rerun", run.run_id, runs=tmp_path, data_dir=data_dir)
     assert p.returncode == 2 and "trained a custom model (Sequential)" in p.stderr
+
+
+def test_a_schema_v2_index_is_upgraded_and_old_metrics_files_read(tmp_path):
+    """v3 names the column for what it holds (val_acc at the monitor's best epoch); a v2 index is
+    renamed in place, its values kept, and run.json/metrics.json written before read as well."""
+    from trainlab.runs.record import Metrics, RunRecord
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:  # make it the v2 layout, as a previous trainlab left it
+        conn.execute(text("ALTER TABLE runs RENAME COLUMN val_acc_at_best TO best_val_acc"))
+        conn.execute(text("UPDATE schema_info SET version = 2"))
+        conn.execute(text("INSERT INTO runs (id, recipe, recipe_digest, recipe_json, seed, status, epochs, best_val_acc, "
+                          "best_epoch, run_dir) VALUES ('r1', 'mnist-mlp', 'd', '{}', 0, 'completed', 3, 0.97, 2, '/x')"))
+    store = Store(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 3
+        assert conn.execute(text("SELECT val_acc_at_best FROM runs WHERE id = 'r1'")).scalar() == 0.97
+    (row,) = store.list(sort="val_acc_at_best")
+    assert row.metrics.val_acc_at_best == 0.97 and row.metrics["best_epoch"] == 2
+    assert store.list(sort="best_val_acc")[0].run_id == "r1"  # the old --sort name still works
+    old = Metrics.model_validate_json('{"test_acc": 0.9, "best_val_acc": 0.95, "best_epoch": 4, "monitor": "val_loss"}')
+    assert old.val_acc_at_best == 0.95 and old.get("nonsense") is None
+    with pytest.raises(KeyError):
+        old["nonsense"]
+    rec = RunRecord.model_validate({"run_id": "r", "recipe": "x", "recipe_digest": "d", "status": "completed", "seed": 0,
+                                    "metrics": {"best_val_acc": 0.5}, "ood": {"confidence_p02": 0.3, "mean_range": [0, 1],
+                                                                             "std_range": [0, 1], "n": 10}})
+    assert rec.metrics.val_acc_at_best == 0.5 and rec.ood.mean_range == (0, 1)

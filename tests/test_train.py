@@ -185,3 +185,21 @@ def test_the_browser_lessons_cnn_at_its_real_learning_rate(data_dir):
     run = trainlab.train("mnist-tfjs-cnn", data_dir=data_dir, save=False, progress="none")
     assert run.recipe.optimizer.lr == 0.001 and len(run.data.x_val) == 9000
     assert run.metrics["test_acc"] >= 0.96
+
+
+def test_train_leaves_the_callers_global_state_as_it_found_it(tiny_train):
+    """A notebook's random streams and torch's thread count are the same after trainlab.train()
+    (it seeds and may change threads while it runs)."""
+    import random
+    random.seed(123)
+    np.random.seed(456)
+    torch.manual_seed(789)
+    threads = torch.get_num_threads()
+    py, npy, th = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    tiny_train(overrides={"seed": 5})
+    assert random.getstate() == py and torch.equal(torch.random.get_rng_state(), th)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), npy))
+    assert torch.get_num_threads() == threads
+    expected = random.random()  # the next draws are the ones the caller would have had
+    random.setstate(py)
+    assert random.random() == expected

@@ -119,10 +119,9 @@ def stop_on_signals(stop: threading.Event, armed: Armed):
 def _train_json(run) -> str:
     m = run.metrics
     return json.dumps({"run_id": run.run_id, "run_dir": str(run.run_dir) if run.run_dir else None, "recipe": run.recipe.name,
-                       "test_loss": m["test_loss"], "test_acc": m["test_acc"], "train_seconds": m["train_seconds"],
-                       "total_seconds": m["total_seconds"], "epochs": m["epochs"], "seed": run.recipe.seed,
-                       "val_acc": m["val_acc"], "best_val_acc": m["best_val_acc"], "best_epoch": m["best_epoch"],
-                       "history": run.history})
+                       **m.model_dump(include={"test_loss", "test_acc", "train_seconds", "total_seconds", "epochs", "val_acc",
+                                               "val_acc_at_best", "best_epoch"}),
+                       "seed": run.recipe.seed, "history": run.history})
 
 
 def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
@@ -388,13 +387,14 @@ def runs_list(ctx: typer.Context,
               status: Annotated[Optional[str], typer.Option(help="running, completed, interrupted, failed, pruned, stale (its process is gone) or missing (its folder is).")] = None,
               tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag.")] = None,
               study: Annotated[Optional[str], typer.Option(help="Only the trials of this tuning study (`trainlab tune`).")] = None,
-              sort: Annotated[str, typer.Option(help="started_at, best_val_acc, test_acc, train_seconds, recipe, epochs.")] = "started_at",
+              sort: Annotated[str, typer.Option(help="started_at, val_acc_at_best, test_acc, train_seconds, recipe, epochs.")] = "started_at",
               limit: Annotated[Optional[int], typer.Option(help="At most N rows.")] = None,
               runs_dir: RunsDirOpt = None, db: DbOpt = None,
               json_out: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False) -> None:
-    """List runs: id, recipe, status, epochs, best val acc, test acc, duration and age."""
+    """List runs: id, recipe, status, epochs, val acc at the best epoch, test acc, duration and age."""
     if ctx.invoked_subcommand is not None:
         return
+    from trainlab.runs.record import Metrics
     from trainlab.runs.store import open_store
     rows = open_store(settings_for(runs_dir=runs_dir, db=db)).list(recipe, status, sort, limit, tag, study)
     if json_out:
@@ -404,18 +404,18 @@ def runs_list(ctx: typer.Context,
         return
     from rich.console import Console
     from rich.table import Table
-    table = Table("id", "recipe", "status", "epochs", "best val acc", "test acc", "train s", "age", "tags")
+    table = Table("id", "recipe", "status", "epochs", "val acc at best", "test acc", "train s", "age", "tags")
     for r in rows:
-        m = r.metrics or {}
-        table.add_row(r.run_id, r.recipe, r.live_status(), str(r.epochs), _fmt(m.get("best_val_acc")), _fmt(m.get("test_acc")),
-                      _fmt(m.get("train_seconds"), 1), _age(r.started_at), ",".join(r.tags))
+        m = r.metrics or Metrics()
+        table.add_row(r.run_id, r.recipe, r.live_status(), str(r.epochs), _fmt(m.val_acc_at_best), _fmt(m.test_acc),
+                      _fmt(m.train_seconds, 1), _age(r.started_at), ",".join(r.tags))
     Console(width=200).print(table)
 
 
 @runs_app.command("show")
 def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """Everything recorded about one run."""
-    from trainlab.runs.record import resolve_run_dir
+    from trainlab.runs.record import Metrics, resolve_run_dir
     from trainlab.runs.store import open_store
     settings = settings_for(runs_dir=runs_dir, db=db)
     store = open_store(settings)
@@ -424,10 +424,10 @@ def runs_show(run: str, runs_dir: RunsDirOpt = None, db: DbOpt = None, json_out:
     if json_out:
         print(json.dumps(dict(record.model_dump(), history=history)))
         return
-    m = record.metrics or {}
+    m = record.metrics or Metrics()
     fields = {"id": record.run_id, "recipe": record.recipe, "status": record.live_status(), "error": record.error,
               "seed": record.seed, "device": record.device, "started_at": record.started_at, "ended_at": record.ended_at,
-              "epochs": record.epochs, **{k: m.get(k) for k in ("best_epoch", "best_val_acc", "test_acc", "test_loss", "train_seconds")},
+              "epochs": record.epochs, **{k: getattr(m, k) for k in ("best_epoch", "val_acc_at_best", "test_acc", "test_loss", "train_seconds")},
               **{f"{k}_version": v for k, v in record.versions.items() if k != "platform"}, "run_dir": record.run_dir,
               "note": record.note, "tags": ", ".join(record.tags) or None,
               "study": f"{record.study} trial {record.trial}" if record.study else None}
@@ -446,6 +446,7 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
     """The hyperparameters that differ, side by side, then the metrics; overlays the curves."""
     from trainlab.plots import plot_history
     from trainlab.runs.admin import compare_runs
+    from trainlab.runs.record import Metrics
     settings = settings_for(runs_dir=runs_dir, db=db)
     records, curves, diff = compare_runs(runs, settings)
     width = max([len(k) for k in diff] + [14])
@@ -454,8 +455,8 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
         typer.echo(f"{k:<{width}}  " + "  ".join(f"{str(v)[:22]:>22}" for v in values))
     typer.echo("")
     rows = {"status": [r.status for r in records], "epochs": [r.epochs for r in records]}
-    rows.update({k: [(r.metrics or {}).get(k) for r in records]
-                 for k in ("best_val_acc", "val_acc", "test_acc", "test_loss", "train_seconds")})
+    rows.update({k: [getattr(r.metrics or Metrics(), k) for r in records]
+                 for k in ("val_acc_at_best", "val_acc", "test_acc", "test_loss", "train_seconds")})
     for k, values in rows.items():
         typer.echo(f"{k:<{width}}  " + "  ".join(f"{_fmt(v):>22}" for v in values))
     typer.echo(f"\nwrote {plot_history(curves, out or settings.runs_dir / 'compare.png')}")

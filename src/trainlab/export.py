@@ -30,7 +30,7 @@ from trainlab.errors import TrainlabError, first_line
 from trainlab.fileio import umask, write_error
 from trainlab.inference import Predictions, as_batch, input_stats, ood_warnings
 from trainlab.data.preprocess import Preprocess
-from trainlab.runs.record import read_record, resolve_run_dir
+from trainlab.runs.record import OODThresholds, read_record, resolve_run_dir
 from trainlab.runs.run import Run, load_run
 from trainlab.settings import Settings, load_settings
 from trainlab.version import __version__
@@ -85,7 +85,7 @@ def metadata(run: Run) -> dict[str, str]:
     return {"classes": json.dumps(run.classes), "style": run.preprocess.style, "preprocess": json.dumps(run.preprocess.to_dict()),
             "recipe": run.recipe.to_yaml(), "run_id": run.run_id or "", "trainlab": __version__,
             "input": f"uint8 (N, {h}, {w})" if c == 1 else f"uint8 (N, {h}, {w}, {c})", "output": "probabilities (N, classes)",
-            "ood": json.dumps(run.ood) if run.ood else ""}
+            "ood": run.ood.model_dump_json() if run.ood else ""}
 
 
 def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -201,7 +201,7 @@ class OnnxRun:
             raise TrainlabError(f"{self.path}: no trainlab metadata; export it with `trainlab export RUN`")
         self.classes = json.loads(meta["classes"])
         self.preprocess = Preprocess.from_dict(json.loads(meta["preprocess"]))
-        self.ood = json.loads(meta["ood"]) if meta.get("ood") else None
+        self.ood = OODThresholds.model_validate_json(meta["ood"]) if meta.get("ood") else None
         self.run_id = meta.get("run_id") or self.path.parent.name
 
     def predict(self, inputs) -> Predictions:

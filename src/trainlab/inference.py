@@ -72,25 +72,27 @@ def input_stats(x: torch.Tensor, prep: Preprocess) -> tuple[np.ndarray, np.ndarr
 @torch.inference_mode()
 def calibrate_ood(model: nn.Module, x: torch.Tensor, prep: Preprocess, batch_size: int, device: torch.device,
                   logits: torch.Tensor | None = None) -> dict:
-    """Thresholds for the out-of-distribution warning from one split (the validation split);
-    `logits` are the model's on `x` when the caller already has them."""
+    """Thresholds for the out-of-distribution warning from one split (the validation split), as the
+    fields of `trainlab.runs.record.OODThresholds`; `logits` are the model's on `x` when the caller
+    already has them."""
     if logits is None:
         logits = predict_logits(model, x, prep, batch_size, device)
     conf = torch.softmax(logits.float(), 1).cpu().numpy().max(1)
     means, stds = input_stats(x.cpu(), prep)
     return {"confidence_p02": float(np.quantile(conf, 0.02)),
-            "mean_range": [float(np.quantile(means, 0.005)), float(np.quantile(means, 0.995))],
-            "std_range": [float(np.quantile(stds, 0.005)), float(np.quantile(stds, 0.995))], "n": int(len(conf))}
+            "mean_range": (float(np.quantile(means, 0.005)), float(np.quantile(means, 0.995))),
+            "std_range": (float(np.quantile(stds, 0.005)), float(np.quantile(stds, 0.995))), "n": int(len(conf))}
 
 
-def ood_warnings(ood: dict | None, conf: float, mean: float, std: float) -> list[str]:
-    if not ood:
+def ood_warnings(ood, conf: float, mean: float, std: float) -> list[str]:
+    """Why one input looks unlike the training data, by a run's `OODThresholds` (None: no warnings)."""
+    if ood is None:
         return []
     out = []
-    if conf < ood["confidence_p02"]:
-        out.append(f"low confidence {conf:.2f} (below {ood['confidence_p02']:.2f}, the 2nd percentile on validation "
+    if conf < ood.confidence_p02:
+        out.append(f"low confidence {conf:.2f} (below {ood.confidence_p02:.2f}, the 2nd percentile on validation "
                    f"images): the input may be unlike the training data")
-    for name, value, (lo, hi) in (("mean", mean, ood["mean_range"]), ("contrast (std)", std, ood["std_range"])):
+    for name, value, (lo, hi) in (("mean", mean, ood.mean_range), ("contrast (std)", std, ood.std_range)):
         if not lo <= value <= hi:
             out.append(f"pixel {name} {value:.2f} is outside {lo:.2f}..{hi:.2f}, where 99% of validation images lie")
     return out
@@ -151,7 +153,7 @@ def as_batch(images, shape: tuple[int, int, int]) -> torch.Tensor:
     return x.to(torch.uint8).contiguous()
 
 
-def classify(model: nn.Module, x: torch.Tensor, prep: Preprocess, classes: list[str], ood: dict | None,
+def classify(model: nn.Module, x: torch.Tensor, prep: Preprocess, classes: list[str], ood,
              device: torch.device, batch_size: int = 256, tta: str = "none") -> Predictions:
     """Probabilities and warnings for uint8 images (N, C, H, W)."""
     if len(x) == 0:

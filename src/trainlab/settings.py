@@ -14,7 +14,17 @@ reads environment variables.
 | download_timeout | TRAINLAB_DOWNLOAD_TIMEOUT | 30 seconds |
 | token | TRAINLAB_TOKEN | none on loopback; generated for another host |
 | allow_hosts | TRAINLAB_ALLOW_HOSTS | none: the servers answer only for the bound host and loopback names |
+| serve_host | TRAINLAB_SERVE_HOST | set by `trainlab serve` for its worker processes |
+| serve_run | TRAINLAB_SERVE_RUN | set by `trainlab serve` for its worker processes |
+| serve_onnx | TRAINLAB_SERVE_ONNX | false (serve through torch) |
+| serve_timeout | TRAINLAB_SERVE_TIMEOUT | 10 seconds per predict request |
+| fused | TRAINLAB_FUSED | true (dense stacks train with the fused step) |
 | threads | TRAINLAB_THREADS | chosen per run from the free CPUs (cpus.py) |
+| omp_num_threads | OMP_NUM_THREADS | unset; when set, torch's own count is kept |
+| rank, world_size, local_rank | RANK, WORLD_SIZE, LOCAL_RANK | 0, 1, 0 (torchrun and `--nproc` set them) |
+
+cpus.py also reads TRAINLAB_CPU_SHARE (how many trainlab processes share the CPUs, written by
+trainlab's own launchers) and OMP_WAIT_POLICY before torch loads, when no Settings exists yet.
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ from trainlab.recipes import EarlyStoppingConfig, ReduceLRConfig
 
 class Callback:
     """Override what you need. `on_batch_end` gets running `loss` and `acc` (epoch averages so far)
-    and `batch_loss`; set `per_batch = True` to be called after every batch."""
+    and `batch_loss`; set `per_batch = True` to be called after every batch.
+
+    One numbering: the `epoch` and `batch` arguments are 0-based positions, as Keras passes them;
+    every `logs` dict counts from 1 (`logs["epoch"]`, the batch logs' `logs["step"]`), as
+    history.csv, run.json's `best_epoch` and the progress line ("Epoch 1/12 - 600/600") do."""
 
     per_batch = False
 
@@ -37,7 +41,7 @@ class Callback:
     def on_batch_end(self, state: TrainState, batch: int, logs: dict) -> None: ...
     def on_epoch_end(self, state: TrainState, epoch: int, logs: dict) -> None: ...
     def on_train_end(self, state: TrainState) -> None: ...
-    def on_test_end(self, state: TrainState, metrics: dict) -> None: ...
+    def on_test_end(self, state: TrainState, metrics) -> None: ...  # runs.record.Metrics
     def on_exception(self, state: TrainState, exc: BaseException) -> None: ...
 
     def state_dict(self) -> dict:

@@ -62,8 +62,8 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
             next_report = now + REPORT_EVERY
             loss_total, correct_total, stopping = _totals(state, state.stop is not None and state.stop.is_set())
             seen = min((step + 1) * bs, n)
-            logs = {"loss": loss_total / seen, "acc": correct_total / seen, "batch_loss": loss.item(), "step": step,
-                    "epoch": state.epoch}
+            logs = {"loss": loss_total / seen, "acc": correct_total / seen, "batch_loss": loss.item(), "step": step + 1,
+                    "epoch": state.epoch + 1}  # 1-based, as history.csv and the progress line count
             check_finite(state, logs["loss"])
             for cb in callbacks:
                 cb.on_batch_end(state, step, logs)

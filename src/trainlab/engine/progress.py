@@ -92,8 +92,8 @@ class ProgressPrinter(Callback):
     reports_saved = True  # finish() calls it after the run writer
 
     def on_test_end(self, state, metrics):
-        self._line(f"test_loss: {metrics['test_loss']:.4f} - test_acc: {metrics['test_acc']:.4f} - "
-                   f"train {metrics['train_seconds']:.1f}s" + (f" - saved {state.run_dir}" if state.run_dir else ""))
+        self._line(f"test_loss: {metrics.test_loss:.4f} - test_acc: {metrics.test_acc:.4f} - "
+                   f"train {metrics.train_seconds:.1f}s" + (f" - saved {state.run_dir}" if state.run_dir else ""))
 
     def on_exception(self, state, exc):
         self.close()
@@ -152,8 +152,8 @@ class NotebookProgress(Callback):
     reports_saved = True
 
     def on_test_end(self, state, metrics):
-        self.lines.append(f"test_loss: {metrics['test_loss']:.4f} - test_acc: {metrics['test_acc']:.4f} - "
-                          f"train {metrics['train_seconds']:.1f}s" + (f" - saved {state.run_dir}" if state.run_dir else ""))
+        self.lines.append(f"test_loss: {metrics.test_loss:.4f} - test_acc: {metrics.test_acc:.4f} - "
+                          f"train {metrics.train_seconds:.1f}s" + (f" - saved {state.run_dir}" if state.run_dir else ""))
         self._bar.update(self._HTML(self._html(1.0, "done")))
 
     def on_exception(self, state, exc):

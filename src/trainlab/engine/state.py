@@ -88,7 +88,7 @@ class TrainState:
     run_id: str | None = None
     run_dir: Path | None = None
     metrics: dict | None = None  # the final metrics, once the test pass is done
-    ood: dict | None = None  # out-of-distribution thresholds, once calibrated
+    ood: object | None = None  # runs.record.OODThresholds, once calibrated (training.api.finish)
     group: object = None  # distributed.Group when several processes train together
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper of `model` the loop steps through
     cpu: dict = field(default_factory=dict)  # how the thread count was chosen (cpus.py); run.json's `cpu`

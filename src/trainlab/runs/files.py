@@ -25,6 +25,7 @@ from trainlab.errors import TrainlabError, first_line
 from trainlab.fileio import atomic_write, load_yaml, read_text
 from trainlab.history import HISTORY_COLUMNS, best_epoch
 from trainlab.recipes import Recipe, validate
+from trainlab.runs.record import Metrics
 from trainlab.settings import Settings
 from trainlab.version import __version__
 
@@ -39,14 +40,14 @@ def read_recipe(run_dir: Path) -> Recipe:
     return validate(data if isinstance(data, dict) else {}, where=f"run {run_dir.name}")
 
 
-def final_metrics(history: list[dict], monitor: str, test_loss: float, test_acc: float, **timings: float) -> dict:
+def final_metrics(history: list[dict], monitor: str, test_loss: float, test_acc: float, **timings: float) -> Metrics:
     """The run's summary: the last epoch, the best one (by the recipe's monitor), test results, timings."""
     last = history[-1] if history else {}
     best = best_epoch(history, monitor)
-    return {"test_loss": test_loss, "test_acc": test_acc, "loss": last.get("loss"), "acc": last.get("acc"),
-            "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"), "monitor": monitor,
-            "best_epoch": best["epoch"] if best else None, "best_val_acc": best.get("val_acc") if best else None,
-            "epochs": len(history), **timings}
+    return Metrics(test_loss=test_loss, test_acc=test_acc, loss=last.get("loss"), acc=last.get("acc"),
+                   val_loss=last.get("val_loss"), val_acc=last.get("val_acc"), monitor=monitor,
+                   best_epoch=best["epoch"] if best else None, val_acc_at_best=best.get("val_acc") if best else None,
+                   epochs=len(history), **timings)
 
 
 

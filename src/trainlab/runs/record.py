@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from trainlab.errors import RunNotFound, TrainlabError, WriteError
 from trainlab.fileio import atomic_write, overwrite_in_place, read_json_object
@@ -29,6 +29,49 @@ class DatasetInfo(BaseModel):
     n_train: int
     n_val: int
     n_test: int
+
+
+class OODThresholds(BaseModel):
+    """When a prediction's input looks unlike the training data, calibrated on the validation split:
+    the 2nd percentile of the model's top probability and the ranges holding 99% of images' pixel
+    mean and standard deviation. Recorded in run.json (`ood`) and in an exported model."""
+
+    confidence_p02: float
+    mean_range: tuple[float, float]
+    std_range: tuple[float, float]
+    n: int
+
+
+class Metrics(BaseModel):
+    """A finished run's summary (metrics.json, run.json's `metrics`, `Run.metrics`): the last epoch,
+    the epoch the recipe's monitor (val_loss by default) rates best and the validation accuracy at
+    that epoch, the test pass, and the timings. Read as attributes (`run.metrics.test_acc`) or, as
+    a notebook would, by key (`run.metrics["test_acc"]`). Files written before the rename name
+    `val_acc_at_best` `best_val_acc`; both are read."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    test_loss: float | None = None
+    test_acc: float | None = None
+    loss: float | None = None  # the last epoch's training loss
+    acc: float | None = None
+    val_loss: float | None = None  # the last epoch's validation loss
+    val_acc: float | None = None
+    monitor: str = "val_loss"
+    best_epoch: int | None = None  # 1-based, as in history.csv
+    val_acc_at_best: float | None = Field(None, validation_alias=AliasChoices("val_acc_at_best", "best_val_acc"))
+    epochs: int = 0
+    data_seconds: float | None = None
+    train_seconds: float | None = None
+    total_seconds: float | None = None
+
+    def __getitem__(self, key: str):
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in type(self).model_fields else default
 
 
 class ProcessInfo(BaseModel):
@@ -94,10 +137,10 @@ class RunRecord(BaseModel):
     dataset: DatasetInfo | None = None
     preprocess: dict | None = None
     notes: list[str] = []
-    ood: dict | None = None
+    ood: OODThresholds | None = None
     timings: dict | None = None
     resumed_at: list[str] = []
-    metrics: dict | None = None  # the final metrics (also metrics.json)
+    metrics: Metrics | None = None  # the final metrics (also metrics.json)
     epochs: int = 0
     tags: list[str] = []
     note: str | None = None

@@ -24,7 +24,7 @@ from trainlab.models import build_model, place
 from trainlab.plots import plot_predictions
 from trainlab.recipes import Recipe
 from trainlab.runs.files import read_history, read_recipe
-from trainlab.runs.record import read_record, resolve_run_dir
+from trainlab.runs.record import Metrics, OODThresholds, read_record, resolve_run_dir
 from trainlab.settings import Settings, load_settings
 
 
@@ -35,14 +35,14 @@ class Run:
     recipe: Recipe
     model: nn.Module
     history: list[dict]
-    metrics: dict
+    metrics: Metrics
     classes: list[str]
     preprocess: Preprocess
     run_id: str | None = None
     run_dir: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     data: TensorData | None = None  # kept after training; loaded on demand for a saved run
-    ood: dict | None = None  # out-of-distribution thresholds calibrated on the validation split
+    ood: OODThresholds | None = None  # out-of-distribution thresholds calibrated on the validation split
     settings: Settings | None = None  # where its data is found when it is loaded again
 
     def tensors(self, settings: Settings | None = None) -> TensorData:
@@ -137,6 +137,6 @@ def load_run(run: str | os.PathLike, settings: Settings | None = None, device: s
                             f"the file is truncated or from another model: remove the run with `trainlab runs rm {run_dir.name}`") from None
     dev = torch.device(device)
     model = place(model, dev).eval()
-    metrics = record.metrics or {}
+    metrics = record.metrics or Metrics()
     return Run(recipe, model, read_history(run_dir / "history.csv"), metrics, classes, prep, record.run_id, run_dir, dev,
                ood=record.ood, settings=settings)

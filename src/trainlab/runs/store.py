@@ -36,7 +36,7 @@ from trainlab.history import HISTORY_COLUMNS, best_epoch
 from trainlab.runs.record import RunRecord
 from trainlab.settings import Settings
 
-SCHEMA_VERSION = 2  # 1: columns only; 2: + record_json, the whole RunRecord
+SCHEMA_VERSION = 3  # 1: columns only; 2: + record_json, the whole RunRecord; 3: best_val_acc named val_acc_at_best
 
 metadata = MetaData()
 schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
@@ -53,7 +53,7 @@ runs_table = Table(
     Column("python_version", String(32)), Column("platform", String(200)), Column("device", String(32)),
     Column("started_at", String(40)), Column("ended_at", String(40)),
     Column("epochs", Integer, nullable=False, default=0),
-    Column("best_val_acc", Float), Column("best_epoch", Integer),
+    Column("val_acc_at_best", Float), Column("best_epoch", Integer),
     Column("val_acc", Float), Column("test_acc", Float), Column("test_loss", Float),
     Column("train_seconds", Float),
     Column("run_dir", Text, nullable=False),
@@ -86,8 +86,14 @@ def _add_record_json(conn) -> None:
     conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN record_json TEXT")
 
 
+def _rename_val_acc_at_best(conn) -> None:
+    """The validation accuracy at the monitor's best epoch (val_loss by default), not the best
+    validation accuracy: named for what it is (SQLite >= 3.25 and PostgreSQL rename in place)."""
+    conn.exec_driver_sql("ALTER TABLE runs RENAME COLUMN best_val_acc TO val_acc_at_best")
+
+
 # version -> function upgrading a database at that version to the next one
-MIGRATIONS: dict[int, callable] = {1: _add_record_json}
+MIGRATIONS: dict[int, callable] = {1: _add_record_json, 2: _rename_val_acc_at_best}
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -196,11 +202,11 @@ class Store:
     def record_end(self, record: RunRecord, history: list[dict] | None = None, monitor: str = "val_acc") -> None:
         """The run's final state: status, error, end time, metrics, the whole record; with `history`,
         its epoch rows too, in the same transaction (one commit ends a run)."""
-        m = record.metrics or {}
+        m = record.metrics
         values = dict(status=record.status, error=record.error, ended_at=record.ended_at,
                       record_json=record.model_dump_json())
-        if m:
-            values.update(test_acc=m.get("test_acc"), test_loss=m.get("test_loss"), train_seconds=m.get("train_seconds"))
+        if m is not None:
+            values.update(test_acc=m.test_acc, test_loss=m.test_loss, train_seconds=m.train_seconds)
 
         def write():
             with self.engine.begin() as conn:
@@ -241,7 +247,8 @@ class Store:
     def list(self, recipe: str | None = None, status: str | None = None, sort: str = "started_at",
              limit: int | None = None, tag: str | None = None, study: str | None = None) -> list[RunRecord]:
         """Runs, newest first (or by `sort`), filtered by recipe, status, tag or tuning study."""
-        sortable = {"started_at", "best_val_acc", "test_acc", "train_seconds", "recipe", "epochs"}
+        sortable = {"started_at", "val_acc_at_best", "test_acc", "train_seconds", "recipe", "epochs"}
+        sort = "val_acc_at_best" if sort == "best_val_acc" else sort  # its name before schema v3
         if sort not in sortable:
             raise TrainlabError(f"--sort {sort!r}: use one of {', '.join(sorted(sortable))}")
         # not stored as columns: worked out from the record (RunRecord.live_status, RunRecord.study)
@@ -294,11 +301,11 @@ def _to_record(row: dict, tags: list[str]) -> RunRecord:
         base = {"run_id": row["id"], "recipe": row["recipe"], "recipe_digest": row["recipe_digest"], "seed": row["seed"],
                 "device": row["device"] or "cpu", "started_at": row["started_at"],
                 "versions": {k: row[f"{k}_version"] for k in ("trainlab", "torch", "python") if row.get(f"{k}_version")},
-                "metrics": {k: row[k] for k in ("test_acc", "test_loss", "train_seconds", "best_val_acc", "best_epoch")}}
+                "metrics": {k: row[k] for k in ("test_acc", "test_loss", "train_seconds", "val_acc_at_best", "best_epoch")}}
     base.update(status=row["status"], error=row["error"], ended_at=row["ended_at"], epochs=row["epochs"], tags=tags,
                 note=row["note"], run_dir=row["run_dir"])
     metrics = dict(base.get("metrics") or {})
-    metrics.update({k: row[k] for k in ("best_val_acc", "best_epoch", "val_acc") if row.get(k) is not None})
+    metrics.update({k: row[k] for k in ("val_acc_at_best", "best_epoch", "val_acc") if row.get(k) is not None})
     base["metrics"] = metrics
     return RunRecord.model_validate(base)
 
@@ -328,4 +335,4 @@ def _write_epochs(conn, run_id: str, history: list[dict], monitor: str) -> None:
         conn.execute(insert(epochs_table), [{"run_id": run_id, **{k: h.get(k) for k in HISTORY_COLUMNS}} for h in history])
     conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(
         epochs=len(history), val_acc=history[-1].get("val_acc") if history else None,
-        best_val_acc=best.get("val_acc") if best else None, best_epoch=best["epoch"] if best else None))
+        val_acc_at_best=best.get("val_acc") if best else None, best_epoch=best["epoch"] if best else None))

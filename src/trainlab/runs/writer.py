@@ -3,7 +3,6 @@ history, best weights, events, heartbeat, final files), holding the folder's loc
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -127,7 +126,7 @@ class RunWriter(Callback):
 
     def on_test_end(self, state, metrics):
         """Every file first, the record last: a run marked completed has all its files."""
-        atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write(self.run_dir / "metrics.json", metrics.model_dump_json(indent=2) + "\n")
         self._save_artifacts(state)
         self._mark(state, "completed", None, metrics)
 
@@ -165,20 +164,20 @@ class RunWriter(Callback):
         # curves.png is drawn on first view (curves_png): matplotlib would hold the command ~1 s
 
     def _mark(self, state: TrainState, status: str, error: str | None, metrics: dict | None) -> None:
-        timings = {k: metrics[k] for k in ("data_seconds", "train_seconds", "total_seconds")} if metrics else None
+        timings = {k: getattr(metrics, k) for k in ("data_seconds", "train_seconds", "total_seconds")} if metrics else None
         self.record = self.record.model_copy(update=dict(
             status=status, ended_at=now(), error=error, notes=list(state.notes), ood=state.ood, timings=timings,
             metrics=metrics, epochs=len(state.history), threads=self.record.threads,
             cpu=_cpu_record(self.record.cpu, state.cpu)))
         if status == "completed":
             self.record.save(self.run_dir)
-            self.events.append("status", status=status, error=error, metrics=metrics)
+            self.events.append("status", status=status, error=error, metrics=metrics and metrics.model_dump())
             if self.store:
                 self.store.record_end(self.record, state.history, self.recipe.monitor)
         else:  # ending badly, perhaps on a full disk: each place told on its own, the record above all
             failures = []
             for write in (lambda: self.record.save(self.run_dir, last_resort=True),
-                          lambda: self.events.append("status", status=status, error=error, metrics=metrics),
+                          lambda: self.events.append("status", status=status, error=error, metrics=metrics and metrics.model_dump()),
                           lambda: self.store and self.store.record_end(self.record, state.history, self.recipe.monitor)):
                 try:
                     write()

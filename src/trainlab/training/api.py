@@ -30,7 +30,7 @@ from trainlab.errors import StopRun, TrainlabError
 from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.recipes import Recipe
 from trainlab.runs.files import final_metrics, open_runs_folder, read_recipe
-from trainlab.runs.record import read_record, resolve_run_dir
+from trainlab.runs.record import OODThresholds, read_record, resolve_run_dir
 from trainlab.runs.run import Run
 from trainlab.runs.writer import RunWriter
 from trainlab.runtime import caller_state_kept, pick_device
@@ -47,7 +47,7 @@ def finish(state: TrainState, callbacks: list[Callback], timings: dict) -> dict:
     x_cal = d.x_val if d.x_val is not None else d.x_test
     # the thresholds come from the validation split; when that is the test split, reuse its logits
     reuse = logits if x_cal is d.x_test and r.tta == "none" else None
-    state.ood = calibrate_ood(net, x_cal, d.preprocess, r.eval_batch_size, state.device, logits=reuse)
+    state.ood = OODThresholds(**calibrate_ood(net, x_cal, d.preprocess, r.eval_batch_size, state.device, logits=reuse))
     state.metrics = final_metrics(state.history, r.monitor, test_loss, test_acc, **timings)
     # the printers last: "saved ..." is said only once the run writer has saved
     for cb in sorted(callbacks, key=lambda c: getattr(c, "reports_saved", False)):

@@ -281,7 +281,7 @@ class _Worker:
             trial.set_user_attr("error", first_line(exc, 300))
             raise
         m = run.metrics
-        trial.set_user_attr("test_acc", m["test_acc"])
+        trial.set_user_attr("test_acc", m.test_acc)
         best = best_epoch(run.history, metric)
         if best is None or best[metric] is None or not math.isfinite(best[metric]):
             raise TrainlabError(f"the run recorded no {metric}")

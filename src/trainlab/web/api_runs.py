@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from trainlab.fileio import open_inside
 from trainlab.runs.events import EVENTS, last_events, offset_after, read_events
-from trainlab.runs.record import read_record
+from trainlab.runs.record import Metrics, read_record
 from trainlab.runs.admin import compare_runs, stop_run
 from trainlab.runs.curves import curves_png
 from trainlab.runs.files import read_history, read_recipe
@@ -33,8 +33,8 @@ POLL = 0.2  # seconds between looks at a live run's event log
 def _row(record, runs_dir: Path) -> dict:
     d = record.model_dump(mode="json", include={"run_id", "recipe", "status", "tags", "started_at", "ended_at", "epochs",
                                                 "seed", "study", "trial", "error"})
-    m, t = record.metrics or {}, record.timings or {}
-    d.update(live_status=record.live_status(), best_val_acc=m.get("best_val_acc"), test_acc=m.get("test_acc"),
+    m, t = record.metrics or Metrics(), record.timings or {}
+    d.update(live_status=record.live_status(), val_acc_at_best=m.val_acc_at_best, test_acc=m.test_acc,
              seconds=t.get("total_seconds"), dataset=record.dataset.name if record.dataset else None)
     if record.status == "running":
         last = last_events(runs_dir / record.run_id / EVENTS)
@@ -200,6 +200,6 @@ def compare(request: Request, runs: str = Query(..., description="run ids, comma
         run_dir(r, request)
     records, curves, diff = compare_runs(ids, settings(request))
     return {"runs": [{"run_id": rec.run_id, "recipe": rec.recipe, "status": rec.status,
-                      "test_acc": (rec.metrics or {}).get("test_acc"), "best_val_acc": (rec.metrics or {}).get("best_val_acc"),
+                      "test_acc": (rec.metrics or Metrics()).test_acc, "val_acc_at_best": (rec.metrics or Metrics()).val_acc_at_best,
                       "history": c.history} for rec, c in zip(records, curves)],
             "differences": diff}

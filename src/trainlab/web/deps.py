@@ -11,7 +11,7 @@ import torch
 from fastapi import HTTPException, Request
 
 from trainlab.errors import TrainlabError
-from trainlab.runs.record import RUN_ID_RE, resolve_run_dir
+from trainlab.runs.record import RUN_ID_RE, Metrics, resolve_run_dir
 from trainlab.runs.run import Run, load_run
 from trainlab.runs.files import open_index
 from trainlab.settings import Settings
@@ -99,7 +99,7 @@ class ServedModel:
 
 def model_info(record) -> dict:
     return {"run_id": record.run_id, "recipe": record.recipe, "dataset": record.dataset.name if record.dataset else None,
-            "classes": record.dataset.classes if record.dataset else [], "test_acc": (record.metrics or {}).get("test_acc"),
+            "classes": record.dataset.classes if record.dataset else [], "test_acc": (record.metrics or Metrics()).test_acc,
             "started_at": record.started_at}
 
 

@@ -67,7 +67,7 @@ function runsPage() {
     <table id="runs"><thead><tr><th></th>
       <th class="sortable" data-k="run_id">run</th><th class="sortable" data-k="recipe">recipe</th>
       <th class="sortable" data-k="live_status">status</th><th>tags</th>
-      <th class="sortable num" data-k="best_val_acc">best val acc</th><th class="sortable num" data-k="test_acc">test acc</th>
+      <th class="sortable num" data-k="val_acc_at_best">best val acc</th><th class="sortable num" data-k="test_acc">test acc</th>
       <th class="sortable num" data-k="seconds">duration</th><th class="sortable" data-k="started_at">age</th></tr></thead>
     <tbody></tbody></table>`;
   const selected = new Set();
@@ -85,7 +85,7 @@ function runsPage() {
       <td><a href="#/run/${esc(r.run_id)}">${esc(r.run_id)}</a></td><td>${esc(r.recipe)}</td>
       <td><span class="status ${esc(r.live_status)}">${esc(r.live_status)}</span>
         ${r.live_status === "running" ? `<span class="bar" title="${pct(r.progress)}"><span style="width:${100 * (r.progress || 0)}%"></span></span> ${pct(r.progress)}` : ""}</td>
-      <td>${(r.tags || []).map(esc).join(", ")}</td><td class="num">${fmt(r.best_val_acc)}</td><td class="num">${fmt(r.test_acc)}</td>
+      <td>${(r.tags || []).map(esc).join(", ")}</td><td class="num">${fmt(r.val_acc_at_best)}</td><td class="num">${fmt(r.test_acc)}</td>
       <td class="num">${dur(r.seconds)}</td><td>${age(r.started_at)}</td></tr>`).join("");
     $("#count").textContent = `${shown.length} of ${rows.length} runs`;
     $("#compare-btn").disabled = selected.size < 2;
@@ -144,12 +144,12 @@ function runPage(id) {
     $("#resume-btn").hidden = !["interrupted", "failed", "stale"].includes(info.live_status) || !info.files.length;
     if (info.live_status !== "running") {
       $("#progress-text").textContent = info.live_status === "completed"
-        ? `Validation accuracy ${fmt(m.best_val_acc)} (best, epoch ${m.best_epoch ?? "–"}) · test accuracy ${fmt(m.test_acc)}`
+        ? `Validation accuracy ${fmt(m.val_acc_at_best)} (best, epoch ${m.best_epoch ?? "–"}) · test accuracy ${fmt(m.test_acc)}`
         : `${info.live_status}${rec.error ? ": " + rec.error : ""}`;
       $("#eta").textContent = rec.timings ? `trained in ${dur(rec.timings.train_seconds)} (${dur(rec.timings.total_seconds)} in all)` : "";
     }
     $("#results").innerHTML = `<table><tr><td>recipe</td><td>${esc(rec.recipe)}</td></tr><tr><td>dataset</td><td>${esc(rec.dataset?.name)}</td></tr>
-      <tr><td>final val acc</td><td class="num">${fmt(m.val_acc)}</td></tr><tr><td>best val acc</td><td class="num">${fmt(m.best_val_acc)}</td></tr>
+      <tr><td>final val acc</td><td class="num">${fmt(m.val_acc)}</td></tr><tr><td>best val acc</td><td class="num">${fmt(m.val_acc_at_best)}</td></tr>
       <tr><td>test acc</td><td class="num" id="test-acc">${fmt(m.test_acc)}</td></tr><tr><td>test loss</td><td class="num">${fmt(m.test_loss)}</td></tr>
       <tr><td>epochs</td><td class="num">${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr></table>
       ${rec.status === "completed" ? `<p><a href="#/errors/${esc(id)}">Errors →</a> · <a href="#/try/${esc(id)}">Try it →</a></p>` : ""}`;
@@ -201,7 +201,7 @@ async function comparePage(ids) {
   }
   $("#cmp-results").innerHTML = `<table><tr><th>run</th><th>status</th><th class="num">best val acc</th><th class="num">test acc</th></tr>` +
     c.runs.map((r, i) => `<tr><td><span style="color:${COLORS[i % COLORS.length]}">■</span> <a href="#/run/${esc(r.run_id)}">${esc(names[i])}</a></td>
-      <td>${esc(r.status)}</td><td class="num">${fmt(r.best_val_acc)}</td><td class="num">${fmt(r.test_acc)}</td></tr>`).join("") + "</table>";
+      <td>${esc(r.status)}</td><td class="num">${fmt(r.val_acc_at_best)}</td><td class="num">${fmt(r.test_acc)}</td></tr>`).join("") + "</table>";
   const keys = Object.keys(c.differences);
   $("#cmp-diff").innerHTML = `<table class="diff"><tr><th>setting</th>${names.map(esc).map(nm => `<th>${nm}</th>`).join("")}</tr>` +
     keys.map(k => `<tr><td>${esc(k)}</td>${c.differences[k].map(v => `<td class="changed">${esc(typeof v === "object" ? JSON.stringify(v) : v)}</td>`).join("")}</tr>`).join("") + "</table>";
