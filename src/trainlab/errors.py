@@ -25,6 +25,10 @@ class RunNotFound(TrainlabError):
     """A run id or path does not name a run."""
 
 
+class NotResumable(TrainlabError):
+    """A run that resume cannot continue: completed, still training, or without a checkpoint."""
+
+
 class StopRun(Exception):
     """Training was asked to stop before its end (not an error). `status` is what the run becomes."""
 

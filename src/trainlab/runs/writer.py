@@ -13,7 +13,7 @@ import torch
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.checkpoint import CHECKPOINT
 from trainlab.engine.state import TrainState
-from trainlab.errors import StopRun, TrainlabError, first_line
+from trainlab.errors import NotResumable, StopRun, TrainlabError, first_line
 from trainlab.fileio import atomic_write
 from trainlab.history import best_epoch
 from trainlab.recipes import Recipe
@@ -31,6 +31,21 @@ from trainlab.runs.record import (
 )
 from trainlab.settings import Settings
 from trainlab.version import __version__
+
+
+def check_resumable(run_dir: Path) -> tuple[RunRecord, Recipe]:
+    """The record and recipe of a run that resume can continue; `NotResumable` (one line with the
+    fix) for a completed run, one whose process still trains it, or one without a checkpoint."""
+    record, recipe = read_record(run_dir), read_recipe(run_dir)
+    again = f"`trainlab train {recipe.name} --seed {recipe.seed}`"
+    if record.status == "completed":
+        raise NotResumable(f"run {run_dir.name} already completed; train again with {again}")
+    if record.live_status() == "running":
+        raise NotResumable(f"run {run_dir.name} is still training (process {record.process.pid if record.process else '?'}); "
+                           "stop it first (Ctrl-C where it runs, or Stop on the dashboard)")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise NotResumable(f"run {run_dir.name} has no checkpoint (it stopped before its first one); start it again with {again}")
+    return record, recipe
 
 
 class RunWriter(Callback):
@@ -63,13 +78,7 @@ class RunWriter(Callback):
         """The writer of an interrupted, failed or stale run, for `--resume`; a run whose process
         is still alive is refused (its lock is held)."""
         run_dir = resolve_run_dir(run, settings)
-        record, recipe = read_record(run_dir), read_recipe(run_dir)
-        if record.status == "completed":
-            raise TrainlabError(f"run {run_dir.name} already completed; train again with `trainlab train {recipe.name} "
-                                f"--seed {recipe.seed}`")
-        if not (run_dir / CHECKPOINT).is_file():
-            raise TrainlabError(f"run {run_dir.name} has no checkpoint (it stopped before its first one); "
-                                f"start it again with `trainlab train {recipe.name} --seed {recipe.seed}`")
+        record, recipe = check_resumable(run_dir)
         return cls(run_dir, recipe, open_index(settings.with_(runs_dir=run_dir.parent)), record, record.custom_model)
 
     @property

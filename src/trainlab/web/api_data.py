@@ -4,26 +4,20 @@ images by loss, per-class precision, recall and F1)."""
 from __future__ import annotations
 
 import base64
-from functools import lru_cache
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 
-from trainlab.data.registry import DATASETS, load_dataset
-from trainlab.evaluate import confusion_cell
 from trainlab.data.images import png_bytes
+from trainlab.data.registry import DATASETS
+from trainlab.evaluate import confusion_cell
 from trainlab.metrics import classification_report
-from trainlab.web.deps import run_dir
+from trainlab.web.deps import DatasetsDep, RunDirDep, RunsDep
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", tags=["data"])
 
 
 def data_url(arr) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(arr)).decode()
-
-
-@lru_cache(maxsize=3)
-def _dataset(name: str, settings):
-    return load_dataset(name, settings=settings)
 
 
 @router.get("/datasets")
@@ -32,11 +26,11 @@ def datasets():
 
 
 @router.get("/datasets/{name}/samples")
-def samples(name: str, request: Request, split: str = Query("train", pattern="^(train|test)$"),
+def samples(name: str, datasets: DatasetsDep, split: str = Query("train", pattern="^(train|test)$"),
             n: int = Query(40, ge=1, le=200), start: int = Query(0, ge=0)):
     if name not in DATASETS:
         raise HTTPException(404, f"no dataset {name[:40]!r}; use one of {', '.join(sorted(DATASETS))}")
-    ds = _dataset(name, request.app.state.settings)
+    ds = datasets.get(name)
     x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
     items = [{"index": i, "label": int(y[i]), "class_name": ds.classes[int(y[i])], "image": data_url(x[i])}
              for i in range(start, min(start + n, len(x)))]
@@ -44,10 +38,8 @@ def samples(name: str, request: Request, split: str = Query("train", pattern="^(
 
 
 @router.get("/runs/{run_id}/errors")
-def errors(run_id: str, request: Request):
+def errors(run_id: str, folder: RunDirDep, cache: RunsDep):
     """The test-set report: confusion matrix, per-class precision/recall/F1, most confused pairs."""
-    run_dir(run_id, request)
-    cache = request.app.state.runs
     run = cache.run(run_id)
     logits, y, _ = cache.test_logits(run_id)
     report = classification_report(logits, y, run.classes, "test")
@@ -55,11 +47,9 @@ def errors(run_id: str, request: Request):
 
 
 @router.get("/runs/{run_id}/errors/cell")
-def cell(run_id: str, request: Request, true: int = Query(..., ge=0), pred: int = Query(..., ge=0),
+def cell(run_id: str, folder: RunDirDep, cache: RunsDep, true: int = Query(..., ge=0), pred: int = Query(..., ge=0),
          limit: int = Query(48, ge=1, le=200)):
     """The test images of one confusion-matrix cell, highest loss first."""
-    run_dir(run_id, request)
-    cache = request.app.state.runs
     run = cache.run(run_id)
     if true >= len(run.classes) or pred >= len(run.classes):
         raise HTTPException(422, f"true and pred are class numbers 0..{len(run.classes) - 1}")

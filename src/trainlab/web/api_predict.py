@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from functools import partial
 
-from fastapi import APIRouter, HTTPException, Query, Request
 import anyio
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from trainlab.data.images import STYLES, png_bytes
 from trainlab.predict import predict_bytes, predict_pixels
-from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, MAX_UPLOAD_BYTES
+from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, MAX_UPLOAD_BYTES, LimiterDep, ModelsDep, SettingsDep
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", tags=["predict"])
 
 
 class PixelRequest(BaseModel):
@@ -25,8 +26,8 @@ class PixelRequest(BaseModel):
 
 
 @router.get("/models")
-def models(request: Request):
-    found = request.app.state.models.servable()
+def models(served: ModelsDep):
+    found = served.servable()
     return {"models": found, "default": found[0]["run_id"] if found else None}
 
 
@@ -41,19 +42,20 @@ def _answer(run_id: str, run, preds, top_k: int) -> dict:
 
 
 @router.post("/predict")
-async def predict(request: Request, run: str | None = Query(None), top_k: int = Query(3, ge=1, le=100),
+async def predict(request: Request, served: ModelsDep, s: SettingsDep, limiter: LimiterDep, run: str | None = Query(None), top_k: int = Query(3, ge=1, le=100),
                   style: str | None = Query(None, description=f"one of {', '.join(STYLES)}")):
     """Multipart image files (field `file`, repeatable), or JSON {"pixels": [...]}: top-k classes."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"the request is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
-    model = request.app.state.models.get(run, request)
+    model = served.get(run)
+    timed = partial(_timed, limiter, s.serve_timeout)
     if request.headers.get("content-type", "").startswith("application/json"):
         body = PixelRequest.model_validate_json(await _read(request))
         n = image_count(body.pixels, model.preprocess.shape)
         if n > MAX_PIXEL_IMAGES:
             raise HTTPException(413, f"{n} images in one request; the limit is {MAX_PIXEL_IMAGES}")
-        return await _timed(request, lambda: _answer(model.run_id, model, predict_pixels(model, body.pixels), body.top_k))
+        return await timed(lambda: _answer(model.run_id, model, predict_pixels(model, body.pixels), body.top_k))
     form = await request.form(max_files=MAX_FILES, max_fields=16)
     files = [f for f in form.getlist("file") if hasattr(f, "read")]
     if not files:
@@ -61,7 +63,7 @@ async def predict(request: Request, run: str | None = Query(None), top_k: int = 
     data = [(f.filename or f"upload-{i}", await f.read()) for i, f in enumerate(files)]
     if sum(len(b) for _, b in data) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"the files are over {MAX_UPLOAD_BYTES:,} bytes together")
-    answer = await _timed(request, lambda: _answer(model.run_id, model, predict_bytes(model, data, style), top_k))
+    answer = await timed(lambda: _answer(model.run_id, model, predict_bytes(model, data, style), top_k))
     if not answer["results"]:  # nothing could be read: an error, as the CLI's exit 2
         first = answer["failures"][0] if answer["failures"] else {"file": "?", "error": "no image"}
         raise HTTPException(422, f"no image could be read ({len(answer['failures'])} failed); "
@@ -82,19 +84,11 @@ def image_count(pixels: list, shape: tuple[int, int, int]) -> int:
     return dims[0]
 
 
-INFERENCE_THREADS = 4  # models run at most this many at once: more only adds threads, memory and queueing
-_limiter: anyio.CapacityLimiter | None = None
-
-
-async def _timed(request: Request, work):
-    """Run the model off the event loop on a bounded set of threads, within the server's request
-    timeout (504 past it)."""
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
-    limit = request.app.state.settings.serve_timeout
+async def _timed(limiter: anyio.CapacityLimiter, limit: float, work):
+    """Run the model off the event loop on the app's bounded set of threads, within the server's
+    request timeout (504 past it)."""
     try:
-        return await asyncio.wait_for(anyio.to_thread.run_sync(work, limiter=_limiter), limit)
+        return await asyncio.wait_for(anyio.to_thread.run_sync(work, limiter=limiter), limit)
     except asyncio.TimeoutError:
         raise HTTPException(504, f"the prediction took over {limit:g} s (TRAINLAB_SERVE_TIMEOUT)") from None
 

@@ -11,17 +11,19 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from trainlab.errors import NotResumable
 from trainlab.fileio import open_inside
-from trainlab.runs.events import EVENTS, last_events, offset_after, read_events
-from trainlab.runs.record import Metrics, read_record
 from trainlab.runs.admin import compare_runs, stop_run
 from trainlab.runs.curves import curves_png
+from trainlab.runs.events import EVENTS, last_events, offset_after, read_events
 from trainlab.runs.files import read_history, read_recipe
+from trainlab.runs.record import Metrics, read_record
+from trainlab.runs.writer import check_resumable
 from trainlab.training.build import summarize
-from trainlab.web.deps import index, run_dir, settings
+from trainlab.web.deps import IndexDep, JobsDep, RunDirDep, SettingsDep, checked_run_dir
 from trainlab.web.finite_json import finite
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", tags=["runs"])
 FILES = {"model.safetensors", "best.safetensors", "recipe.yaml", "run.json", "history.csv", "metrics.json", "curves.png",
          "events.jsonl"}
 TERMINAL = {"completed", "failed", "interrupted", "pruned"}
@@ -44,24 +46,22 @@ def _row(record, runs_dir: Path) -> dict:
 
 
 @router.get("/runs")
-def list_runs(request: Request, recipe: str | None = None, status: str | None = None, tag: str | None = None,
-              sort: str = "started_at", limit: int = Query(500, ge=1, le=5000)):
-    s = settings(request)
+def list_runs(s: SettingsDep, index: IndexDep, recipe: str | None = None, status: str | None = None,
+              tag: str | None = None, sort: str = "started_at", limit: int = Query(500, ge=1, le=5000)):
     if status is not None and status not in STATUSES:
         raise HTTPException(422, f"status {status[:40]!r}: use one of {', '.join(STATUSES)}")
-    return {"runs": [_row(r, s.runs_dir) for r in index(request).list(recipe, status, sort, limit, tag)]}
+    return {"runs": [_row(r, s.runs_dir) for r in index.list(recipe, status, sort, limit, tag)]}
 
 
 @router.get("/runs/{run_id}")
-def get_run(run_id: str, request: Request):
-    folder = run_dir(run_id, request)
+def get_run(run_id: str, folder: RunDirDep, s: SettingsDep, jobs: JobsDep):
     record, recipe = read_record(folder), read_recipe(folder)
     try:
-        summary = summarize(recipe, settings(request))
+        summary = summarize(recipe, s)
     except Exception as exc:  # a custom model or missing data: the page shows why
         summary = f"(no layer summary: {str(exc).splitlines()[0]})"
     files = sorted(f for f in FILES if _regular(folder, f) or f == "curves.png" and _regular(folder, "history.csv"))
-    job = request.app.state.jobs.for_run(run_id)
+    job = jobs.for_run(run_id)
     return {"record": record.model_dump(mode="json"), "live_status": record.live_status(), "recipe": recipe.to_dict(),
             "recipe_yaml": recipe.to_yaml(), "history": read_history(folder / "history.csv"), "summary": summary,
             "files": files, "job": job.to_dict() if job else None}
@@ -119,9 +119,8 @@ def _ended(folder: Path) -> str | None:
 
 
 @router.get("/runs/{run_id}/events")
-def run_events(run_id: str, request: Request, last_id: int = Query(0, ge=0, le=10**15)):
+def run_events(folder: RunDirDep, request: Request, last_id: int = Query(0, ge=0, le=10**15)):
     """Server-Sent Events of a run, from the start or after the client's Last-Event-ID."""
-    folder = run_dir(run_id, request)
     header = request.headers.get("last-event-id", "").strip()
     if header and not (header.isascii() and header.isdigit() and len(header) <= 15):
         raise HTTPException(422, "Last-Event-ID: an event id (a whole number below 10^15)")
@@ -131,29 +130,24 @@ def run_events(run_id: str, request: Request, last_id: int = Query(0, ge=0, le=1
 
 
 @router.post("/runs/{run_id}/stop")
-def stop(run_id: str, request: Request):
+def stop(run_id: str, folder: RunDirDep, s: SettingsDep, jobs: JobsDep):
     """Stop a live run as Ctrl-C does: one started from the page, or one training in a terminal here."""
-    run_dir(run_id, request)
-    job = request.app.state.jobs.for_run(run_id)
+    job = jobs.for_run(run_id)
     if job is not None:
-        request.app.state.jobs.stop(job)
+        jobs.stop(job)
     else:
-        stop_run(run_id, settings(request))
+        stop_run(run_id, s)
     return {"run_id": run_id, "stopping": True}
 
 
 @router.post("/runs/{run_id}/resume")
-def resume(run_id: str, request: Request):
+def resume(run_id: str, folder: RunDirDep, jobs: JobsDep):
     """Continue an interrupted or failed run from its last checkpoint, as a job."""
-    folder = run_dir(run_id, request)
-    record = read_record(folder)
-    if record.status == "completed":
-        raise HTTPException(409, f"run {run_id} already completed")
-    if record.live_status() == "running":
-        raise HTTPException(409, f"run {run_id} is still training")
-    if not (folder / "checkpoint.pt").is_file():
-        raise HTTPException(409, f"run {run_id} has no checkpoint (it stopped before its first one); start it again")
-    job = request.app.state.jobs.submit_resume(run_id)
+    try:
+        check_resumable(folder)
+    except NotResumable as exc:
+        raise HTTPException(409, str(exc)) from None
+    job = jobs.submit_resume(run_id)
     if job is None:
         raise HTTPException(409, f"run {run_id} is being resumed already; follow its job on the Train page")
     return {"job": job.to_dict()}
@@ -166,9 +160,8 @@ def _chunks(fh, size: int = 1 << 16):
 
 
 @router.get("/runs/{run_id}/files/{name}")
-def download(run_id: str, name: str, request: Request):
+def download(run_id: str, name: str, folder: RunDirDep):
     """One of the run's own files: a regular file right inside its folder, never through a link."""
-    folder = run_dir(run_id, request)
     if name == "curves.png" and _regular(folder, "history.csv"):
         curves_png(folder)  # drawn on first view
     try:
@@ -194,11 +187,11 @@ def _regular(folder: Path, name: str) -> bool:
 
 
 @router.get("/compare")
-def compare(request: Request, runs: str = Query(..., description="run ids, comma-separated")):
+def compare(s: SettingsDep, runs: str = Query(..., description="run ids, comma-separated")):
     ids = [r for r in runs.split(",") if r]
     for r in ids:
-        run_dir(r, request)
-    records, curves, diff = compare_runs(ids, settings(request))
+        checked_run_dir(r, s)
+    records, curves, diff = compare_runs(ids, s)
     return {"runs": [{"run_id": rec.run_id, "recipe": rec.recipe, "status": rec.status,
                       "test_acc": (rec.metrics or Metrics()).test_acc, "val_acc_at_best": (rec.metrics or Metrics()).val_acc_at_best,
                       "history": c.history} for rec, c in zip(records, curves)],

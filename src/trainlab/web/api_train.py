@@ -6,15 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from trainlab.data.registry import DATASETS
 from trainlab.errors import TrainlabError
 from trainlab.fileio import load_yaml
 from trainlab.recipes import Recipe, apply_overrides, load_recipe, preset_names, recipe_dict, validate
+from trainlab.web.deps import DataRootsDep, JobsDep, SettingsDep
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", tags=["train"])
 MAX_RECIPE_CHARS = 100_000
 
 
@@ -82,37 +83,37 @@ def check_data_paths(recipe: Recipe, settings, roots: tuple[str, ...]) -> None:
 
 
 @router.post("/validate")
-def check(body: TrainRequest, request: Request):
+def check(body: TrainRequest, s: SettingsDep, roots: DataRootsDep):
     r = resolve(body)
-    check_data_paths(r, request.app.state.settings, request.app.state.data_roots)
+    check_data_paths(r, s, roots)
     return {"ok": True, "recipe": r.to_dict()}
 
 
 @router.post("/train", status_code=202)
-def start(body: TrainRequest, request: Request):
+def start(body: TrainRequest, s: SettingsDep, roots: DataRootsDep, queue: JobsDep):
     r = resolve(body)
-    check_data_paths(r, request.app.state.settings, request.app.state.data_roots)
-    job = request.app.state.jobs.submit(r.name, recipe=r.to_dict())
+    check_data_paths(r, s, roots)
+    job = queue.submit(r.name, recipe=r.to_dict())
     return {"job": job.to_dict()}
 
 
 @router.get("/jobs")
-def jobs(request: Request):
-    return {"jobs": [j.to_dict() for j in request.app.state.jobs.list()]}
+def jobs(queue: JobsDep):
+    return {"jobs": [j.to_dict() for j in queue.list()]}
 
 
 @router.get("/jobs/{job_id}")
-def job(job_id: int, request: Request):
-    found = request.app.state.jobs.get(job_id)
+def job(job_id: int, queue: JobsDep):
+    found = queue.get(job_id)
     if found is None:
         raise HTTPException(404, f"no job {job_id}")
     return found.to_dict()
 
 
 @router.post("/jobs/{job_id}/stop")
-def stop_job(job_id: int, request: Request):
-    found = request.app.state.jobs.get(job_id)
+def stop_job(job_id: int, queue: JobsDep):
+    found = queue.get(job_id)
     if found is None:
         raise HTTPException(404, f"no job {job_id}")
-    request.app.state.jobs.stop(found)
+    queue.stop(found)
     return found.to_dict()

@@ -21,9 +21,9 @@ from trainlab.runs.files import open_runs_folder
 from trainlab.settings import Settings
 from trainlab.version import __version__
 from trainlab.web import api_data, api_predict, api_runs, api_train
-from trainlab.web.deps import MAX_UPLOAD_BYTES, DashboardModels, RunCache
-from trainlab.web.guard import RequestGuard, allowed_hosts, bearer
+from trainlab.web.deps import MAX_UPLOAD_BYTES, DashboardModels, DatasetCache, RunCache
 from trainlab.web.finite_json import FiniteJSONResponse
+from trainlab.web.guard import RequestGuard, allowed_hosts, bearer
 from trainlab.web.jobs import JobQueue
 
 STATIC = resources.files("trainlab.web").joinpath("static")
@@ -113,7 +113,7 @@ def create_app(settings: Settings, token: str | None = None, workers: int = 1, h
     app.state.settings, app.state.token = settings, token
     app.state.runs, app.state.jobs = RunCache(settings), JobQueue(settings, workers)
     app.state.models = DashboardModels(settings, app.state.runs)
-    app.state.data_roots = tuple(data_roots)
+    app.state.data_roots, app.state.datasets = tuple(data_roots), DatasetCache(settings)
     install_errors(app)
     install_token(app, token)
     install_guard(app, host, allow_hosts, token, need_client_header=True)

@@ -1,24 +1,31 @@
-"""What every router needs: the settings, the run index, loaded runs (an LRU cache: a model and its
-test-set logits are loaded once, not per request), the job queue, and the guards on input."""
+"""What every router needs, as FastAPI dependencies (`SettingsDep`, `RunDirDep`, ...): the settings,
+the run index, loaded runs (an LRU cache: a model and its test-set logits are loaded once, not per
+request), the job queue, the models to predict with, the inference limiter, and the guards on input.
+Each lives on its app's state, never in a module global."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Annotated
 
+import anyio
 import torch
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
+from trainlab.data.registry import load_dataset
 from trainlab.errors import TrainlabError
+from trainlab.runs.files import open_index
 from trainlab.runs.record import RUN_ID_RE, Metrics, resolve_run_dir
 from trainlab.runs.run import Run, load_run
-from trainlab.runs.files import open_index
 from trainlab.settings import Settings
+from trainlab.web.jobs import JobQueue
 
 MAX_UPLOAD_BYTES = 8 << 20  # per request
 MAX_FILES = 64  # per predict request
 MAX_PIXEL_IMAGES = 256  # images per JSON pixels request
+INFERENCE_THREADS = 4  # models run at most this many at once: more only adds threads, memory and queueing
 
 
 class RunCache:
@@ -73,13 +80,13 @@ class DashboardModels:
         runs.sort(key=lambda r: (r.recipe == self.default_recipe, r.started_at), reverse=True)
         return [model_info(r) for r in runs]
 
-    def get(self, run_id: str | None, request: Request):
+    def get(self, run_id: str | None):
         if run_id is None:
             found = self.servable()
             if not found:
                 raise HTTPException(404, "no completed run to predict with; train one first (trainlab train mnist-draw)")
             run_id = found[0]["run_id"]
-        return self.cache.run(run_dir(run_id, request).name)
+        return self.cache.run(checked_run_dir(run_id, self.settings).name)
 
 
 class ServedModel:
@@ -91,7 +98,7 @@ class ServedModel:
     def servable(self) -> list[dict]:
         return [self.info]
 
-    def get(self, run_id: str | None, request: Request):
+    def get(self, run_id: str | None):
         if run_id not in (None, self.info["run_id"]):
             raise HTTPException(404, f"no run '{str(run_id)[:80]}' here: this server serves {self.info['run_id']}")
         return self.predictor
@@ -103,22 +110,88 @@ def model_info(record) -> dict:
             "started_at": record.started_at}
 
 
-def settings(request: Request) -> Settings:
+def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def index(request: Request):
-    return open_index(request.app.state.settings)
+def get_runs(request: Request) -> RunCache:
+    return request.app.state.runs
 
 
-def run_dir(run_id: str, request: Request) -> Path:
+def get_jobs(request: Request) -> JobQueue:
+    return request.app.state.jobs
+
+
+def get_models(request: Request):
+    """The app's models to predict with (DashboardModels, or ServedModel under `trainlab serve`)."""
+    return request.app.state.models
+
+
+def get_data_roots(request: Request) -> tuple[str, ...]:
+    return getattr(request.app.state, "data_roots", ())
+
+
+def get_datasets(request: Request) -> "DatasetCache":
+    return request.app.state.datasets
+
+
+def get_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The app's bound on models running at once (made on first use: it needs the event loop's thread)."""
+    state = request.app.state
+    if getattr(state, "limiter", None) is None:
+        state.limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
+    return state.limiter
+
+
+def get_index(settings: Annotated[Settings, Depends(get_settings)]):
+    return open_index(settings)
+
+
+def checked_run_dir(run_id: str, settings: Settings) -> Path:
     """A run folder from a validated id; 404 for an id that is malformed or unknown."""
     if not RUN_ID_RE.match(run_id):
         raise HTTPException(404, f"no run '{run_id[:80]}': run ids are letters, digits, '.', '_' and '-'")
     try:
-        found = resolve_run_dir(run_id, request.app.state.settings)
+        found = resolve_run_dir(run_id, settings)
     except TrainlabError as exc:
         raise HTTPException(404, str(exc)) from None
-    if found.name != run_id or found.resolve().parent != request.app.state.settings.runs_dir.resolve():
+    if found.name != run_id or found.resolve().parent != settings.runs_dir.resolve():
         raise HTTPException(404, f"no run '{run_id}' (did you mean {found.name}?)")
     return found
+
+
+def get_run_dir(run_id: str, settings: Annotated[Settings, Depends(get_settings)]) -> Path:
+    """The `{run_id}` path parameter as a checked run folder."""
+    return checked_run_dir(run_id, settings)
+
+
+class DatasetCache:
+    """The Data page's datasets, the last few loaded (per app, not per process)."""
+
+    def __init__(self, settings: Settings, size: int = 3):
+        self.settings, self.size = settings, size
+        self.loaded: OrderedDict[str, object] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, name: str):
+        with self.lock:
+            if name in self.loaded:
+                self.loaded.move_to_end(name)
+                return self.loaded[name]
+        ds = load_dataset(name, settings=self.settings)
+        with self.lock:
+            ds = self.loaded.setdefault(name, ds)
+            while len(self.loaded) > self.size:
+                self.loaded.popitem(last=False)
+            return ds
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RunsDep = Annotated[RunCache, Depends(get_runs)]
+JobsDep = Annotated[JobQueue, Depends(get_jobs)]
+ModelsDep = Annotated[object, Depends(get_models)]
+DataRootsDep = Annotated[tuple, Depends(get_data_roots)]
+DatasetsDep = Annotated[DatasetCache, Depends(get_datasets)]
+LimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_limiter)]
+IndexDep = Annotated[object, Depends(get_index)]
+RunDirDep = Annotated[Path, Depends(get_run_dir)]

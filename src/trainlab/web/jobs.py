@@ -49,14 +49,21 @@ class JobQueue:
         self.ids = itertools.count(1)
         self.lock = threading.Condition()
         self.closed = False
-        self.threads = [threading.Thread(target=self._serve, daemon=True, name=f"trainlab-job-{i}") for i in range(workers)]
-        for t in self.threads:
-            t.start()
+        self.threads: list[threading.Thread] = []  # started with the first job, not by the constructor
+
+    def _start_workers(self) -> None:
+        """Called with the lock held."""
+        if not self.threads and not self.closed:
+            self.threads = [threading.Thread(target=self._serve, daemon=True, name=f"trainlab-job-{i}")
+                            for i in range(self.workers)]
+            for t in self.threads:
+                t.start()
 
     def submit(self, label: str, recipe: dict | None = None, resume: str | None = None) -> Job:
         with self.lock:
             job = Job(next(self.ids), label, recipe, resume)
             self.jobs[job.id] = job
+            self._start_workers()
             self.lock.notify_all()
             return job
 
@@ -69,6 +76,7 @@ class JobQueue:
                 return None
             job = Job(next(self.ids), f"resume {run_id}", None, run_id)
             self.jobs[job.id] = job
+            self._start_workers()
             self.lock.notify_all()
             return job
 
@@ -108,7 +116,8 @@ class JobQueue:
                 if j.state == "queued":
                     j.state = "cancelled"
             self.lock.notify_all()
-        for j in list(self.jobs.values()):
+            jobs = list(self.jobs.values())
+        for j in jobs:
             if j.process is not None and j.process.poll() is None:
                 self.stop(j)
                 try:
@@ -136,29 +145,39 @@ class JobQueue:
                 job.state = "cancelled"
                 return
         order = {"recipe": job.recipe, "resume": job.resume, "settings": self.settings.model_dump(mode="json")}
-        job.process = subprocess.Popen([sys.executable, "-m", "trainlab.web.worker"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       env=training_child_environment(self.workers))
-        job.process.stdin.write(json.dumps(order))
-        job.process.stdin.close()
-        for line in job.process.stdout:  # one JSON object a line: {"run": id}, then how it ended
+        process = subprocess.Popen([sys.executable, "-m", "trainlab.web.worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=training_child_environment(self.workers))
+        with self.lock:
+            job.process = process
+        process.stdin.write(json.dumps(order))
+        process.stdin.close()
+        for line in process.stdout:  # one JSON object a line: {"run": id}, then how it ended
             try:
                 msg = json.loads(line)
             except ValueError:
                 continue
+            self._on_message(job, msg)
+        err = process.stderr.read()
+        if process.wait() != 0:
+            tail = err.strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
+            with self.lock:
+                if job.state in ("starting", "running"):
+                    job.state, job.error = "failed", f"the training process ended: {tail[0][:300]}"
+
+    def _on_message(self, job: Job, msg: dict) -> None:
+        """One line from the worker: ready (its signal handlers are in place), its run id, how it ended."""
+        with self.lock:
             if msg.get("ready"):
-                with self.lock:
-                    job.ready = True
-                    stop = job.stop_requested
-                if stop:
-                    self._interrupt(job)
-            elif "run" in msg:
-                job.state, job.run_id = "running", msg["run"]
-            elif "end" in msg:
-                job.state = msg["end"] if msg["end"] in JOB_STATES else "failed"
-                job.error = msg.get("error")
-                job.run_id = msg.get("run_id") or job.run_id
-        err = job.process.stderr.read()
-        if job.process.wait() != 0 and job.state in ("starting", "running"):
-            tail = err.strip().splitlines()[-1:] or [f"exit code {job.process.returncode}"]
-            job.state, job.error = "failed", f"the training process ended: {tail[0][:300]}"
+                job.ready = True
+                stop = job.stop_requested
+            else:
+                stop = False
+                if "run" in msg:
+                    job.state, job.run_id = "running", msg["run"]
+                elif "end" in msg:
+                    job.state = msg["end"] if msg["end"] in JOB_STATES else "failed"
+                    job.error = msg.get("error")
+                    job.run_id = msg.get("run_id") or job.run_id
+        if stop:
+            self._interrupt(job)
