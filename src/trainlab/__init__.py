@@ -25,7 +25,7 @@ _EXPORTS = {
     "load_image_tree": "trainlab.data.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs.run",
     "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "curves_png": "trainlab.runs.curves", "preset_names": "trainlab.recipes",
     "train": "trainlab.training.api", "resume": "trainlab.training.api", "rerun": "trainlab.training.api", "show_samples": "trainlab.pictures", "find_lr": "trainlab.tuning.lrfind",
-    "tune": "trainlab.tuning.study", "study_report": "trainlab.tuning.study", "load_space": "trainlab.tuning.space",
+    "tune": "trainlab.tuning.study", "TuneOptions": "trainlab.tuning.study", "study_report": "trainlab.tuning.study", "Metrics": "trainlab.runs.record", "load_space": "trainlab.tuning.space",
     "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -54,7 +54,7 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def tuned(server: bool = False) -> None:
+def prepare_for_work(server: bool = False) -> None:
     """Process tuning for commands that train or run models (runtime.py: no dynamo import, glibc keeps
     freed memory). A long-running server keeps glibc's own trimming: with the raised thresholds its
     resident memory only grew (about 15 MB a minute under 30 live-event clients)."""
@@ -124,23 +124,38 @@ def _train_json(run) -> str:
                        "seed": run.recipe.seed, "history": run.history})
 
 
-def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
-    """Run `fn` (train or rerun) under the signal handlers; turn a stop into the resume hint and 130/143."""
+@contextlib.contextmanager
+def stoppable(said, armed_from_start: bool = False):
+    """The body runs with Ctrl-C and SIGTERM as clean stops (stop_on_signals); when it ends in a stop
+    or an interrupt, `said(exc)` gives (message, to stderr?) or None, and the command exits 130
+    (Ctrl-C) or 143 (SIGTERM). Yields (stop event, armed flag)."""
     stop, armed = threading.Event(), Armed()
+    if armed_from_start:
+        armed.set()
     with stop_on_signals(stop, armed) as received:
         try:
-            tuned()
-            run = fn(stop=stop, callbacks=[arm(armed)], **kw)
-        except StopRun as exc:
-            if kw["settings"].rank > 0:  # under torchrun rank 0 says it
-                raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
-            where = f" --runs-dir {runs_dir}" if runs_dir else ""
-            typer.echo(f"\n{exc.status}; the last checkpoint is kept. Resume with: trainlab train --resume {exc.run_id}{where}"
-                       if exc.run_id else f"\n{exc.status}")
+            yield stop, armed
+        except (StopRun, KeyboardInterrupt) as exc:
+            message = said(exc)
+            if message is not None:
+                typer.echo(message[0], err=message[1])
             raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
+
+
+def _run_training(fn, json_out: bool, runs_dir, **kw) -> None:
+    """Run `fn` (train, resume or rerun) as a stoppable command: a stop prints the resume hint."""
+    def said(exc):
+        if isinstance(exc, KeyboardInterrupt):
+            return "interrupted", True
+        if kw["settings"].rank > 0:  # under torchrun rank 0 says it
+            return None
+        where = f" --runs-dir {runs_dir}" if runs_dir else ""
+        return (f"\n{exc.status}; the last checkpoint is kept. Resume with: trainlab train --resume {exc.run_id}{where}"
+                if exc.run_id else f"\n{exc.status}"), False
+
+    with stoppable(said) as (stop, armed):
+        prepare_for_work()
+        run = fn(stop=stop, callbacks=[arm(armed)], **kw)
     if json_out and (run.settings is None or run.settings.rank == 0):  # under torchrun only rank 0 reports
         print(_train_json(run))
 
@@ -284,7 +299,7 @@ def evaluate(run: Annotated[str, typer.Argument(help="A run id or run folder.")]
              data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None, json_out: JsonOpt = False) -> None:
     """Evaluate a saved run: loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes."""
     from trainlab.evaluate import evaluate_run
-    tuned()
+    prepare_for_work()
     report, files, warnings = evaluate_run(run, split=split, out_dir=out, settings=settings_for(data_dir, runs_dir),
                                            pictures=not no_pictures)
     for w in warnings:
@@ -303,17 +318,8 @@ def plot(runs: Annotated[list[str], typer.Argument(help="One or more run ids or 
          title: Annotated[Optional[str], typer.Option(help="Figure title.")] = None,
          runs_dir: RunsDirOpt = None) -> None:
     """Learning curves (accuracy and loss, train vs validation); several runs overlay in one figure."""
-    from trainlab.plots import plot_history
-    from trainlab.runs.curves import curves_png
-    from trainlab.runs.run import load_run
-    settings = settings_for(runs_dir=runs_dir)
-    if len(runs) == 1 and out is None and title is None:  # the run's own curves.png, as the dashboard draws it
-        typer.echo(f"wrote {curves_png(runs[0], settings)}")
-        return
-    loaded = [load_run(r, settings) for r in runs]
-    if out is None:
-        out = loaded[0].run_dir / "curves.png" if len(loaded) == 1 else settings.runs_dir / "compare.png"
-    typer.echo(f"wrote {plot_history(loaded, out, title)}")
+    from trainlab.runs.curves import plot_runs
+    typer.echo(f"wrote {plot_runs(runs, settings_for(runs_dir=runs_dir), out, title)}")
 
 
 def _print_predictions(preds, top_k: int, json_out: bool) -> int:
@@ -350,7 +356,7 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
         fail("give image files or folders, or --test-index N")
     if show is not None and show.exists() and not show.is_dir():
         fail(f"--show {show}: is a file; give a folder for the pictures")
-    tuned()
+    prepare_for_work()
     settings = settings_for(data_dir, runs_dir)
     r = load_run(run, settings)
     indices = parse_indices(test_index or [])
@@ -445,8 +451,7 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
                  runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """The hyperparameters that differ, side by side, then the metrics; overlays the curves."""
     from trainlab.plots import plot_history
-    from trainlab.runs.admin import compare_runs
-    from trainlab.runs.record import Metrics
+    from trainlab.runs.admin import compare_runs, metric_rows
     settings = settings_for(runs_dir=runs_dir, db=db)
     records, curves, diff = compare_runs(runs, settings)
     width = max([len(k) for k in diff] + [14])
@@ -454,10 +459,7 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
     for k, values in diff.items():
         typer.echo(f"{k:<{width}}  " + "  ".join(f"{str(v)[:22]:>22}" for v in values))
     typer.echo("")
-    rows = {"status": [r.status for r in records], "epochs": [r.epochs for r in records]}
-    rows.update({k: [getattr(r.metrics or Metrics(), k) for r in records]
-                 for k in ("val_acc_at_best", "val_acc", "test_acc", "test_loss", "train_seconds")})
-    for k, values in rows.items():
+    for k, values in metric_rows(records).items():
         typer.echo(f"{k:<{width}}  " + "  ".join(f"{_fmt(v):>22}" for v in values))
     typer.echo(f"\nwrote {plot_history(curves, out or settings.runs_dir / 'compare.png')}")
 
@@ -483,23 +485,14 @@ def runs_rm(runs: Annotated[list[str], typer.Argument(help="Run ids to delete.")
             runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Delete runs: their folders (only inside the runs folder) and their index entries."""
     from trainlab.runs.admin import remove_run
-    from trainlab.runs.record import resolve_run_dir
-    from trainlab.errors import RunNotFound
     settings = settings_for(runs_dir=runs_dir, db=db)
-
-    def target(r):  # a folder, or an id that only the index still knows (its folder was deleted by hand)
-        try:
-            return resolve_run_dir(r, settings)
-        except RunNotFound:
-            return r
-    dirs = [target(r) for r in runs]
     if not yes:
         if not sys.stdin.isatty():
             fail("runs rm asks for confirmation; pass --yes when not at a terminal")
-        if not typer.confirm(f"delete {len(dirs)} run(s): {', '.join(Path(d).name for d in dirs)}?"):
+        if not typer.confirm(f"delete {len(runs)} run(s): {', '.join(runs)}?"):
             raise typer.Exit(1)
-    for d in dirs:
-        typer.echo(f"deleted {remove_run(d, settings)}")
+    for r in runs:  # remove_run also drops an index entry whose folder was deleted by hand
+        typer.echo(f"deleted {remove_run(r, settings)}")
 
 
 @runs_app.command("reindex")
@@ -530,7 +523,7 @@ def lr_find(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
     """The learning-rate range test: suggest a learning rate for a recipe and plot the loss against it."""
     from trainlab.tuning.lrfind import check_range, find_lr
     check_range(start, end, steps, method)
-    tuned()
+    prepare_for_work()
     found = find_lr(recipe, start=start, end=end, steps=steps, method=method, overrides=set_,
                     settings=settings_for(data_dir), device=device)
     path = found.plot(out)
@@ -603,18 +596,14 @@ def tune_run(recipe: Annotated[str, typer.Argument(help="The recipe to start fro
     """Search a space around a recipe; every trial is a run. Ctrl-C stops after the current step."""
     from trainlab.tuning.study import plot_study, tune
     settings = settings_for(data_dir, runs_dir, db)
-    stop, armed = threading.Event(), Armed()
-    armed.set()  # between trials too, a Ctrl-C lets the study record the trial under way
-    with stop_on_signals(stop, armed) as received:
-        try:
-            tuned()
-            rep = tune(recipe, space, trials=trials, timeout=timeout, study=study, storage=storage, jobs=jobs,
-                       sampler=sampler, pruner=pruner, seed=seed, startup=startup, overrides=set_, settings=settings,
-                       device=device, stop=stop, report=None if json_out else _print_trial, heartbeat=heartbeat)
-        except (StopRun, KeyboardInterrupt):
-            typer.echo(f"\ninterrupted; the study keeps its finished trials. Continue with the same command "
-                       f"(or `trainlab tune show {study or '<study>'}`)", err=True)
-            raise typer.Exit(143 if signal.SIGTERM in received else 130) from None
+    said = (lambda exc: (f"\ninterrupted; the study keeps its finished trials. Continue with the same command "
+                         f"(or `trainlab tune show {study or '<study>'}`)", True))
+    # armed from the start: between trials too, a Ctrl-C lets the study record the trial under way
+    with stoppable(said, armed_from_start=True) as (stop, _):
+        prepare_for_work()
+        rep = tune(recipe, space, trials=trials, timeout=timeout, study=study, storage=storage, jobs=jobs,
+                   sampler=sampler, pruner=pruner, seed=seed, startup=startup, overrides=set_, settings=settings,
+                   device=device, stop=stop, report=None if json_out else _print_trial, heartbeat=heartbeat)
     if plots:
         written = plot_study(rep.name, rep.storage, settings.runs_dir / "studies")
         rep.notes.append("plots: " + ", ".join(str(p) for p in written))
@@ -692,7 +681,7 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
               no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser.")] = False) -> None:
     """The live dashboard: train from the browser and watch every batch, compare runs, look at
     errors, draw a digit. Runs trained in a terminal show up live too."""
-    tuned(server=True)
+    prepare_for_work(server=True)
     from trainlab.web.app import is_loopback, serve
     settings = settings_for(data_dir, runs_dir, db)
     if not 0 < port < 65536:
@@ -726,12 +715,11 @@ def export(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     checked against torch on 1,000 test images before it is written."""
     if format_ != "onnx":
         fail(f"--format {format_!r}: use onnx")
-    tuned()
+    prepare_for_work()
     from trainlab.export import export_onnx
     report = export_onnx(run, out, opset, settings_for(data_dir, runs_dir))
     if json_out:
-        typer.echo(json.dumps({"path": str(report.path), "images": report.images, "max_abs_diff": report.max_abs_diff,
-                               "top1_agree": report.top1_agree, "opset": report.opset, "seconds": report.seconds}))
+        typer.echo(json.dumps(report.to_dict()))
     else:
         typer.echo(report.text())
 
@@ -747,7 +735,7 @@ def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
           allow_host: Annotated[Optional[list[str]], typer.Option(help="Another Host name to answer for (repeatable; * for any).")] = None,
           runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None) -> None:
     """Serve one run's predict API: POST /api/v1/predict, GET /api/v1/models, GET /healthz."""
-    tuned(server=True)
+    prepare_for_work(server=True)
     from trainlab.web.app import is_loopback
     from trainlab.web.serve import serve_run
     if not 0 < port < 65536:

@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,9 @@ class ExportReport:
     @property
     def ok(self) -> bool:
         return self.max_abs_diff <= TOLERANCE and self.top1_agree == self.images
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "path": str(self.path)}
 
     def text(self) -> str:
         size = self.path.stat().st_size / 1e6 if self.path.is_file() else 0.0

@@ -33,7 +33,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, prep: Preprocess, batch_si
                    tta: str = "none") -> torch.Tensor:
     """Logits for uint8 images (N, C, H, W) in batches; float32 on the model's device."""
     model.eval()
-    channels_last = prefers_channels_last(model, device)
+    channels_last = prefers_channels_last(model)
     out = []
     for i in range(0, len(x), batch_size):
         xb = prep(x[i:i + batch_size].to(device))

@@ -173,8 +173,8 @@ def is_convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
-    """Whether to run the model on NHWC tensors: conv nets, on CUDA and on the CPU. With torch 2.13's
+def prefers_channels_last(model: nn.Module) -> bool:
+    """Whether to run the model on NHWC tensors: conv nets, on every device (CUDA and the CPU alike). With torch 2.13's
     oneDNN every conv recipe's CPU training step is faster in NHWC (bench/profile_steps.py --only cnn,
     bench/results/profile_fused_cnn.txt: the tfjs CNN 7.9 -> 5.1 ms, mnist-fast 19.0 -> 15.6,
     cifar10-cnn 20.5 -> 14.4)."""
@@ -184,7 +184,7 @@ def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
 def place(model: nn.Module, device: torch.device) -> nn.Module:
     """The model on `device`, in the memory format it runs fastest in there (see prefers_channels_last)."""
     model = model.to(device)
-    if prefers_channels_last(model, device):
+    if prefers_channels_last(model):
         model = model.to(memory_format=torch.channels_last)
     return model
 

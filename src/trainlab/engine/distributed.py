@@ -46,10 +46,6 @@ class Group:
         for t in tensors:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
-    def any_(self, flag: bool, device: torch.device) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
 
     def sync_generator(self, gen: torch.Generator) -> None:
         """Every rank continues from rank 0's generator state (shards of uneven size drew differently)."""

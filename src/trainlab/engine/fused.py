@@ -303,7 +303,7 @@ def _sgd(p, grad, st, group) -> None:
 
 
 def fused_applies(model: nn.Module, device: torch.device, enabled: bool = True) -> bool:
-    """Whether `make_step` will fuse this model's step (before its optimizer is built)."""
+    """Whether `training.build` fuses this model's step (asked before its optimizer is built)."""
     return enabled and device.type == "cpu" and dense_plan(model) is not None and \
         all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
 

@@ -27,7 +27,7 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
     """One pass over the shuffled training split, from `state.step` on; the epoch's mean loss and accuracy."""
     model, opt, data, r, group = state.model, state.optimizer, state.data, state.recipe, state.group
     prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
-    channels_last = prefers_channels_last(model, state.device)
+    channels_last = prefers_channels_last(model)
     per_batch = any(cb.per_batch for cb in callbacks)
     update = state.fused or AutogradStep(state.ddp or model, opt, r.loss.label_smoothing, state.device)
     model.train()

@@ -10,7 +10,7 @@ from trainlab.errors import RunNotFound, TrainlabError
 from trainlab.recipes import differing_keys, flatten_recipe, validate
 from trainlab.runs.curves import Curve
 from trainlab.runs.files import open_index, read_history, read_recipe
-from trainlab.runs.record import RUN_ID_RE, RunLock, RunRecord, read_record, resolve_run_dir
+from trainlab.runs.record import RUN_ID_RE, Metrics, RunLock, RunRecord, read_record, resolve_run_dir
 from trainlab.settings import Settings
 
 
@@ -84,3 +84,14 @@ def compare_runs(runs: list[str], settings: Settings) -> tuple[list[RunRecord], 
     diff = {k: [f.get(k) for f in flat] for k in ["name", *differing_keys(flat)]}
     curves = [Curve(rc, store.history(r.run_id), r.run_id) for rc, r in zip(recipes, records)]
     return records, curves, diff
+
+
+COMPARED_METRICS = ("val_acc_at_best", "val_acc", "test_acc", "test_loss", "train_seconds")
+
+
+def metric_rows(records: list[RunRecord]) -> dict[str, list]:
+    """What `runs compare` shows under the differing settings: status, epochs and the metrics, one
+    list per row with a value per run (None where a run has none)."""
+    rows: dict[str, list] = {"status": [r.status for r in records], "epochs": [r.epochs for r in records]}
+    rows.update({k: [getattr(r.metrics or Metrics(), k) for r in records] for k in COMPARED_METRICS})
+    return rows

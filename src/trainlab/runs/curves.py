@@ -34,3 +34,17 @@ def curves_png(run: str | os.PathLike, settings: Settings | None = None) -> Path
     if not out.is_file() or out.stat().st_mtime_ns < history.stat().st_mtime_ns:
         plot_history(Curve(read_recipe(run_dir), read_history(history), run_dir.name), out)
     return out
+
+
+def plot_runs(runs: list[str | os.PathLike], settings: Settings, out: str | os.PathLike | None = None,
+              title: str | None = None) -> Path:
+    """Learning curves of one run or several overlaid (labelled by what differs), from their folders
+    (no model is loaded). One run without `out` or `title` is its own `curves.png`; several go to
+    `compare.png` in the runs folder unless `out` says where."""
+    if len(runs) == 1 and out is None and title is None:
+        return curves_png(runs[0], settings)
+    dirs = [resolve_run_dir(r, settings) for r in runs]
+    curves = [Curve(read_recipe(d), read_history(d / "history.csv"), d.name) for d in dirs]
+    if out is None:
+        out = dirs[0] / "curves.png" if len(dirs) == 1 else settings.runs_dir / "compare.png"
+    return plot_history(curves, out, title)

@@ -9,7 +9,7 @@ import re
 import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,8 +17,10 @@ from trainlab.errors import RunNotFound, TrainlabError, WriteError
 from trainlab.fileio import atomic_write, overwrite_in_place, read_json_object
 from trainlab.settings import Settings
 
-Status = Literal["running", "completed", "failed", "interrupted", "pruned"]
-STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
+Status = Literal["running", "completed", "failed", "interrupted", "pruned"]  # what run.json records
+STATUSES: tuple[str, ...] = get_args(Status)
+ENDED = frozenset({"completed", "failed", "interrupted", "pruned"})  # a run in one of these trains no more
+LIVE_STATUSES = (*STATUSES, "stale", "missing")  # RunRecord.live_status: its process gone / its folder gone
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -114,8 +116,8 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
-HEARTBEAT_SECONDS = 30.0  # how often a training process refreshes run.json's heartbeat
-STALE_AFTER = timedelta(seconds=10 * HEARTBEAT_SECONDS)  # a run on another host without one for this long is stale
+RUN_HEARTBEAT_SECONDS = 30.0  # how often a training process refreshes run.json's heartbeat
+STALE_AFTER = timedelta(seconds=10 * RUN_HEARTBEAT_SECONDS)  # a run on another host without one for this long is stale
 
 
 class RunRecord(BaseModel):

@@ -20,7 +20,7 @@ from trainlab.recipes import Recipe
 from trainlab.runs.events import EVENTS, EventLog
 from trainlab.runs.files import history_csv, new_run_id, now, open_index, read_recipe, save_weights, versions
 from trainlab.runs.record import (
-    HEARTBEAT_SECONDS,
+    RUN_HEARTBEAT_SECONDS,
     LOCK,
     DatasetInfo,
     ProcessInfo,
@@ -104,7 +104,7 @@ class RunWriter(Callback):
         if self.store:
             self.store.record_start(self.record, self.recipe.to_dict(), self.run_dir)
         self.events.append("status", status="running", epochs=self.recipe.epochs, steps=state.steps_per_epoch)
-        self.next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        self.next_beat = time.monotonic() + RUN_HEARTBEAT_SECONDS
 
     def on_batch_end(self, state, batch, logs):
         done = state.epoch * state.steps_per_epoch + batch + 1
@@ -117,7 +117,7 @@ class RunWriter(Callback):
     def _beat(self) -> None:
         self.record = self.record.model_copy(update={"heartbeat_at": now()})
         self.record.save(self.run_dir)
-        self.next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        self.next_beat = time.monotonic() + RUN_HEARTBEAT_SECONDS
 
     def on_epoch_end(self, state, epoch, logs):
         if not self.run_dir.is_dir():  # deleted while training: stop, rather than re-create a partial folder

@@ -7,6 +7,6 @@
 
 from trainlab.tuning.lrfind import find_lr
 from trainlab.tuning.space import load_space
-from trainlab.tuning.study import study_report, tune
+from trainlab.tuning.study import TuneOptions, study_report, tune
 
-__all__ = ["find_lr", "load_space", "study_report", "tune"]
+__all__ = ["TuneOptions", "find_lr", "load_space", "study_report", "tune"]

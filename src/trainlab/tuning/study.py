@@ -45,7 +45,7 @@ from trainlab.training.api import train
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
-HEARTBEAT_SECONDS = 10
+TRIAL_HEARTBEAT_SECONDS = 10
 
 @contextlib.contextmanager
 def _quiet():
@@ -143,7 +143,7 @@ def storage_url(settings: Settings, storage: str | None = None) -> str:
     return f"sqlite:///{settings.runs_dir.resolve() / 'studies.db'}"
 
 
-def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: int = TRIAL_HEARTBEAT_SECONDS) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
@@ -202,7 +202,7 @@ def open_study(name: str, storage, base: Recipe, space: Space, sampler: str = "t
     return study
 
 
-def load_study(name: str, storage_url_: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.Study:
+def load_study(name: str, storage_url_: str, heartbeat: int = TRIAL_HEARTBEAT_SECONDS) -> optuna.Study:
     storage = open_storage(storage_url_, heartbeat)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -238,6 +238,36 @@ class TrialReporter(Callback):
         self.trial.report(value, epoch + 1)
         if self.trial.should_prune():
             raise Pruned(f"pruned after epoch {epoch + 1} ({self.metric} {value:.4f})")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How a search runs (every `trainlab tune run` flag but the recipe, the space and the folders).
+    `trials` is the number this call runs in total, shared between `jobs` worker processes;
+    `timeout` (seconds) stops starting new trials; `seed` seeds the sampler (worker i uses seed + i);
+    `startup` is TPE's number of random trials; a trial silent for 3 `heartbeat`s is failed."""
+
+    trials: int | None = 20
+    timeout: float | None = None
+    jobs: int = 1
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    startup: int = 10
+    heartbeat: int = TRIAL_HEARTBEAT_SECONDS
+
+    def check(self) -> None:
+        """One-line errors for counts that cannot make a study."""
+        if self.trials is not None and self.trials < 1:
+            raise TrainlabError(f"--trials {self.trials}: give at least 1")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise TrainlabError(f"--timeout {self.timeout}: give a positive number of seconds")
+        if self.trials is None and self.timeout is None:
+            raise TrainlabError("give --trials N or --timeout SECONDS (or both): a study needs an end")
+        if not 1 <= self.jobs <= 64:
+            raise TrainlabError(f"--jobs {self.jobs}: give 1 to 64 worker processes")
+        if self.heartbeat < 1:
+            raise TrainlabError(f"--heartbeat {self.heartbeat}: give at least 1 second")
 
 
 @dataclass
@@ -287,24 +317,23 @@ class _Worker:
             raise TrainlabError(f"the run recorded no {metric}")
         return float(best[metric])
 
-    def run(self, trials: int | None, timeout: float | None, sampler: str, pruner: str, seed: int, startup: int,
-            report: Callable[[TrialRow], None] | None, heartbeat: int) -> None:
-        storage = open_storage(self.storage, heartbeat)
-        study = open_study(self.name, storage, self.base, self.space, sampler, pruner, seed, startup)
+    def run(self, opts: TuneOptions, report: Callable[[TrialRow], None] | None) -> None:
+        """This worker's trials: `opts.trials` of them (its share), or until `opts.timeout`."""
+        storage = open_storage(self.storage, opts.heartbeat)
+        study = open_study(self.name, storage, self.base, self.space, opts.sampler, opts.pruner, opts.seed, opts.startup)
 
         def on_trial(st: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
             if report is not None:
                 report(TrialRow.of(frozen))
 
         with _quiet():
-            study.optimize(self.objective, n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=[on_trial],
-                           gc_after_trial=False)
+            study.optimize(self.objective, n_trials=opts.trials, timeout=opts.timeout, catch=(Exception,),
+                           callbacks=[on_trial], gc_after_trial=False)
         if self.stop is not None and self.stop.is_set():
             raise Interrupted("tuning stopped on request")
 
 
-def _process_main(worker: _Worker, share: int | None, timeout, sampler, pruner, seed, startup, report, heartbeat, jobs,
-                  parent: int) -> None:
+def _process_main(worker: _Worker, opts: TuneOptions, report, jobs: int, parent: int) -> None:
     """A worker process (`jobs > 1`): its share of the trials. Ctrl-C, SIGTERM, and the death of the
     parent (kill -9 of `trainlab tune` included: PR_SET_PDEATHSIG) all stop it as Ctrl-C stops a
     run: the trial under way ends after its current step, checkpointed, recorded as interrupted,
@@ -315,7 +344,7 @@ def _process_main(worker: _Worker, share: int | None, timeout, sampler, pruner, 
         signal.signal(sig, lambda *_: stop.set())
     die_with_parent(parent)
     try:
-        dataclasses.replace(worker, stop=stop).run(share, timeout, sampler, pruner, seed, startup, report, heartbeat)
+        dataclasses.replace(worker, stop=stop).run(opts, report)
     except (Interrupted, KeyboardInterrupt):
         pass
 
@@ -339,65 +368,56 @@ def split_trials(trials: int | None, jobs: int) -> list[int | None]:
     return [trials // jobs + (1 if i < trials % jobs else 0) for i in range(jobs)]
 
 
-def tune(recipe: str | Path | Recipe, space: str | Path | Space | dict, *, trials: int | None = 20,
-         timeout: float | None = None, study: str | None = None, storage: str | None = None, jobs: int = 1,
-         sampler: str = "tpe", pruner: str = "median", seed: int = 0, startup: int = 10,
-         overrides: dict | list[str] | None = None, settings: Settings | None = None, data_dir: str | Path | None = None,
-         runs_dir: str | Path | None = None, db: str | None = None, device: str = "auto",
-         stop: threading.Event | None = None, report: Callable[[TrialRow], None] | None = None,
-         heartbeat: int = HEARTBEAT_SECONDS, dataset: Dataset | None = None) -> StudyReport:
+def tune(recipe: str | Path | Recipe, space: str | Path | Space | dict, *, options: TuneOptions | None = None,
+         study: str | None = None, storage: str | None = None, overrides: dict | list[str] | None = None,
+         settings: Settings | None = None, data_dir: str | Path | None = None, runs_dir: str | Path | None = None,
+         db: str | None = None, device: str = "auto", stop: threading.Event | None = None,
+         report: Callable[[TrialRow], None] | None = None, dataset: Dataset | None = None, **option_fields) -> StudyReport:
     """Search `space` around `recipe` with Optuna and return the study's report.
 
-    Every trial trains a run (linked to the study: `trainlab runs --study NAME`). `trials` is the
-    number this call runs in total, shared between `jobs` worker processes; `timeout` (seconds) stops
-    starting new trials. The same `study` name continues a study; any number of calls, here or on other
-    machines, share one through `storage` (an SQLAlchemy URL; default: <runs>/studies.db).
-    `dataset=` trains every trial on that Dataset instead of loading the recipe's.
+    Every trial trains a run (linked to the study: `trainlab runs --study NAME`). How the search runs
+    is a `TuneOptions` (`options=`), or its fields as keywords: `trials=20, timeout=None, jobs=1,
+    sampler="tpe", pruner="median", seed=0, startup=10, heartbeat=10`. The same `study` name
+    continues a study; any number of calls, here or on other machines, share one through `storage`
+    (an SQLAlchemy URL; default: <runs>/studies.db). `dataset=` trains every trial on that Dataset
+    instead of loading the recipe's; `stop` (an Event) ends the trial under way after its current
+    step and starts no other; `report` is called with each finished trial's `TrialRow`.
     """
     settings = (settings or load_settings()).with_(data_dir=data_dir, runs_dir=runs_dir, db=db)
-    check_counts(trials, timeout, jobs, heartbeat)
+    unknown = sorted(set(option_fields) - {f.name for f in dataclasses.fields(TuneOptions)})
+    if unknown:
+        raise TypeError(f"tune() got unexpected keyword arguments {', '.join(unknown)}")
+    opts = dataclasses.replace(options or TuneOptions(), **option_fields)
+    opts.check()
     base, sp = resolve_recipe(recipe, overrides, {}), load_space(space)
     sp.check(base)
     name = study or f"{base.name}-{sp.name}"
     url = storage_url(settings, storage)
     open_runs_folder(settings).engine.dispose()
-    open_study(name, open_storage(url, heartbeat), base, sp, sampler, pruner, seed, startup)  # create, or check it matches
+    open_study(name, open_storage(url, opts.heartbeat), base, sp, opts.sampler, opts.pruner, opts.seed, opts.startup)  # create, or check it matches
     worker = _Worker(name, url, base, sp, settings, device, stop)
     if dataset is not None:
         worker.datasets[worker.key(base)] = dataset
     notes = []
-    if jobs == 1:
-        worker.run(trials, timeout, sampler, pruner, seed, startup, report, heartbeat)
+    if opts.jobs == 1:
+        worker.run(opts, report)
     else:
-        notes = _run_processes(worker, split_trials(trials, jobs), timeout, sampler, pruner, seed, startup, report, heartbeat)
-    out = study_report(name, url, heartbeat)
+        notes = _run_processes(worker, opts, report)
+    out = study_report(name, url, opts.heartbeat)
     out.notes += notes
     return out
 
 
-def check_counts(trials: int | None, timeout: float | None, jobs: int, heartbeat: int) -> None:
-    if trials is not None and trials < 1:
-        raise TrainlabError(f"--trials {trials}: give at least 1")
-    if timeout is not None and not 0 < timeout < math.inf:
-        raise TrainlabError(f"--timeout {timeout}: give a positive number of seconds")
-    if trials is None and timeout is None:
-        raise TrainlabError("give --trials N or --timeout SECONDS (or both): a study needs an end")
-    if not 1 <= jobs <= 64:
-        raise TrainlabError(f"--jobs {jobs}: give 1 to 64 worker processes")
-    if heartbeat < 1:
-        raise TrainlabError(f"--heartbeat {heartbeat}: give at least 1 second")
-
-
-def _run_processes(worker: _Worker, shares: list, timeout, sampler, pruner, seed, startup, report, heartbeat) -> list[str]:
+def _run_processes(worker: _Worker, opts: TuneOptions, report) -> list[str]:
     """Worker processes (spawned: no inherited torch threads or locks), each with its share, its own
     sampler seed and an equal share of the CPUs. Returns notes on workers that did not end well."""
     ctx = multiprocessing.get_context("spawn")
     stop = worker.stop
     worker = dataclasses.replace(worker, stop=None)  # an Event does not cross processes: each worker has its own
+    shares = split_trials(opts.trials, opts.jobs)
     jobs = sum(1 for s in shares if s != 0)
     procs = [ctx.Process(target=_process_main, daemon=False, name=f"trainlab-tune-{i}",
-                         args=(worker, share, timeout, sampler, pruner, seed + i, startup, report, heartbeat, jobs,
-                               os.getpid()))
+                         args=(worker, dataclasses.replace(opts, trials=share, seed=opts.seed + i), report, jobs, os.getpid()))
              for i, share in enumerate(shares) if share != 0]
     for p in procs:
         p.start()
@@ -425,7 +445,7 @@ def _run_processes(worker: _Worker, shares: list, timeout, sampler, pruner, seed
 # Results
 # ---------------------------------------------------------------------------------------------
 
-def study_report(name: str, storage: str, heartbeat: int = HEARTBEAT_SECONDS) -> StudyReport:
+def study_report(name: str, storage: str, heartbeat: int = TRIAL_HEARTBEAT_SECONDS) -> StudyReport:
     """The study's trials (stale ones, whose worker died, marked failed first) and its best recipe."""
     study = load_study(name, storage, heartbeat)
     with _quiet():

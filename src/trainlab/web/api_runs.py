@@ -17,7 +17,7 @@ from trainlab.runs.admin import compare_runs, stop_run
 from trainlab.runs.curves import curves_png
 from trainlab.runs.events import EVENTS, last_events, offset_after, read_events
 from trainlab.runs.files import read_history, read_recipe
-from trainlab.runs.record import Metrics, read_record
+from trainlab.runs.record import ENDED, LIVE_STATUSES, Metrics, read_record
 from trainlab.runs.writer import check_resumable
 from trainlab.training.build import summarize
 from trainlab.web.deps import IndexDep, JobsDep, RunDirDep, SettingsDep, checked_run_dir
@@ -26,8 +26,6 @@ from trainlab.web.finite_json import finite
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 FILES = {"model.safetensors", "best.safetensors", "recipe.yaml", "run.json", "history.csv", "metrics.json", "curves.png",
          "events.jsonl"}
-TERMINAL = {"completed", "failed", "interrupted", "pruned"}
-STATUSES = ("running", "completed", "interrupted", "failed", "pruned", "stale", "missing")
 BATCH_INTERVAL = 0.05  # at most ~20 batch points a second per run reach a client
 POLL = 0.2  # seconds between looks at a live run's event log
 
@@ -48,8 +46,8 @@ def _row(record, runs_dir: Path) -> dict:
 @router.get("/runs")
 def list_runs(s: SettingsDep, index: IndexDep, recipe: str | None = None, status: str | None = None,
               tag: str | None = None, sort: str = "started_at", limit: int = Query(500, ge=1, le=5000)):
-    if status is not None and status not in STATUSES:
-        raise HTTPException(422, f"status {status[:40]!r}: use one of {', '.join(STATUSES)}")
+    if status is not None and status not in LIVE_STATUSES:
+        raise HTTPException(422, f"status {status[:40]!r}: use one of {', '.join(LIVE_STATUSES)}")
     return {"runs": [_row(r, s.runs_dir) for r in index.list(recipe, status, sort, limit, tag)]}
 
 
@@ -83,7 +81,7 @@ async def _follow(path: Path, request: Request, last_id: int):
                 if e["t"] < next_batch:
                     continue
                 next_batch = e["t"] + BATCH_INTERVAL
-            done = e["type"] == "status" and e.get("status") in TERMINAL
+            done = e["type"] == "status" and e.get("status") in ENDED
             yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(finite(e), separators=(',', ':'))}\n\n"
         if done:
             yield "event: end\ndata: {}\n\n"
@@ -115,7 +113,7 @@ def _ended(folder: Path) -> str | None:
         status = read_record(folder).live_status()
     except Exception:  # a damaged record: the stream has nothing more to say either
         return "failed"
-    return status if status in TERMINAL | {"stale", "missing"} else None
+    return status if status in ENDED | {"stale", "missing"} else None
 
 
 @router.get("/runs/{run_id}/events")
