@@ -44,7 +44,7 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("TRAINLAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("TRAINLAB_OFFLINE", "1")
-    monkeypatch.setattr("trainlab.data.registry.SYSTEM_DATASETS", tmp_path / "system-datasets")
+    monkeypatch.setenv("TRAINLAB_SYSTEM_DATA", str(tmp_path / "system-datasets"))  # subprocesses too
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

@@ -11,6 +11,7 @@ reads environment variables.
 | db | TRAINLAB_DB | sqlite:///<runs_dir>/trainlab.db |
 | offline | TRAINLAB_OFFLINE | false (downloads allowed) |
 | cache_dir | TRAINLAB_CACHE | $XDG_CACHE_HOME/trainlab or ~/.cache/trainlab |
+| system_data_dir | TRAINLAB_SYSTEM_DATA | /usr/share/datasets |
 | download_timeout | TRAINLAB_DOWNLOAD_TIMEOUT | 30 seconds |
 | token | TRAINLAB_TOKEN | none on loopback; generated for another host |
 | allow_hosts | TRAINLAB_ALLOW_HOSTS | none: the servers answer only for the bound host and loopback names |
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     offline: bool = Field(False, validation_alias=AliasChoices("offline", "TRAINLAB_OFFLINE"), description="never download")
     cache_dir: Path = Field(default_factory=_default_cache, validation_alias=AliasChoices("cache_dir", "TRAINLAB_CACHE"),
                             description="downloads and decoded image trees")
+    system_data_dir: Path = Field(Path("/usr/share/datasets"), validation_alias=AliasChoices("system_data_dir", "TRAINLAB_SYSTEM_DATA"),
+                                  description="a machine-wide folder of dataset files, looked in after the cache")
     download_timeout: float = Field(30.0, gt=0, validation_alias=AliasChoices("download_timeout", "TRAINLAB_DOWNLOAD_TIMEOUT"),
                                     description="seconds per download attempt")
 
@@ -85,7 +88,7 @@ class Settings(BaseSettings):
     local_rank: int = Field(0, ge=0, validation_alias=AliasChoices("local_rank", "LOCAL_RANK"),
                             description="the rank on this machine: its GPU (torchrun sets it)")
 
-    @field_validator("runs_dir", "data_dir", "cache_dir", mode="after")
+    @field_validator("runs_dir", "data_dir", "cache_dir", "system_data_dir", mode="after")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser().resolve()

@@ -23,7 +23,6 @@ from trainlab.data.readers import Dataset, parse_idx, read_cifar10_archive, read
 from trainlab.settings import Settings, load_settings
 from trainlab.data.trees import load_image_tree
 
-SYSTEM_DATASETS = Path("/usr/share/datasets")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +97,7 @@ def search_dirs(spec: DatasetSpec, settings: Settings) -> list[Path]:
     dirs = []
     if settings.data_dir is not None:
         dirs += [settings.data_dir / spec.name, settings.data_dir]
-    dirs += [settings.cache_dir / "datasets" / spec.name, SYSTEM_DATASETS / spec.name]
+    dirs += [settings.cache_dir / "datasets" / spec.name, settings.system_data_dir / spec.name]
     return dirs
 
 
@@ -120,20 +119,20 @@ def locate(spec: DatasetSpec, settings: Settings, download: bool | None = None, 
         if path is None:
             if not download:
                 raise DataError(f"{spec.name}: {f.name} not found in {', '.join(str(d) for d in dirs)} (downloads are off). "
-                                f"Fix: {_fixes(spec, dirs)}")
+                                f"Fix: {_fixes(spec, dirs, settings)}")
             path = fetch(spec, f, settings, progress)
         found[f.name] = path
     return found
 
 
-def _fixes(spec: DatasetSpec, dirs: list[Path]) -> str:
+def _fixes(spec: DatasetSpec, dirs: list[Path], settings: Settings) -> str:
     hint = ""
     if spec.name == "cifar10":
         jpeg = next((d / "cifar10-jpeg.zip" for d in dirs if (d / "cifar10-jpeg.zip").is_file()), None)
         hint = f"; or use the image tree beside it with --set data.source={jpeg}" if jpeg else ""
     return (f"pass --data-dir DIR or set TRAINLAB_DATA to a folder holding {spec.name}/{spec.files[0].name}, "
             f"run `trainlab datasets fetch {spec.name}` with internet access, "
-            f"or install it under {SYSTEM_DATASETS / spec.name}{hint}")
+            f"or install it under {settings.system_data_dir / spec.name}{hint}")
 
 
 def fetch(spec: DatasetSpec, remote: RemoteFile, settings: Settings, progress: bool = False) -> Path:
@@ -160,7 +159,7 @@ def fetch(spec: DatasetSpec, remote: RemoteFile, settings: Settings, progress: b
             path.unlink(missing_ok=True)
             errors.append(f"{mirror}{remote.name}: {exc}")
     raise DataError(f"{spec.name}: could not download {remote.name}; tried {len(errors)} mirror(s): "
-                    f"{' | '.join(errors)}. Fix: {_fixes(spec, search_dirs(spec, settings))}")
+                    f"{' | '.join(errors)}. Fix: {_fixes(spec, search_dirs(spec, settings), settings)}")
 
 
 def _reason(exc: Exception) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainlab.cpus import allowed_cpus
 from trainlab.errors import DataError, first_line
 from trainlab.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, open_image, resize_to
 from trainlab.data.readers import Dataset
@@ -113,34 +115,54 @@ def _layout(root: Path, files: list[str], folders: set[str]) -> tuple[str, dict[
     return prefix, groups
 
 
-_OPEN_ZIPS: dict[str, zipfile.ZipFile] = {}
+class TreeFiles:
+    """Reads the files of one tree, a folder or a zip. A zip is opened once, for the whole load:
+    opening parses its whole directory (0.7 s for the 60,000-entry CIFAR zip), far too slow to
+    repeat per image; `close()` (or the `with` block's end) closes it."""
+
+    def __init__(self, source: tuple[str, str]):
+        self.source = source
+        self.zip = zipfile.ZipFile(source[1]) if source[0] == "zip" else None
+
+    def read(self, rel: str) -> bytes:
+        return self.zip.read(rel) if self.zip is not None else Path(self.source[1], rel).read_bytes()
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+    def __enter__(self) -> "TreeFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _read_member(source: tuple[str, str], rel: str) -> bytes:
-    """One file of a tree. A zip is opened once per process: opening parses its whole directory
-    (0.7 s for the 60,000-entry CIFAR zip), far too slow to repeat per image."""
-    if source[0] != "zip":
-        return Path(source[1], rel).read_bytes()
-    key = f"{os.getpid()}:{source[1]}"  # forked workers must not share the parent's file offset
-    zf = _OPEN_ZIPS.get(key)
-    if zf is None:
-        zf = _OPEN_ZIPS[key] = zipfile.ZipFile(source[1])
-    return zf.read(rel)
-
-
-def _decode_one(args) -> np.ndarray | str:
-    source, rel, size, channels = args
+def _decode_one(files: TreeFiles, rel: str, size, channels) -> np.ndarray | str:
     try:
-        return resize_to(open_image(_read_member(source, rel), rel), size, channels)
+        return resize_to(open_image(files.read(rel), rel), size, channels)
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         return f"{rel}: {exc}"
 
 
-def _probe(source, rel) -> tuple[tuple[int, int], int]:
+_worker_files: TreeFiles | None = None  # a decoding worker's own reader (it lives and ends with that process)
+
+
+def _worker_open(source: tuple[str, str]) -> None:
+    global _worker_files
+    _worker_files = TreeFiles(source)
+
+
+def _worker_decode(args) -> np.ndarray | str:
+    return _decode_one(_worker_files, *args)
+
+
+def _probe(files: TreeFiles, rel) -> tuple[tuple[int, int], int]:
     """(height, width) and channels (1 or 3) of one image, from its header."""
     from PIL import Image
+    source = files.source
     try:
-        data = _read_member(source, rel)
+        data = files.read(rel)
     except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{source[1]}: cannot read '{rel}' ({exc}); check the file") from None
     try:
@@ -159,10 +181,10 @@ MAX_SIDE = 64  # the default size's longest side: the classic CNNs are built for
 MAX_DECODED_FRACTION = 0.5  # of the memory available now, for the decoded tree
 
 
-def probe_tree(source, rels: list[str], sample: int = 500) -> list[tuple[tuple[int, int], int]]:
+def probe_tree(files: TreeFiles, rels: list[str], sample: int = 500) -> list[tuple[tuple[int, int], int]]:
     """(height, width) and channels of up to `sample` images spread over the tree, from their headers."""
     step = max(1, len(rels) // sample)
-    return [_probe(source, rel) for rel in rels[::step][:sample]]
+    return [_probe(files, rel) for rel in rels[::step][:sample]]
 
 
 def choose_size(probed: list[tuple[tuple[int, int], int]]) -> tuple[tuple[int, int], str | None]:
@@ -210,14 +232,17 @@ def _majority_channels(probed: list[tuple[tuple[int, int], int]]) -> tuple[int, 
     return channels, None
 
 
-def _decode_many(source, rels: list[str], size, channels, root: Path) -> np.ndarray:
-    jobs = [(source, r, size, channels) for r in rels]
-    workers = min(os.cpu_count() or 1, 8)
-    if len(jobs) > 4000 and workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            out = list(pool.map(_decode_one, jobs, chunksize=512))
+def _decode_many(files: TreeFiles, rels: list[str], size, channels, root: Path) -> np.ndarray:
+    """Every image of a split, decoded and resized: in worker processes for a large tree. They are
+    spawned, not forked (as tune's are): a fork of a process whose torch has started its OpenMP
+    threads can deadlock in the child."""
+    workers = min(allowed_cpus(), 8)
+    if len(rels) > 4000 and workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_open,
+                                 initargs=(files.source,)) as pool:
+            out = list(pool.map(_worker_decode, [(r, size, channels) for r in rels], chunksize=512))
     else:
-        out = [_decode_one(j) for j in jobs]
+        out = [_decode_one(files, r, size, channels) for r in rels]
     bad = next((o for o in out if isinstance(o, str)), None)
     if bad is not None:
         raise DataError(f"{root}: cannot read image {bad}; delete or replace the file")
@@ -240,7 +265,14 @@ def load_image_tree(path: str | os.PathLike, *, size: tuple[int, int] | None = N
         extra = sorted(set(groups["test"]) - set(groups["train"]))
         raise DataError(f"{root}: test has classes {extra} that train lacks; every class needs training images")
     rels = sorted(f for split in groups.values() for c in split.values() for f in c)
-    probed = probe_tree(source, rels) if size is None or channels is None else []
+    with TreeFiles(source) as files:
+        return _load(files, root, groups, classes, rels, size, channels, test_fraction, split_seed, content_key, prefix,
+                     cache_dir)
+
+
+def _load(files: TreeFiles, root: Path, groups, classes, rels, size, channels, test_fraction, split_seed, content_key,
+          prefix, cache_dir) -> Dataset:
+    probed = probe_tree(files, rels) if size is None or channels is None else []
     notes = []
     if size is None:
         size, size_note = choose_size(probed)
@@ -257,7 +289,7 @@ def load_image_tree(path: str | os.PathLike, *, size: tuple[int, int] | None = N
         return Dataset(root.name, cached[0], **cached[1], source=str(root), info={"cache": str(entry)}, notes=notes)
     arrays = {}
     for split, items in _split_files(groups, classes, test_fraction, split_seed).items():
-        arrays[f"x_{split}"] = _decode_many(source, [f for f, _ in items], size, channels, root)
+        arrays[f"x_{split}"] = _decode_many(files, [f for f, _ in items], size, channels, root)
         arrays[f"y_{split}"] = np.asarray([y for _, y in items], dtype=np.int64)
     if entry is not None:
         _write_cache(entry, arrays, {"classes": classes, "root": str(root), "prefix": prefix})

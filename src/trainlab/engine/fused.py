@@ -262,10 +262,12 @@ def _direct_update(optimizer: torch.optim.Optimizer):
         return _rmsprop
     plain = not g.get("maximize") and not g.get("capturable") and not g.get("differentiable") and g.get("fused")
     if isinstance(optimizer, torch.optim.Adam) and plain and not g.get("amsgrad"):
-        return _adamw if g.get("decoupled_weight_decay") or isinstance(optimizer, torch.optim.AdamW) else _adam
-    if isinstance(optimizer, torch.optim.SGD) and plain:
+        adamw = g.get("decoupled_weight_decay") or isinstance(optimizer, torch.optim.AdamW)
+        if hasattr(torch, "_fused_adamw_" if adamw else "_fused_adam_"):  # private kernels: looked up, not assumed
+            return _adamw if adamw else _adam
+    if isinstance(optimizer, torch.optim.SGD) and plain and hasattr(torch, "_fused_sgd_"):
         return _sgd
-    return None
+    return None  # the optimizer's own step (FlatUpdate), as exact, a little slower
 
 
 def _rmsprop(p, grad, st, group) -> None:
@@ -281,8 +283,10 @@ def _rmsprop(p, grad, st, group) -> None:
         p.addcdiv_(grad, denom, value=-group["lr"])
 
 
-def _adam(p, grad, st, group, kernel=torch._fused_adam_) -> None:
-    """torch.optim.Adam(fused=True)'s step on one tensor: the step count, then its fused kernel."""
+def _adam(p, grad, st, group, kernel: str = "_fused_adam_") -> None:
+    """torch.optim.Adam(fused=True)'s step on one tensor: the step count, then its fused kernel
+    (torch's private `_fused_adam_`, found when the step runs rather than when trainlab imports)."""
+    kernel = getattr(torch, kernel)
     st["step"].add_(1)
     beta1, beta2 = group["betas"]
     kernel([p], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]], amsgrad=False, lr=group["lr"],
@@ -291,7 +295,7 @@ def _adam(p, grad, st, group, kernel=torch._fused_adam_) -> None:
 
 
 def _adamw(p, grad, st, group) -> None:
-    _adam(p, grad, st, group, kernel=torch._fused_adamw_)
+    _adam(p, grad, st, group, kernel="_fused_adamw_")
 
 
 def _sgd(p, grad, st, group) -> None:
