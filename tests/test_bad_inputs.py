@@ -11,13 +11,12 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import trainlab_cli as cli
 import torch
 from conftest import TREE_RECIPE, idx_bytes, write_idx_dataset, write_tree
 
@@ -30,7 +29,7 @@ def world(tmp_path_factory, data_dir):
     tree = write_tree(root / "tree", classes=("dark", "light"), per_class=12, splits=(), size=(6, 6))
     (root / "tiny.yaml").write_text(TREE_RECIPE.format(tree=tree, epochs=2))
     env = _env(root, data_dir)
-    p = _run(["train", str(root / "tiny.yaml"), "--json", "--quiet", "--runs-dir", str(root / "runs")], env)
+    p = cli("train", str(root / "tiny.yaml"), "--json", "--quiet", "--runs-dir", str(root / "runs"), env=env)
     assert p.returncode == 0, p.stderr
     run_dir = Path(json.loads(p.stdout.splitlines()[-1])["run_dir"])
     return {"root": root, "tree": tree, "recipe": root / "tiny.yaml", "run": run_dir, "env": env}
@@ -41,11 +40,6 @@ def _env(root: Path, data_dir: Path) -> dict:
     env.update(TRAINLAB_DATA=str(data_dir), TRAINLAB_OFFLINE="1", XDG_CACHE_HOME=str(root / "cache"),
                TRAINLAB_RUNS=str(root / "default-runs"), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     return env
-
-
-def _run(args, env, cwd=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -66,7 +60,7 @@ def expect_errors(cases, env, folder: Path) -> list[str]:
 def expect_error(args, env, folder: Path, contains: str, code: int = 2):
     """Run the CLI and check the contract for bad input."""
     before = _snapshot(folder)
-    p = _run(args, env)
+    p = cli(*args, env=env)
     out = p.stdout + p.stderr
     assert "Traceback" not in out, out
     lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
@@ -181,7 +175,7 @@ def test_bad_predict_inputs(world, tmp_path):
 def test_predict_with_some_bad_inputs_exits_1_and_names_each(world, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"garbage")
     good = next(world["tree"].rglob("*.png"))
-    p = _run(["predict", world["run"], good, tmp_path / "bad.png"], world["env"])
+    p = cli("predict", world["run"], good, tmp_path / "bad.png", env=world["env"])
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert [line for line in p.stderr.splitlines() if line.startswith("error:")] == \
         [f"error: {tmp_path / 'bad.png'}: not an image PIL can read (PNG, JPEG, BMP, GIF, WebP, TIFF)"]
@@ -338,13 +332,13 @@ def test_resume_of_a_crafted_checkpoint_runs_no_code(world, tmp_path):
 def test_a_damaged_tree_cache_is_rebuilt(world, tmp_path):
     env = dict(world["env"], XDG_CACHE_HOME=str(tmp_path / "cache"))
     args = ["train", world["recipe"], "--no-save", "--quiet", "--json"]
-    first = _run(args, env)
+    first = cli(*args, env=env)
     assert first.returncode == 0, first.stderr
     (entry,) = (tmp_path / "cache" / "trainlab" / "trees").iterdir()
     data = (entry / "x_train.npy").read_bytes()
     (entry / "x_train.npy").write_bytes(data[: len(data) // 2])
     (entry / "meta.json").write_text("{broken")
-    again = _run(args, env)
+    again = cli(*args, env=env)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
     assert json.loads(again.stdout.splitlines()[-1])["test_acc"] == json.loads(first.stdout.splitlines()[-1])["test_acc"]
 

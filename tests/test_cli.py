@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def cli(*args, env_extra=None, cwd=None):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+from helpers import trainlab_cli as cli
 
 
 def test_train_json_last_line_and_run_folder(data_dir, tmp_path):
@@ -45,7 +37,7 @@ def test_quiet_prints_nothing_but_json(data_dir, tmp_path):
 
 def test_env_var_data_dir_and_python_m(data_dir, tmp_path):
     p = cli("train", "fashion-mlp", "--quiet", "--json", "--no-save", "--set", "data.limit_train=500",
-            "--set", "data.limit_test=100", env_extra={"TRAINLAB_DATA": str(data_dir)}, cwd=tmp_path)
+            "--set", "data.limit_test=100", extra_env={"TRAINLAB_DATA": str(data_dir)}, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["run_id"] is None and not (tmp_path / "runs").exists()
 

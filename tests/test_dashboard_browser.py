@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 from conftest import MNIST_TINY
 
 import playwright.sync_api as playwright_api
@@ -30,12 +30,6 @@ def ensure_chromium() -> None:
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     if not Path(CHROMIUM).exists():
         pytest.skip("no Chromium here and none could be installed (apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # a small MNIST CNN that trains for ~10 s here: long enough to watch its chart grow

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from helpers import trainlab_cli as cli
 import torch
 from conftest import MNIST_TINY
 
@@ -28,16 +29,10 @@ def test_each_rank_takes_a_disjoint_slice_of_every_global_batch():
     assert [len(p) for p in parts] == [22, 21, 21]
 
 
-def train_cli(*args, runs, data_dir, timeout=300, **kw):
-    env = {**os.environ, "TRAINLAB_DATA": str(data_dir), "TRAINLAB_RUNS": str(runs)}
-    return subprocess.run([sys.executable, "-m", "trainlab", "train", *args, "--json"], env=env, capture_output=True,
-                          text=True, timeout=timeout, **kw)
-
-
 def test_two_processes_train_as_one_and_write_one_run(tmp_path, data_dir):
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(json.dumps(DDP_RECIPE))
-    one = train_cli(str(recipe), runs=tmp_path / "one", data_dir=data_dir)
+    one = cli("train", "--json", str(recipe), runs=tmp_path / "one", data_dir=data_dir)
     env = {**os.environ, "TRAINLAB_DATA": str(data_dir), "TRAINLAB_RUNS": str(tmp_path / "two"), "OMP_NUM_THREADS": "1"}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "trainlab",
                           "train", str(recipe), "--json"], env=env, capture_output=True, text=True, timeout=300)
@@ -72,7 +67,7 @@ def test_a_killed_multi_process_run_resumes(tmp_path, data_dir):
             os.killpg(proc.pid, signal.SIGKILL)
     run_dir = runs[0]
     assert read_record(run_dir).live_status() == "stale" or read_record(run_dir).status == "running"
-    done = train_cli("--resume", run_dir.name, "--nproc", "2", runs=tmp_path / "runs", data_dir=data_dir)
+    done = cli("train", "--json", "--resume", run_dir.name, "--nproc", "2", runs=tmp_path / "runs", data_dir=data_dir)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["run_id"] == run_dir.name and len(result["history"]) == 8 and result["test_acc"] > 0.8

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers import free_port, trainlab_cli as cli
 from PIL import Image
 
 from conftest import MNIST_TINY, write_tree  # noqa: E402
@@ -86,11 +86,6 @@ def test_a_disagreeing_graph_is_refused_and_nothing_is_written(runs, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
-def cli(*args, settings, timeout=300):
-    return subprocess.run([sys.executable, "-m", "trainlab", *args, "--runs-dir", str(settings.runs_dir)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.parametrize("args, message", [
     (["--format", "tflite"], "--format 'tflite': use onnx"),
     (["--opset", "9"], "--opset 9: use 14-23"),
@@ -98,7 +93,7 @@ def cli(*args, settings, timeout=300):
 ])
 def test_export_cli_refuses_bad_input(runs, args, message):
     settings, mlp, _ = runs
-    r = cli("export", mlp.run_id, *args, settings=settings)
+    r = cli("export", mlp.run_id, *args, "--runs-dir", settings.runs_dir)
     assert r.returncode == 2 and r.stderr.strip() == f"error: {r.stderr.strip()[7:]}" and message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -133,12 +128,6 @@ def test_serve_app_torch_and_onnx(runs, onnx, monkeypatch):
         assert r.status_code == 504 and "took over 5 s" in r.json()["error"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_command_with_two_workers_and_its_errors(runs):
     settings, mlp, _ = runs
     port = free_port()
@@ -155,10 +144,10 @@ def test_serve_command_with_two_workers_and_its_errors(runs):
         else:
             pytest.fail(proc.stderr.read() if proc.poll() is not None else "no answer")
         assert b"onnxruntime" in body
-        busy = cli("serve", mlp.run_id, "--port", str(port), settings=settings)
+        busy = cli("serve", mlp.run_id, "--port", str(port), "--runs-dir", settings.runs_dir)
         assert busy.returncode == 2 and "cannot listen on 127.0.0.1" in busy.stderr and "Traceback" not in busy.stderr
     finally:
         proc.terminate()
         proc.wait(30)
-    bad = cli("serve", "no-such-run", settings=settings)
+    bad = cli("serve", "no-such-run", "--runs-dir", settings.runs_dir)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no run 'no-such-run'")

@@ -13,14 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import trainlab_cli as cli
 
 ARGS = ["mnist-mlp", "--epochs", "3", "--set", "data.limit_train=9000", "--set", "data.limit_test=500",
         "--checkpoint-every", "0.1", "--quiet"]
-
-
-def cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env, stdin=subprocess.DEVNULL, **kw)
 
 
 SLOW = ["mnist-tfjs-cnn", "--epochs", "4", "--set", "data.limit_train=15000", "--set", "data.limit_test=500",

@@ -17,17 +17,9 @@ import trainlab
 from trainlab.errors import TrainlabError
 from trainlab.runs.store import Store
 
+from helpers import trainlab_cli as cli
+
 TINY = ["--epochs", "2", "--set", "data.limit_train=1500", "--set", "data.limit_test=300", "--quiet", "--json"]
-
-
-def cli(*args, runs: Path, data_dir: Path | None = None, db: str | None = None, timeout=300, **kw):
-    env = dict(os.environ, TRAINLAB_RUNS=str(runs))
-    if data_dir:
-        env["TRAINLAB_DATA"] = str(data_dir)
-    if db:
-        env["TRAINLAB_DB"] = db
-    return subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, **kw)
 
 
 @pytest.fixture(scope="module")

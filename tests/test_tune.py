@@ -1,10 +1,9 @@
-"""Tuning: the LR range test, search spaces, Optuna studies whose trials are runs, worker processes
+"""Tuning: search spaces, Optuna studies whose trials are runs, worker processes
 sharing a study through SQLite and PostgreSQL, and a worker killed mid-trial."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -15,12 +14,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
-from conftest import TREE_RECIPE, synthetic_dataset, tiny_recipe, write_tree
+from conftest import TREE_RECIPE, tiny_recipe, write_tree
 
 import trainlab
 from trainlab.errors import Interrupted, RecipeError, TrainlabError
-from trainlab.tuning.lrfind import find_lr, suggest
 from trainlab.recipes import load_recipe
 from trainlab.tuning.space import load_space, reshape_stack, space_names
 from trainlab.runs.store import Store
@@ -85,58 +82,6 @@ def test_split_trials():
 
 
 # --- LR finder ---------------------------------------------------------------------------------------
-
-def _final_loss(lr: float, ds) -> float:
-    run = trainlab.train(tiny_recipe(**{"optimizer.name": "sgd", "optimizer.lr": lr, "epochs": 3}), dataset=ds,
-                         progress="none", save=False)
-    loss = run.history[-1]["loss"]
-    return loss if math.isfinite(loss) else float("inf")
-
-
-def test_lr_find_suggests_a_rate_in_the_range_where_training_works():
-    """The good range is found by brute force (3 epochs of SGD at each rate on the synthetic set);
-    the suggestion, from 100 batches, must fall inside it."""
-    ds = synthetic_dataset(n_train=600, n_test=60)
-    r = tiny_recipe(**{"optimizer.name": "sgd", "optimizer.lr": 0.05})
-    found = find_lr(r, dataset=ds, start=1e-5, end=100.0, steps=100)
-    start_loss = math.log(3)
-    rates = [10 ** (k / 2) for k in range(-10, 5)]
-    works = [lr for lr in rates if _final_loss(lr, ds) < 0.9 * start_loss]  # measured: 0.1 and 0.32 of 1e-5..100
-    assert works, "nothing trained: the test's data is broken"
-    lo, hi = min(works), max(works)
-    assert lo / 3 <= found.suggestion <= hi * 3, (found.suggestions, lo, hi)
-    assert _final_loss(found.suggestion, ds) < 0.9 * start_loss
-    assert found.stopped.startswith("the loss diverged")  # 100 is far beyond the stable range
-    assert found.lrs == sorted(found.lrs) and len(found.lrs) == len(found.losses) == len(found.smoothed)
-
-
-def test_lr_find_leaves_your_model_untouched(tmp_path):
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    found = find_lr(tiny_recipe(), model=net, dataset=synthetic_dataset(), steps=30)
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    fig_path = found.plot(tmp_path / "lr.png")
-    assert fig_path.stat().st_size > 10_000
-    d = found.to_dict()
-    assert d["method"] == "valley" and len(d["points"]) == len(found.lrs) and d["suggestion"] == found.suggestions["valley"]
-
-
-def test_suggestions_on_a_known_curve():
-    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
-    # flat, then falling fastest around 1e-3, lowest near 1e-1, then diverging
-    loss = [2.0 - 1.5 / (1 + math.exp(-(math.log10(x) + 3) * 3)) + (0 if x < 0.1 else 20 * (x - 0.1)) for x in lrs]
-    s = suggest(lrs, loss)
-    assert 3e-4 < s["steep"] < 3e-3
-    assert 1e-4 < s["valley"] < 1e-1
-    assert 3e-3 < s["minimum"] < 3e-2
-
-
-def test_lr_find_refuses_bad_ranges():
-    with pytest.raises(TrainlabError, match="give 0 < start < end"):
-        find_lr(tiny_recipe(), dataset=synthetic_dataset(), start=1.0, end=0.1)
-    with pytest.raises(TrainlabError, match="at least 20 steps"):
-        find_lr(tiny_recipe(), dataset=synthetic_dataset(), steps=5)
-
 
 # --- studies (in-process, on the synthetic dataset) ----------------------------------------------------
 
@@ -350,7 +295,7 @@ def test_kill_9_of_tune_ends_its_workers_too(tree_study):
         assert rec["status"] == "interrupted", rec["status"]
 
 
-def test_sigint_to_the_prepare_short_process_alone_stops_the_study(tree_study):
+def test_sigint_to_the_tune_process_alone_stops_the_study(tree_study):
     w = tree_study
     p = _tune(w, w["recipe"](800), "--space", w["space"], "--trials", 20, "--jobs", 2, "--study", "polite",
               "--pruner", "none", "--no-plots")
@@ -391,12 +336,3 @@ def test_tune_cli_refuses_bad_input(tree_study):
                            text=True, cwd=w["root"])
         assert p.returncode == 2 and "Traceback" not in p.stderr, (args, p.stderr)
         assert p.stderr.startswith("error:") and message in p.stderr and p.stderr.count("\n") == 1, (args, p.stderr)
-
-
-def test_lr_find_cli(tree_study):
-    w = tree_study
-    p = subprocess.run([sys.executable, "-m", "trainlab", "lr-find", w["recipe"](2), "--steps", "40", "--json",
-                        "--out", w["root"] / "lr.png"], env=w["env"], capture_output=True, text=True, cwd=w["root"])
-    assert p.returncode == 0, p.stderr
-    d = json.loads(p.stdout)
-    assert len(d["points"]) <= 40 and d["suggestion"] > 0 and Path(d["plot"]).stat().st_size > 10_000
