@@ -12,11 +12,11 @@ import os
 import shutil
 import sqlite3
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from helpers import trainlab_cli as cli
+from helpers import trainlab_here
 import torch
 from conftest import TREE_RECIPE, idx_bytes, write_idx_dataset, write_tree
 
@@ -51,16 +51,16 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def expect_errors(cases, env, folder: Path) -> list[str]:
-    """expect_error for each (args, contains), two at a time (each subprocess spends most of its time
-    importing torch on one core)."""
-    with ThreadPoolExecutor(2) as pool:
-        return list(pool.map(lambda case: expect_error(case[0], env, case[2] if len(case) > 2 else folder, case[1]), cases))
+    """expect_error for each (args, contains)."""
+    return [expect_error(case[0], env, case[2] if len(case) > 2 else folder, case[1]) for case in cases]
 
 
 def expect_error(args, env, folder: Path, contains: str, code: int = 2):
-    """Run the CLI and check the contract for bad input."""
+    """Run the command (in this process: the CLI's main(), as `trainlab` runs it) and check the
+    contract for bad input: exit 2, one line on stderr that starts with error:, no traceback, no file
+    that was there before changed."""
     before = _snapshot(folder)
-    p = cli(*args, env=env)
+    p = trainlab_here(*args, env=env)
     out = p.stdout + p.stderr
     assert "Traceback" not in out, out
     lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
@@ -211,9 +211,8 @@ def test_bad_dataset_files(world, tmp_path):
     cases.append((mismatch, "mnist", "10 images but 7 labels", "do not belong together"))
     cases.append((empty, "cifar10", "cifar-10-python.tar.gz not found", "downloads are off"))
     cases.append((empty, "fashion-mnist", "fashion-mnist: train-images-idx3-ubyte.gz not found", "TRAINLAB_DATA"))
-    with ThreadPoolExecutor(2) as pool:
-        lines = list(pool.map(lambda c: expect_error(["train", "mnist-mlp", "--set", f"data.name={c[1]}", "--no-save"],
-                                                     _data_env(world, c[0]), tmp_path, c[2]), cases))
+    lines = [expect_error(["train", "mnist-mlp", "--set", f"data.name={c[1]}", "--no-save"], _data_env(world, c[0]), tmp_path, c[2])
+             for c in cases]
     assert all(c[3] in line for c, line in zip(cases, lines))
     expect_error(["datasets", "verify", "mnist"], _data_env(world, fake), tmp_path, "checksum mismatch")
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import trainlab_cli as cli
+from helpers import trainlab_here as cli  # in this process: the command's main(), no interpreter start
 
 
 def test_train_json_last_line_and_run_folder(data_dir, tmp_path):

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import trainlab_cli as cli
+from helpers import trainlab_cli
+from helpers import trainlab_here as cli  # in this process: the command's main(), no interpreter start
 
 ARGS = ["mnist-mlp", "--epochs", "3", "--set", "data.limit_train=9000", "--set", "data.limit_test=500",
         "--checkpoint-every", "0.1", "--quiet"]
@@ -104,8 +105,9 @@ def test_reading_commands_work_on_a_read_only_runs_folder_and_missing_folders_sh
     if os.geteuid() != 0:
         pytest.skip("mounting needs root (this process is not root)")
     runs = tmp_path / "runs"
-    p = cli("train", "mnist-mlp", "--epochs", "1", "--set", "data.limit_train=500", "--set", "data.limit_test=100",
-            "--quiet", "--json", "--runs-dir", runs, "--data-dir", data_dir)
+    # trained in its own process, which closes the index when it ends (this one would keep its WAL open)
+    p = trainlab_cli("train", "mnist-mlp", "--epochs", "1", "--set", "data.limit_train=500", "--set", "data.limit_test=100",
+                     "--quiet", "--json", "--runs-dir", runs, "--data-dir", data_dir)
     run_id = json.loads(p.stdout.splitlines()[-1])["run_id"]
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -17,7 +17,7 @@ import trainlab
 from trainlab.errors import TrainlabError
 from trainlab.runs.store import Store
 
-from helpers import trainlab_cli as cli
+from helpers import trainlab_here as cli  # in this process: the command's main(), no interpreter start
 
 TINY = ["--epochs", "2", "--set", "data.limit_train=1500", "--set", "data.limit_test=300", "--quiet", "--json"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import TREE_RECIPE, tiny_recipe, write_tree
+from helpers import trainlab_here
 
 import trainlab
 from trainlab.errors import Interrupted, RecipeError, TrainlabError
@@ -227,7 +228,8 @@ def test_two_processes_share_a_postgresql_study(tree_study, postgres_url):
 
 def test_a_worker_killed_mid_trial_leaves_a_usable_study(tree_study):
     w = tree_study
-    p = _tune(w, w["recipe"](800), "--space", w["space"], "--trials", 4, "--jobs", 2, "--study", "killed",
+    # long enough trials to be caught training (250 epochs of the 32-image tree: seconds each)
+    p = _tune(w, w["recipe"](250), "--space", w["space"], "--trials", 4, "--jobs", 2, "--study", "killed",
               "--heartbeat", 1, "--pruner", "none", "--no-plots")
     runs, victim, deadline = w["root"] / "runs", None, time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:  # the first trial's run, while it trains
@@ -332,7 +334,6 @@ def test_tune_cli_refuses_bad_input(tree_study):
         (["lr-find", w["recipe"](2), "--steps", "3"], "at least 20 steps"),
     ]
     for args, message in cases:
-        p = subprocess.run([sys.executable, "-m", "trainlab", *map(str, args)], env=w["env"], capture_output=True,
-                           text=True, cwd=w["root"])
+        p = trainlab_here(*args, env=w["env"], cwd=w["root"])
         assert p.returncode == 2 and "Traceback" not in p.stderr, (args, p.stderr)
         assert p.stderr.startswith("error:") and message in p.stderr and p.stderr.count("\n") == 1, (args, p.stderr)

@@ -41,8 +41,9 @@ def check_resumable(run_dir: Path) -> tuple[RunRecord, Recipe]:
     if record.status == "completed":
         raise NotResumable(f"run {run_dir.name} already completed; train again with {again}")
     if record.live_status() == "running":
-        raise NotResumable(f"run {run_dir.name} is still training (process {record.process.pid if record.process else '?'}); "
-                           "stop it first (Ctrl-C where it runs, or Stop on the dashboard)")
+        who = f"pid {record.process.pid} on {record.process.host}" if record.process else "another process"
+        raise NotResumable(f"run {run_dir.name} is being trained right now by {who}; stop that process first "
+                           f"(Ctrl-C in its terminal, or Stop on the dashboard), then resume")
     if not (run_dir / CHECKPOINT).is_file():
         raise NotResumable(f"run {run_dir.name} has no checkpoint (it stopped before its first one); start it again with {again}")
     return record, recipe

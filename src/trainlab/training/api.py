@@ -205,10 +205,15 @@ def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | Non
 
 
 def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:
-    """Train a run's exact recipe and seed again, as a new run."""
+    """Train a run's exact recipe and seed again, as a new run, on the thread count it started with
+    (the count changes the order of floating-point sums, so the weights are identical only on the
+    same count; TRAINLAB_THREADS chooses another)."""
     settings = settings or load_settings()
     src = resolve_run_dir(run, settings)
-    custom = read_record(src).custom_model
+    record = read_record(src)
+    custom = record.custom_model
+    if record.threads and settings.threads is None and record.device == "cpu":
+        settings = settings.with_(threads=record.threads)
     if custom:
         raise TrainlabError(f"run {src.name} trained a custom model ({custom}); rerun it from Python with "
                             f"trainlab.train('{src / 'recipe.yaml'}', model={custom}())")
