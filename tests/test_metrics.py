@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from helpers import trainlab_here
 from PIL import Image
 import torch
 
@@ -76,15 +75,15 @@ def test_training_writes_curves_and_evaluate_matches_test_acc(walk_runs, data_di
     assert Image.open(png).size[0] > 600  # a real PNG, two panels wide
     mtime = png.stat().st_mtime_ns
     assert trainlab.curves_png(first.run_dir).stat().st_mtime_ns == mtime  # drawn once, until history.csv changes
-    p = subprocess.run([sys.executable, "-m", "trainlab", "evaluate", relu.run_id, "--json", "--runs-dir", str(runs),
-                        "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
+    p = trainlab_here("evaluate", relu.run_id, "--json", "--runs-dir", str(runs),
+                        "--data-dir", str(data_dir))
     assert p.returncode == 0, p.stderr
     rep = json.loads(p.stdout)
     assert rep["accuracy"] == pytest.approx(relu.metrics["test_acc"])
     assert len(rep["per_class"]) == 10 and rep["per_class"][0]["name"] == "0" and rep["n"] == 500
     assert {f.split("/")[-1] for f in rep["files"]} == {"confusion-test.png", "misclassified-test.png", "predictions-test.png"}
-    p = subprocess.run([sys.executable, "-m", "trainlab", "evaluate", relu.run_id, "--runs-dir", str(runs),
-                        "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
+    p = trainlab_here("evaluate", relu.run_id, "--runs-dir", str(runs),
+                        "--data-dir", str(data_dir))
     assert "precision" in p.stdout and "most confused" in p.stdout
 
 
@@ -98,6 +97,5 @@ def test_walk_comparison_is_labelled_by_what_differs(walk_runs):
     fig = trainlab.plot_history(walk)
     assert [len(ax.lines) for ax in fig.axes[:2]] == [6, 6]  # train and validation for each of three runs
     assert list(fig.axes[0].lines[4].get_ydata()) == [h["acc"] for h in walk[2].history]
-    p = subprocess.run([sys.executable, "-m", "trainlab", "plot", *[r.run_id for r in walk], "--runs-dir", str(runs)],
-                       capture_output=True, text=True, timeout=120)
+    p = trainlab_here("plot", *[r.run_id for r in walk], "--runs-dir", str(runs))
     assert p.returncode == 0 and (runs / "compare.png").is_file()

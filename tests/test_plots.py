@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from helpers import trainlab_here
 from PIL import Image
 
 from conftest import tiny_recipe
@@ -140,7 +141,7 @@ def test_a_runs_prediction_figure_marks_its_own_mistakes(tiny_train):
 
 def test_data_show_cli(tmp_path, data_dir):
     out = tmp_path / "grid.png"
-    p = subprocess.run([sys.executable, "-m", "trainlab", "data", "show", "fashion-mnist", "--n", "9", "--out", str(out),
-                        "--classes", "--data-dir", str(data_dir)], capture_output=True, text=True)
+    p = trainlab_here("data", "show", "fashion-mnist", "--n", "9", "--out", str(out),
+                        "--classes", "--data-dir", str(data_dir))
     assert p.returncode == 0, p.stderr
     assert "   9  Ankle boot" in p.stdout and Image.open(out).size[0] > 300

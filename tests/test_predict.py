@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import trainlab_here
 from PIL import Image
 
 import trainlab
@@ -176,8 +177,8 @@ def test_predict_cli_json_show_and_exit_code(cnn_run, digits, tmp_path, data_dir
 def test_fashion_test_image_0_is_an_ankle_boot(tmp_path, data_dir):
     run = trainlab.train("fashion-mlp", epochs=1, progress="none", runs_dir=tmp_path, data_dir=data_dir,
                          overrides={"data.limit_train": 10000, "data.limit_test": 100})
-    p = subprocess.run([sys.executable, "-m", "trainlab", "predict", run.run_id, "--test-index", "0", "--json",
-                        "--runs-dir", str(tmp_path), "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
+    p = trainlab_here("predict", run.run_id, "--test-index", "0", "--json",
+                        "--runs-dir", str(tmp_path), "--data-dir", str(data_dir))
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.splitlines()[0])
     assert rec["label"] == 9 and rec["class_name"] == "Ankle boot" and len(rec["top_k"]) == 3
@@ -191,8 +192,8 @@ def test_test_index_ranges_and_the_predictions_figure(cnn_run, tmp_path, data_di
     with pytest.raises(TrainlabError, match="give a number N or a range A:B"):
         parse_indices(["a:b"])
     out = tmp_path / "predictions.png"
-    p = subprocess.run([sys.executable, "-m", "trainlab", "predict", str(cnn_run.run_dir), "--test-index", "0:6",
-                        "--plot", str(out), "--data-dir", str(data_dir)], capture_output=True, text=True)
+    p = trainlab_here("predict", str(cnn_run.run_dir), "--test-index", "0:6",
+                        "--plot", str(out), "--data-dir", str(data_dir))
     assert p.returncode == 0, p.stderr
     assert [line.split(":")[0] for line in p.stdout.splitlines()[:6]] == [f"test[{i}] (true" for i in range(6)]
     assert Image.open(out).size[0] > 800 and f"wrote {out}" in p.stdout
