@@ -11,7 +11,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from helpers import free_port, trainlab_cli as cli
+from helpers import free_port, trainlab_here
+from helpers import trainlab_cli as cli
 from PIL import Image
 
 from conftest import MNIST_TINY, write_tree  # noqa: E402
@@ -93,7 +94,7 @@ def test_a_disagreeing_graph_is_refused_and_nothing_is_written(runs, tmp_path, m
 ])
 def test_export_cli_refuses_bad_input(runs, args, message):
     settings, mlp, _ = runs
-    r = cli("export", mlp.run_id, *args, "--runs-dir", settings.runs_dir)
+    r = trainlab_here("export", mlp.run_id, *args, "--runs-dir", settings.runs_dir)
     assert r.returncode == 2 and r.stderr.strip() == f"error: {r.stderr.strip()[7:]}" and message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

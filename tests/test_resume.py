@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import trainlab_here
 import torch
 from safetensors.torch import load_file
 
@@ -138,7 +139,7 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path, data_dir):
                          overrides={"data.limit_train": 500})
     with pytest.raises(trainlab.TrainlabError, match="already completed"):
         trainlab.resume(run.run_id, runs_dir=tmp_path, data_dir=data_dir)
-    p = subprocess.run(_cmd("--resume", "no-such-run", runs=tmp_path, data_dir=data_dir), capture_output=True, text=True)
+    p = trainlab_here(*_cmd("--resume", "no-such-run", runs=tmp_path, data_dir=data_dir)[3:])
     assert p.returncode == 2 and p.stderr.startswith("error: no run 'no-such-run'")
-    p = subprocess.run(_cmd("mnist-mlp", "--resume", run.run_id, runs=tmp_path, data_dir=data_dir), capture_output=True, text=True)
+    p = trainlab_here(*_cmd("mnist-mlp", "--resume", run.run_id, runs=tmp_path, data_dir=data_dir)[3:])
     assert p.returncode == 2 and "--resume continues a run with its own recipe" in p.stderr

@@ -181,8 +181,7 @@ def _tune(w, *args, **kw):
 
 
 def _show(w, study: str, *extra) -> dict:
-    p = subprocess.run([sys.executable, "-m", "trainlab", "tune", "show", study, "--json", *map(str, extra)], env=w["env"],
-                       capture_output=True, text=True, cwd=w["root"])
+    p = trainlab_here("tune", "show", study, "--json", *extra, env=w["env"], cwd=w["root"])
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -203,11 +202,9 @@ def test_three_worker_processes_share_an_sqlite_study(tree_study):
     rep = _show(w, "shared")
     _check_trials(rep, 7)
     assert {t["state"] for t in rep["trials"]} <= {"complete", "pruned"}
-    runs = json.loads(subprocess.run([sys.executable, "-m", "trainlab", "runs", "--study", "shared", "--json"], env=w["env"],
-                                     capture_output=True, text=True, cwd=w["root"]).stdout)
+    runs = json.loads(trainlab_here("runs", "--study", "shared", "--json", env=w["env"], cwd=w["root"]).stdout)
     assert sorted(r["trial"] for r in runs) == list(range(7))
-    best = subprocess.run([sys.executable, "-m", "trainlab", "tune", "best", "shared"], env=w["env"], capture_output=True,
-                          text=True, cwd=w["root"])
+    best = trainlab_here("tune", "best", "shared", env=w["env"], cwd=w["root"])
     (w["root"] / "best.yaml").write_text(best.stdout)
     assert load_recipe(w["root"] / "best.yaml").optimizer.lr == pytest.approx(rep["best"]["params"]["optimizer.lr"])
     assert sorted(p.name for p in (w["root"] / "runs" / "studies").iterdir()) == [
@@ -228,8 +225,8 @@ def test_two_processes_share_a_postgresql_study(tree_study, postgres_url):
 
 def test_a_worker_killed_mid_trial_leaves_a_usable_study(tree_study):
     w = tree_study
-    # long enough trials to be caught training (250 epochs of the 32-image tree: seconds each)
-    p = _tune(w, w["recipe"](250), "--space", w["space"], "--trials", 4, "--jobs", 2, "--study", "killed",
+    # long enough trials to be caught training (150 epochs of the 32-image tree: seconds each)
+    p = _tune(w, w["recipe"](150), "--space", w["space"], "--trials", 4, "--jobs", 2, "--study", "killed",
               "--heartbeat", 1, "--pruner", "none", "--no-plots")
     runs, victim, deadline = w["root"] / "runs", None, time.monotonic() + 120
     while victim is None and time.monotonic() < deadline:  # the first trial's run, while it trains
@@ -250,11 +247,9 @@ def test_a_worker_killed_mid_trial_leaves_a_usable_study(tree_study):
     killed = next(t for t in rep["trials"] if t["run_id"] == victim["run_id"])
     assert killed["state"] == "fail", states  # not "running" forever
     assert "running" not in states.values() and list(states.values()).count("complete") >= 2
-    status = json.loads(subprocess.run([sys.executable, "-m", "trainlab", "runs", "show", victim["run_id"], "--json"],
-                                       env=w["env"], capture_output=True, text=True, cwd=w["root"]).stdout)
+    status = json.loads(trainlab_here("runs", "show", victim["run_id"], "--json", env=w["env"], cwd=w["root"]).stdout)
     assert status["status"] == "running"  # its record says running; the listing shows it stale
-    assert "stale" in subprocess.run([sys.executable, "-m", "trainlab", "runs", "--study", "killed"], env=w["env"],
-                                     capture_output=True, text=True, cwd=w["root"]).stdout
+    assert "stale" in trainlab_here("runs", "--study", "killed", env=w["env"], cwd=w["root"]).stdout
 
 
 def _live_trials(runs: Path, n: int, deadline: float) -> list[dict]:
