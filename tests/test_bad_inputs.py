@@ -145,6 +145,12 @@ def test_bad_flags(world, tmp_path):
         (["evaluate", "nosuch", "--runs-dir", root / "runs"], "no run 'nosuch'"),
         (["datasets", "verify", "mnsit"], "unknown dataset 'mnsit'"),
         (["datasets", "fetch", "mnsit"], "did you mean 'mnist'"),
+        # the command line's own errors (typer): one line too, with where to look
+        (["train", "mnist-mlp", "--nproc", "0"], "Invalid value for '--nproc'"),
+        (["train", "mnist-mlp", "--nosuch"], "No such option: --nosuch"),
+        (["serve", "x", "--port", "70000"], "Invalid value for '--port'"),
+        (["runs", "show"], "Missing argument 'run'"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
     ]
     if not torch.cuda.is_available():
         cases.append((["train", "mnist-mlp", "--device", "cuda"], "no CUDA device is available"))

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+try:  # typer >= 0.2x carries its own click; older ones use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors
 from typer.core import TyperGroup
 
 from trainlab.errors import StopRun, TrainlabError
@@ -349,7 +354,7 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
             json_out: Annotated[bool, typer.Option("--json", help="One JSON object per input.")] = False) -> None:
     """Predict the class of image files (prepared as the run's training data was) or test-set items.
     Each input that cannot be read is named on stderr; exit status 1 when some failed, 2 when all did."""
-    from trainlab.predict import check_style, parse_indices, plot_results, predict_test_items, write_model_views
+    from trainlab.predict import check_style, plot_results, predict_inputs, write_model_views
     from trainlab.runs.run import load_run
     check_style(style)
     if not inputs and not test_index:
@@ -359,8 +364,7 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     prepare_for_work()
     settings = settings_for(data_dir, runs_dir)
     r = load_run(run, settings)
-    indices = parse_indices(test_index or [])
-    results = ([r.predict(inputs, style)] if inputs else []) + ([predict_test_items(r, indices, settings)] if indices else [])
+    results, indices = predict_inputs(r, inputs, test_index, style, settings)
     failed = 0
     for preds in results:
         failed += _print_predictions(preds, top_k, json_out)
@@ -672,7 +676,7 @@ def tune_spaces() -> None:
 
 @app.command()
 def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; anything but loopback needs the token.")] = "127.0.0.1",
-              port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+              port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
               runs_dir: RunsDirOpt = None, db: DbOpt = None, data_dir: DataDirOpt = None,
               token: Annotated[Optional[str], typer.Option(help="Access token (also TRAINLAB_TOKEN); generated for a non-loopback host.")] = None,
               workers: Annotated[int, typer.Option(min=1, max=8, help="Trainings run at the same time (others queue).")] = 1,
@@ -684,8 +688,6 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
     prepare_for_work(server=True)
     from trainlab.web.app import is_loopback, serve
     settings = settings_for(data_dir, runs_dir, db)
-    if not 0 < port < 65536:
-        fail(f"--port {port}: use 1-65535")
 
     def ready(tok: str | None) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -728,7 +730,7 @@ def export(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
 def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
           onnx: Annotated[bool, typer.Option("--onnx", help="Serve through onnxruntime (exports model.onnx first if needed).")] = False,
           host: Annotated[str, typer.Option(help="Interface; anything but loopback needs the token.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
           workers: Annotated[int, typer.Option(min=1, max=32, help="Server processes.")] = 1,
           token: Annotated[Optional[str], typer.Option(help="Access token (also TRAINLAB_TOKEN); generated for a non-loopback host.")] = None,
           timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a predict request may take.")] = 10.0,
@@ -738,8 +740,6 @@ def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     prepare_for_work(server=True)
     from trainlab.web.app import is_loopback
     from trainlab.web.serve import serve_run
-    if not 0 < port < 65536:
-        fail(f"--port {port}: use 1-65535")
     settings = settings_for(data_dir, runs_dir).with_(serve_run=run, serve_onnx=onnx or None, token=token,
                                                       serve_timeout=timeout)
     if allow_host:
@@ -774,7 +774,19 @@ def main() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
     try:
-        app()
+        code = app(standalone_mode=False)  # click's own errors come back here, to be said in one line
+    except click_errors.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help())
+        sys.exit(0)
+    except click_errors.UsageError as exc:  # an unknown option, a bad or missing value: one line, as every error
+        where = exc.ctx.command_path if exc.ctx is not None else "trainlab"
+        typer.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(2)
+    except click_errors.ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _interrupted_exit()
     except TrainlabError as exc:
         if SIGINT_SEEN.is_set():
             _interrupted_exit()
@@ -788,6 +800,7 @@ def main() -> None:
         if SIGINT_SEEN.is_set():
             _interrupted_exit()
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _interrupted_exit():

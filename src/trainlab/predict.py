@@ -75,6 +75,18 @@ def parse_indices(items: list[str]) -> list[int]:
     return out
 
 
+def predict_inputs(run: Run, inputs: list[str] | None, test_index: list[str] | None, style: str | None = None,
+                   settings: Settings | None = None) -> tuple[list[Predictions], list[int]]:
+    """What `trainlab predict` classifies: image files and folders (prepared in `style`, or as the
+    run's data was), then test-set items ('3', '0:15'); the Predictions of each group given, and
+    the test indices."""
+    indices = parse_indices(test_index or [])
+    results = [run.predict(inputs, style)] if inputs else []
+    if indices:
+        results.append(predict_test_items(run, indices, settings))
+    return results, indices
+
+
 def plot_results(run: Run, results: list[Predictions], test_indices: list[int], out: str | os.PathLike,
                  settings: Settings | None = None) -> Path:
     """One predictions figure for files and test items together; test items carry their true class."""

@@ -52,7 +52,7 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
     steps = math.ceil(len(data.x_train) / r.batch_size)
     state = TrainState(r, net, opt, data, device, steps, scheduler=make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps),
                        gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes])
-    if fused:
+    if fused:  # from here to the `finally` in engine.loop.fit, the model's parameters are views into one flat buffer
         state.fused = FusedDenseStep(net, dense_plan(net), params[0], opt, r.loss.label_smoothing)
     return state
 
