@@ -203,3 +203,18 @@ def test_train_leaves_the_callers_global_state_as_it_found_it(tiny_train):
     expected = random.random()  # the next draws are the ones the caller would have had
     random.setstate(py)
     assert random.random() == expected
+
+
+def test_a_presets_output_layer_follows_the_datas_classes(tmp_path, capsys):
+    """`units: classes`: a preset trains on a folder of 3 classes without a --set, says so, and a
+    recipe's explicit count still has to match."""
+    from conftest import write_tree
+    tree = write_tree(tmp_path / "pets", classes=("birds", "cats", "dogs"), per_class=8, splits=(), size=(28, 28))
+    run = trainlab.train("mnist-tfjs-cnn", overrides={"data.name": str(tree)}, epochs=1, runs_dir=tmp_path / "runs",
+                         progress="plain")
+    assert run.model[-1].out_features == 3 and run.classes == ["birds", "cats", "dogs"]
+    assert "the output layer has 3 units, one per class of pets" in capsys.readouterr().out
+    assert run.recipe.model.layers[-1].units == "classes"
+    with pytest.raises(TrainlabError, match="the data has 3 classes; end with a dense layer of 3 units"):
+        trainlab.train("mnist-tfjs-cnn", overrides={"data.name": str(tree), "model.layers.7.units": 10}, epochs=1,
+                       save=False, progress="none")

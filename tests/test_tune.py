@@ -61,7 +61,7 @@ def test_stack_parameters_reshape_the_hidden_layers():
     layers = load_recipe("walk-5-relu").to_dict()["model"]["layers"]
     out = reshape_stack(layers, "walk-5-relu", hidden_layers=2, units=50, activation="gelu", dropout=0.25)
     assert [(x["type"], x.get("units"), x.get("activation")) for x in out] == [
-        ("dense", 50, "gelu"), ("dropout", None, None), ("dense", 50, "gelu"), ("dropout", None, None), ("dense", 10, "softmax")]
+        ("dense", 50, "gelu"), ("dropout", None, None), ("dense", 50, "gelu"), ("dropout", None, None), ("dense", "classes", "softmax")]
     assert reshape_stack(out, "x", dropout=0.0) == [{**x, "units": x["units"]} for x in out if x["type"] != "dropout"]
     cnn = load_recipe("mnist-fast").to_dict()["model"]["layers"]  # activation layers after batch norm change too
     acts = [x["activation"] for x in reshape_stack(cnn, "mnist-fast", activation="elu") if x["type"] == "activation"]

@@ -48,7 +48,12 @@ def _pool_args(spec) -> tuple[int, int, bool]:
     raise RecipeError(f"model: {spec.type} padding 'same' needs strides equal to pool_size, or strides 1 with an odd pool_size")
 
 
-def _make(spec, shape: tuple[int, ...], is_last: bool, act: str | None = None) -> list[nn.Module]:
+def dense_units(spec: Dense, num_classes: int) -> int:
+    """A dense layer's width: its number, or the data's class count for `units: classes`."""
+    return num_classes if spec.units == "classes" else spec.units
+
+
+def _make(spec, shape: tuple[int, ...], is_last: bool, act: str | None = None, num_classes: int = 0) -> list[nn.Module]:
     """Modules for one layer spec given the input shape (without batch); `act` overrides its activation."""
     act = act or getattr(spec, "activation", "linear")
     mods: list[nn.Module] = []
@@ -56,7 +61,7 @@ def _make(spec, shape: tuple[int, ...], is_last: bool, act: str | None = None) -
         if len(shape) != 1:
             raise RecipeError(f"model: dense gets input of shape {shape}; put a flatten layer before it "
                               f"or set data.flatten: true")
-        mods.append(nn.Linear(shape[0], spec.units, bias=spec.use_bias))
+        mods.append(nn.Linear(shape[0], dense_units(spec, num_classes), bias=spec.use_bias))
     elif isinstance(spec, Conv2D):
         if len(shape) != 3:
             raise RecipeError(f"model: conv2d needs (C, H, W) input but gets {shape}; set data.flatten: false")
@@ -104,10 +109,11 @@ def _pool_takes_relu(layers: list, i: int) -> bool:
             and getattr(layers[i], "activation", "linear") == "relu")
 
 
-def layer_params(spec, shape: tuple[int, ...]) -> int:
+def layer_params(spec, shape: tuple[int, ...], num_classes: int = 0) -> int:
     """Parameters of a dense or conv layer on input `shape`, known before it is allocated."""
     if isinstance(spec, Dense) and len(shape) == 1:
-        return shape[0] * spec.units + spec.units
+        units = dense_units(spec, num_classes)
+        return shape[0] * units + units
     if isinstance(spec, Conv2D) and len(shape) == 3:
         return shape[0] * spec.kernel_size ** 2 * spec.filters + spec.filters
     return 0
@@ -123,7 +129,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     counts: dict[str, int] = {}
     shape, params_needed = tuple(input_shape), 0
     for i, spec in enumerate(cfg.layers):
-        params_needed += layer_params(spec, shape)
+        params_needed += layer_params(spec, shape, num_classes)
         if memory is not None and training_bytes(params_needed) > 0.8 * memory:
             raise RecipeError(f"model: model.layers[{i}] brings it to {params_needed:,} parameters, which need about "
                               f"{training_bytes(params_needed) / 2**30:.1f} GiB to train (weights, gradients, optimizer "
@@ -133,11 +139,11 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         counts[base] = counts.get(base, 0) + 1
         is_last = i == len(cfg.layers) - 1
         if _pool_takes_relu(cfg.layers, i):  # the block keeps its Sequential (and state_dict keys), minus the relu
-            block = nn.Sequential(*_make(spec, shape, is_last, act="linear"))
+            block = nn.Sequential(*_make(spec, shape, is_last, act="linear", num_classes=num_classes))
         elif i and _pool_takes_relu(cfg.layers, i - 1):
-            block = nn.Sequential(*_make(spec, shape, is_last), nn.ReLU(inplace=True))
+            block = nn.Sequential(*_make(spec, shape, is_last, num_classes=num_classes), nn.ReLU(inplace=True))
         else:
-            mods = _make(spec, shape, is_last)
+            mods = _make(spec, shape, is_last, num_classes=num_classes)
             block = mods[0] if len(mods) == 1 else nn.Sequential(*mods)
         with torch.no_grad():
             try:
@@ -153,7 +159,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
                                shape, params + buffers, params))
     if shape != (num_classes,):
         raise RecipeError(f"model: the last layer outputs shape {shape} but the data has {num_classes} classes; "
-                          f"end with a dense layer of {num_classes} units")
+                          f"end with a dense layer of {num_classes} units (or `units: classes`, which follows the data)")
     model = nn.Sequential(modules)
     if cfg.init == "keras":
         keras_init(model)

@@ -31,9 +31,22 @@ class Strict(BaseModel):
 
 class Dense(Strict):
     type: Literal["dense"]
-    units: int = Field(gt=0, description="output features")
+    units: Annotated[int, Field(gt=0)] | Literal["classes"] = Field(
+        description="output features; `classes`: one per class of the data (the presets' output layer)")
     activation: Activation = "linear"
     use_bias: bool = True
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _units(cls, v):
+        """One message for both forms, not one per member of the union."""
+        if v == "classes":
+            return v
+        if isinstance(v, str) and v.strip().lstrip("+").isdigit():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"give a positive whole number of units, or classes (one per class of the data); got {v!r}")
+        return v
 
 
 class Conv2D(Strict):

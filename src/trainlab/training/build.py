@@ -44,7 +44,7 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
     seed_everything(r.seed)  # the model's init depends on the seed alone, not on data loading
     net = model if model is not None else build_model(r.model, data.preprocess.input_shape, len(data.classes),
                                                       memory=device_memory(device))[0]
-    notes = [n for n in [size_note(net)] if n]
+    notes = [n for n in [size_note(net), classes_note(r, data.classes, data.name) if model is None else None] if n]
     net = place(net, device)
     fused = fuse and fused_applies(net, device, settings.fused)
     params = optimizer_params(net, fused)
@@ -55,6 +55,16 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
     if fused:  # from here to the `finally` in engine.loop.fit, the model's parameters are views into one flat buffer
         state.fused = FusedDenseStep(net, dense_plan(net), params[0], opt, r.loss.label_smoothing)
     return state
+
+
+def classes_note(r: Recipe, classes: list[str], dataset: str) -> str | None:
+    """Said when a recipe's output layer (`units: classes`) takes a class count other than the
+    tutorials' ten: the user's own folder of images, say."""
+    last = next((layer for layer in reversed(r.model.layers) if layer.type == "dense"), None)
+    if last is not None and last.units == "classes" and len(classes) != 10:
+        return f"note: the output layer has {len(classes)} units, one per class of {dataset} ({', '.join(classes[:5])}" \
+               f"{', ...' if len(classes) > 5 else ''})"
+    return None
 
 
 def progress_callback(progress: str, live_plot: bool | None) -> Callback:
