@@ -78,3 +78,6 @@ def test_lr_find_cli(tmp_path, data_dir):
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert len(d["points"]) <= 40 and d["suggestion"] > 0 and Path(d["plot"]).stat().st_size > 10_000
+    default = cli("lr-find", recipe, "--steps", "20", "--runs-dir", tmp_path / "runs", data_dir=data_dir, cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / "runs" / "lr-find" / "tiny-tree.png").is_file() and not (tmp_path / "lr-find.png").exists()

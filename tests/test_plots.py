@@ -145,3 +145,9 @@ def test_data_show_cli(tmp_path, data_dir):
                         "--classes", "--data-dir", str(data_dir))
     assert p.returncode == 0, p.stderr
     assert "   9  Ankle boot" in p.stdout and Image.open(out).size[0] > 300
+
+
+def test_data_show_classes_alone_writes_no_picture(tmp_path, data_dir):
+    p = trainlab_here("data", "show", "fashion-mnist", "--classes", "--data-dir", str(data_dir), cwd=tmp_path)
+    assert p.returncode == 0 and "   9  Ankle boot" in p.stdout and "wrote" not in p.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -194,3 +194,15 @@ def test_a_schema_v2_index_is_upgraded_and_old_metrics_files_read(tmp_path):
                                     "metrics": {"best_val_acc": 0.5}, "ood": {"confidence_p02": 0.3, "mean_range": [0, 1],
                                                                              "std_range": [0, 1], "n": 10}})
     assert rec.metrics.val_acc_at_best == 0.5 and rec.ood.mean_range == (0, 1)
+
+
+def test_reindex_of_many_runs_prints_a_count_and_a_few_ids(two_runs, tmp_path):
+    runs, ids = two_runs
+    copies = tmp_path / "copies"
+    for k in range(6):
+        new_id = f"{ids[0][:-6]}{k:06d}"
+        shutil.copytree(runs / ids[0], copies / new_id)
+        rec = json.loads((copies / new_id / "run.json").read_text())
+        (copies / new_id / "run.json").write_text(json.dumps(dict(rec, run_id=new_id, run_dir=str(copies / new_id))))
+    p = cli("runs", "reindex", runs=copies, db=f"sqlite:///{tmp_path / 'third.db'}")
+    assert p.returncode == 0 and p.stdout.startswith("indexed 6 run(s): ") and p.stdout.rstrip().endswith("and 1 more")

@@ -252,13 +252,14 @@ def data_show(dataset: Annotated[str, typer.Argument(help="mnist, fashion-mnist,
               n: Annotated[int, typer.Option("--n", help="How many images in the grid.")] = 25,
               index: Annotated[Optional[int], typer.Option(help="Show this one image large, with a colour bar.")] = None,
               out: Annotated[Optional[Path], typer.Option(help="PNG path (default samples.png, or sample-<index>.png).")] = None,
-              classes: Annotated[bool, typer.Option("--classes", help="Print the class table (index -> name).")] = False,
+              classes: Annotated[bool, typer.Option("--classes", help="Print the class table (index -> name); alone, no picture is written.")] = False,
               data_dir: DataDirOpt = None) -> None:
     """A grid of the first N images with their class names, or one image with a colour bar."""
     from trainlab.pictures import class_table, show_samples
     settings = settings_for(data_dir)
-    out = out or Path("samples.png" if index is None else f"sample-{index}.png")
-    typer.echo(f"wrote {show_samples(dataset, split, n, index, out, settings=settings)}")
+    if not classes or out is not None or index is not None:  # --classes alone prints the table, writes no picture
+        out = out or Path("samples.png" if index is None else f"sample-{index}.png")
+        typer.echo(f"wrote {show_samples(dataset, split, n, index, out, settings=settings)}")
     if classes:
         for i, name in class_table(dataset, settings):
             typer.echo(f"{i:>4}  {name}")
@@ -506,7 +507,8 @@ def runs_reindex(runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     added, skipped = reindex(settings_for(runs_dir=runs_dir, db=db))
     for w in skipped:
         typer.echo(f"warning: skipped: {w}", err=True)
-    typer.echo(f"indexed {len(added)} run(s)" + (": " + ", ".join(added) if added else ""))
+    shown = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
+    typer.echo(f"indexed {len(added)} run(s)" + (f": {shown}" if added else ""))
 
 
 # --- tuning -------------------------------------------------------------------------------------
@@ -521,16 +523,18 @@ def lr_find(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
             end: Annotated[float, typer.Option(help="The largest learning rate tried.")] = 10.0,
             steps: Annotated[int, typer.Option(help="Batches in the test (the LR grows exponentially over them).")] = 100,
             method: Annotated[str, typer.Option(help="Which suggestion to make: valley, steep or minimum.")] = "valley",
-            out: Annotated[Path, typer.Option(help="Where to write the curve.")] = Path("lr-find.png"),
+            out: Annotated[Optional[Path], typer.Option(help="Where to write the curve (default <runs>/lr-find/RECIPE.png).")] = None,
+            runs_dir: RunsDirOpt = None,
             data_dir: DataDirOpt = None, device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
             json_out: Annotated[bool, typer.Option("--json", help="Print the points and suggestions as JSON.")] = False) -> None:
     """The learning-rate range test: suggest a learning rate for a recipe and plot the loss against it."""
     from trainlab.tuning.lrfind import check_range, find_lr
     check_range(start, end, steps, method)
     prepare_for_work()
-    found = find_lr(recipe, start=start, end=end, steps=steps, method=method, overrides=set_,
-                    settings=settings_for(data_dir), device=device)
-    path = found.plot(out)
+    settings = settings_for(data_dir, runs_dir)
+    found = find_lr(recipe, start=start, end=end, steps=steps, method=method, overrides=set_, settings=settings,
+                    device=device)
+    path = found.plot(out or settings.runs_dir / "lr-find" / f"{found.recipe.name}.png")
     if json_out:
         print(json.dumps(dict(found.to_dict(), plot=str(path))))
         return
