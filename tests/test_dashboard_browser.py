@@ -108,6 +108,10 @@ def test_the_lesson_in_the_browser(dashboard, page, tmp_path_factory):
     second, text2 = points(page), page.inner_text("#progress-text")
     assert second > first and text1 != text2 and "Training... (" in text2
     shoot(page, "run-live", tmp_path_factory)
+    # the one-epoch lesson ends with its validation point drawn, and the results name it
+    page.wait_for_selector("#run-status.completed", timeout=120_000)
+    page.wait_for_function("Number(document.querySelector('#acc-chart').dataset.valPoints || 0) >= 1", timeout=10_000)
+    assert page.inner_text("#final-val-acc").strip() not in ("", "–")
     # 4. a run started in a terminal appears live on the Runs page
     recipe = runs.parent / "terminal.yaml"
     recipe.write_text(json.dumps(TERMINAL_RECIPE))

@@ -67,7 +67,7 @@ function runsPage() {
     <table id="runs"><thead><tr><th></th>
       <th class="sortable" data-k="run_id">run</th><th class="sortable" data-k="recipe">recipe</th>
       <th class="sortable" data-k="live_status">status</th><th>tags</th>
-      <th class="sortable num" data-k="val_acc_at_best">best val acc</th><th class="sortable num" data-k="test_acc">test acc</th>
+      <th class="sortable num" data-k="val_acc_at_best">val acc (best epoch)</th><th class="sortable num" data-k="test_acc">test acc</th>
       <th class="sortable num" data-k="seconds">duration</th><th class="sortable" data-k="started_at">age</th></tr></thead>
     <tbody></tbody></table>`;
   const selected = new Set();
@@ -121,6 +121,7 @@ function runPage(id) {
     if (!dirty) return; dirty = false;
     lossChart.setData([d.x, d.loss, d.vloss]); accChart.setData([d.x, d.acc, d.vacc]);
     $("#loss-chart").dataset.points = batches; $("#acc-chart").dataset.points = batches;
+    $("#acc-chart").dataset.valPoints = d.vacc.filter(v => v !== null && v !== undefined).length;
   };
   every(200, redraw);
   const onBatch = e => {
@@ -134,22 +135,28 @@ function runPage(id) {
       (rate > 0 && e.progress < 1 ? ` · about ${dur((1 - e.progress) / rate)} left` : "");
   };
   const onEpoch = e => {
-    d.x.push(e.epoch); d.loss.push(e.loss); d.acc.push(e.acc); d.vloss.push(e.val_loss); d.vacc.push(e.val_acc); dirty = true;
+    // the epoch's last batch sits at the same x (epoch - 1 + steps/steps): the validation point joins
+    // it there, rather than a second point at one x that the chart (and its hover) would pass over
+    const i = d.x.length - 1;
+    if (i >= 0 && Math.abs(d.x[i] - e.epoch) < 1e-9) { d.vloss[i] = e.val_loss; d.vacc[i] = e.val_acc; }
+    else { d.x.push(e.epoch); d.loss.push(e.loss); d.acc.push(e.acc); d.vloss.push(e.val_loss); d.vacc.push(e.val_acc); }
+    dirty = true;
   };
   const loadDetails = async () => {
     const info = await api(`/runs/${encodeURIComponent(id)}`);
-    const rec = info.record, m = rec.metrics || {};
+    const rec = info.record, m = rec.metrics || {}, last = info.history[info.history.length - 1] || {};
     $("#run-status").textContent = info.live_status; $("#run-status").className = "status " + info.live_status;
     $("#stop-btn").hidden = info.live_status !== "running";
     $("#resume-btn").hidden = !["interrupted", "failed", "stale"].includes(info.live_status) || !info.files.length;
     if (info.live_status !== "running") {
       $("#progress-text").textContent = info.live_status === "completed"
-        ? `Validation accuracy ${fmt(m.val_acc_at_best)} (best, epoch ${m.best_epoch ?? "–"}) · test accuracy ${fmt(m.test_acc)}`
+        ? `Validation accuracy ${fmt(m.val_acc_at_best)} at the best epoch (${m.best_epoch ?? "–"}) · test accuracy ${fmt(m.test_acc)}`
         : `${info.live_status}${rec.error ? ": " + rec.error : ""}`;
       $("#eta").textContent = rec.timings ? `trained in ${dur(rec.timings.train_seconds)} (${dur(rec.timings.total_seconds)} in all)` : "";
     }
     $("#results").innerHTML = `<table><tr><td>recipe</td><td>${esc(rec.recipe)}</td></tr><tr><td>dataset</td><td>${esc(rec.dataset?.name)}</td></tr>
-      <tr><td>final val acc</td><td class="num">${fmt(m.val_acc)}</td></tr><tr><td>best val acc</td><td class="num">${fmt(m.val_acc_at_best)}</td></tr>
+      <tr><td>final val acc</td><td class="num" id="final-val-acc">${fmt(m.val_acc ?? last.val_acc)}</td></tr>
+      <tr><td>val acc at best epoch</td><td class="num">${fmt(m.val_acc_at_best)}</td></tr>
       <tr><td>test acc</td><td class="num" id="test-acc">${fmt(m.test_acc)}</td></tr><tr><td>test loss</td><td class="num">${fmt(m.test_loss)}</td></tr>
       <tr><td>epochs</td><td class="num">${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr></table>
       ${rec.status === "completed" ? `<p><a href="#/errors/${esc(id)}">Errors →</a> · <a href="#/try/${esc(id)}">Try it →</a></p>` : ""}`;
@@ -199,7 +206,7 @@ async function comparePage(ids) {
     chart.setData([x, ...c.runs.map(r => x.map(i => (r.history[i - 1] || {})[key] ?? null))]);
     $(el).dataset.points = x.length;
   }
-  $("#cmp-results").innerHTML = `<table><tr><th>run</th><th>status</th><th class="num">best val acc</th><th class="num">test acc</th></tr>` +
+  $("#cmp-results").innerHTML = `<table><tr><th>run</th><th>status</th><th class="num">val acc (best epoch)</th><th class="num">test acc</th></tr>` +
     c.runs.map((r, i) => `<tr><td><span style="color:${COLORS[i % COLORS.length]}">■</span> <a href="#/run/${esc(r.run_id)}">${esc(names[i])}</a></td>
       <td>${esc(r.status)}</td><td class="num">${fmt(r.val_acc_at_best)}</td><td class="num">${fmt(r.test_acc)}</td></tr>`).join("") + "</table>";
   const keys = Object.keys(c.differences);
