@@ -197,3 +197,12 @@ def test_test_index_ranges_and_the_predictions_figure(cnn_run, tmp_path, data_di
     assert p.returncode == 0, p.stderr
     assert [line.split(":")[0] for line in p.stdout.splitlines()[:6]] == [f"test[{i}] (true" for i in range(6)]
     assert Image.open(out).size[0] > 800 and f"wrote {out}" in p.stdout
+
+
+def test_the_low_confidence_warning_never_reads_a_number_below_itself():
+    from trainlab.inference import ood_warnings
+    from trainlab.runs.record import OODThresholds
+    ood = OODThresholds(confidence_p02=0.9912, mean_range=(0.0, 1.0), std_range=(0.0, 1.0), n=100)
+    (w,) = ood_warnings(ood, 0.9887, 0.5, 0.5)
+    assert w.startswith("low confidence 0.989 (below 0.991,"), w
+    assert ood_warnings(ood, 0.995, 0.5, 0.5) == [] and ood_warnings(None, 0.1, 9, 9) == []

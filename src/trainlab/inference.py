@@ -90,8 +90,9 @@ def ood_warnings(ood, conf: float, mean: float, std: float) -> list[str]:
         return []
     out = []
     if conf < ood.confidence_p02:
-        out.append(f"low confidence {conf:.2f} (below {ood.confidence_p02:.2f}, the 2nd percentile on validation "
-                   f"images): the input may be unlike the training data")
+        digits = next((d for d in range(2, 7) if f"{conf:.{d}f}" != f"{ood.confidence_p02:.{d}f}"), 6)  # never "0.99 below 0.99"
+        out.append(f"low confidence {conf:.{digits}f} (below {ood.confidence_p02:.{digits}f}, the 2nd percentile on "
+                   f"validation images): the input may be unlike the training data")
     for name, value, (lo, hi) in (("mean", mean, ood.mean_range), ("contrast (std)", std, ood.std_range)):
         if not lo <= value <= hi:
             out.append(f"pixel {name} {value:.2f} is outside {lo:.2f}..{hi:.2f}, where 99% of validation images lie")
