@@ -151,3 +151,14 @@ def test_data_show_classes_alone_writes_no_picture(tmp_path, data_dir):
     p = trainlab_here("data", "show", "fashion-mnist", "--classes", "--data-dir", str(data_dir), cwd=tmp_path)
     assert p.returncode == 0 and "   9  Ankle boot" in p.stdout and "wrote" not in p.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_learning_curves_tick_at_whole_epochs():
+    from trainlab.plots import plot_history
+    from trainlab.runs.curves import Curve
+    from trainlab.recipes import load_recipe
+    hist = [{"epoch": e, "loss": 1 / e, "acc": 0.5 + e / 10, "val_loss": 1.1 / e, "val_acc": 0.45 + e / 10} for e in (1, 2, 3)]
+    fig = plot_history([Curve(load_recipe("mnist-mlp"), hist, "a"), Curve(load_recipe("mnist-mlp", {"seed": 1}), hist, "b")])
+    for ax in fig.axes[:2]:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

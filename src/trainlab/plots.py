@@ -69,8 +69,10 @@ def plot_history(runs: Curves | list[Curves], path: str | os.PathLike | None = N
             val = [h.get(f"val_{key}") for h in run.history]
             if any(v is not None for v in val):
                 ax.plot(epochs, val, "--s", color=c, ms=3, label=f"{label} (val)" if len(runs) > 1 else "validation")
+    from matplotlib.ticker import MaxNLocator
     for ax, name in zip(axes, ("accuracy", "loss")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 1.5
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.set_title(name)
