@@ -184,3 +184,27 @@ def draw_digit(page, digit: int, seed: int = 3) -> None:
         for x, y in path[1:]:
             page.mouse.move(box["x"] + x, box["y"] + y)
         page.mouse.up()
+
+
+NARROW_PAGES = ["#/runs", "#/train", "#/compare", "#/data/mnist", "#/errors", "#/try"]
+
+
+def test_a_phone_sized_window_never_scrolls_sideways(dashboard, page, tmp_path_factory):
+    """At 420 px every page fits its width (wide tables scroll inside their card), and the long Train
+    form keeps Start on screen."""
+    url = dashboard[0]
+    page.set_viewport_size({"width": 420, "height": 800})
+    for route in NARROW_PAGES:
+        page.goto(url + route)
+        page.wait_for_selector("main h1")
+        page.wait_for_timeout(300)
+        wide = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+        culprits = page.evaluate("""[...document.querySelectorAll('body, body *')].filter(e =>
+            e.getBoundingClientRect().width > window.innerWidth + 1).slice(0, 6).map(e =>
+            e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().width))""")
+        assert wide <= 1, f"{route}: the page is {wide} px wider than the window: {culprits}"
+    page.goto(url + "#/train")
+    page.wait_for_selector("#f-data-limit_train")
+    box = page.locator("#start").bounding_box()
+    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 800, box
+    shoot(page, "narrow-train", tmp_path_factory)

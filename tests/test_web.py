@@ -252,3 +252,39 @@ def test_stop_reaches_a_run_training_in_a_terminal(served, tmp_path):
         proc.kill()
     assert client.get(f"/api/v1/runs/{row['run_id']}").json()["record"]["status"] == "interrupted"
     assert "not running" in one_line_error(client.post(f"/api/v1/runs/{row['run_id']}/stop"), 422)
+
+
+def test_a_missing_dataset_error_keeps_its_fix(served):
+    """The Data page shows the whole line (it used to end mid-sentence at 160 characters)."""
+    client = served[0]
+    msg = one_line_error(client.get("/api/v1/datasets/cifar10/samples"), 422)
+    assert len(msg) > 160 and "Fix:" in msg and "or install it under" in msg, msg
+
+
+def test_models_list_drawing_models_first_and_trials_after_your_runs(tmp_path):
+    """Try it's default: mnist-draw, then other MNIST models, newest first, tuning trials after the
+    runs you trained; a Fashion model never answers a drawn digit by default."""
+    from trainlab.runs.record import DatasetInfo, Metrics, RunRecord
+    from trainlab.runs.store import open_store
+    from trainlab.settings import load_settings
+    from trainlab.web.deps import DashboardModels, RunCache
+    settings = load_settings(runs_dir=tmp_path)
+    store = open_store(settings)
+
+    def add(run_id, recipe, dataset, second, study=None):
+        d = tmp_path / run_id
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"weights")
+        rec = RunRecord(run_id=run_id, recipe=recipe, recipe_digest="d", status="completed", seed=0, study=study,
+                        started_at=f"2026-12-01T10:00:0{second}+00:00", metrics=Metrics(test_acc=0.5),
+                        dataset=DatasetInfo(name=dataset, classes=["a", "b"], n_train=1, n_val=0, n_test=1))
+        store.record_start(rec, {}, d)
+        store.record_end(rec)
+
+    add("r-fashion", "fashion-mlp", "fashion-mnist", 5)
+    add("r-trial", "mnist-mlp", "mnist", 4, study="walk")
+    add("r-mnist", "mnist-mlp", "mnist", 1)
+    add("r-draw", "mnist-draw", "mnist", 0)
+    found = DashboardModels(settings, RunCache(settings)).servable()
+    assert [m["run_id"] for m in found] == ["r-draw", "r-mnist", "r-trial", "r-fashion"]
+    assert found[2]["study"] == "walk" and found[0]["dataset"] == "mnist"

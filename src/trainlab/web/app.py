@@ -61,8 +61,9 @@ def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, lambda r, e: _error(422, _field_error(e)))
     app.add_exception_handler(ValidationError, lambda r, e: _error(422, _field_error(e)))
-    app.add_exception_handler(RunNotFound, lambda r, e: _error(404, first_line(e)))
-    app.add_exception_handler(TrainlabError, lambda r, e: _error(422, first_line(e)))
+    # a user error's whole line: its fix comes last (e.g. where a missing dataset can be found)
+    app.add_exception_handler(RunNotFound, lambda r, e: _error(404, first_line(e, 1000)))
+    app.add_exception_handler(TrainlabError, lambda r, e: _error(422, first_line(e, 1000)))
     app.add_exception_handler(Exception, lambda r, e: _error(500, f"internal error: {type(e).__name__}: {first_line(e)}"))
 
 

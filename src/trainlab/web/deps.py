@@ -77,7 +77,9 @@ class DashboardModels:
     def servable(self) -> list[dict]:
         runs = [r for r in open_index(self.settings).list(status="completed")
                 if (self.settings.runs_dir / r.run_id / "model.safetensors").is_file() and not r.custom_model]
-        runs.sort(key=lambda r: (r.recipe == self.default_recipe, r.started_at), reverse=True)
+        # drawing first: mnist-draw, then other MNIST models; tuning trials after the runs you trained
+        runs.sort(key=lambda r: (r.recipe == self.default_recipe, bool(r.dataset and r.dataset.name == "mnist"),
+                                 r.study is None, r.started_at or ""), reverse=True)
         return [model_info(r) for r in runs]
 
     def get(self, run_id: str | None):
@@ -107,7 +109,7 @@ class ServedModel:
 def model_info(record) -> dict:
     return {"run_id": record.run_id, "recipe": record.recipe, "dataset": record.dataset.name if record.dataset else None,
             "classes": record.dataset.classes if record.dataset else [], "test_acc": (record.metrics or Metrics()).test_acc,
-            "started_at": record.started_at}
+            "started_at": record.started_at, "study": record.study}
 
 
 def get_settings(request: Request) -> Settings:

@@ -64,12 +64,12 @@ function runsPage() {
   main.innerHTML = `<h1>Runs</h1>
     <div class="row card"><input id="filter" type="text" placeholder="filter: recipe, status, tag, id" size="36">
     <button id="compare-btn" disabled>Compare selected</button><span class="muted" id="count"></span></div>
-    <table id="runs"><thead><tr><th></th>
+    <div class="scroll"><table id="runs"><thead><tr><th></th>
       <th class="sortable" data-k="run_id">run</th><th class="sortable" data-k="recipe">recipe</th>
       <th class="sortable" data-k="live_status">status</th><th>tags</th>
       <th class="sortable num" data-k="val_acc_at_best">val acc (best epoch)</th><th class="sortable num" data-k="test_acc">test acc</th>
       <th class="sortable num" data-k="seconds">duration</th><th class="sortable" data-k="started_at">age</th></tr></thead>
-    <tbody></tbody></table>`;
+    <tbody></tbody></table></div>`;
   const selected = new Set();
   let rows = [], sortKey = "started_at", desc = true;
   const render = () => {
@@ -225,10 +225,11 @@ async function dataPage(name) {
   const load = async (append) => {
     try {
       const r = await api(`/datasets/${encodeURIComponent($("#ds").value)}/samples?split=${$("#split").value}&n=40&start=${start}`);
+      if (!$("#samples")) return;  // the user moved on meanwhile
       $("#ds-info").textContent = `${r.size.toLocaleString()} ${r.split} images · classes: ${r.classes.join(", ")}`;
       const html = r.items.map(it => `<figure><img src="${it.image}" alt=""><figcaption>${esc(it.class_name)}</figcaption></figure>`).join("");
       $("#samples").innerHTML = append ? $("#samples").innerHTML + html : html;
-    } catch (e) { toast(e.message); }
+    } catch (e) { setText("#ds-info", e.message); if (!append && $("#samples")) $("#samples").innerHTML = ""; }  // stays on the page, fix included
   };
   $("#ds").onchange = () => { location.hash = "#/data/" + $("#ds").value; };
   $("#split").onchange = () => { start = 0; load(false); };
@@ -237,16 +238,18 @@ async function dataPage(name) {
 }
 
 // ------------------------------------------------------------------ Errors
-async function runPicker(selectedId, hashPrefix) {
+async function runPicker(selectedId, hashPrefix, prefer = () => true) {
+  // the server lists drawing models first (mnist-draw, then MNIST), tuning trials last; `prefer` picks the default
   const models = (await api("/models")).models;
-  const id = selectedId || (models[0] && models[0].run_id);
+  const id = selectedId || ((models.find(prefer) || models[0]) || {}).run_id;
   const html = `<select id="run-pick">${models.map(m => `<option value="${esc(m.run_id)}" ${m.run_id === id ? "selected" : ""}>
-    ${esc(m.recipe)} · ${esc(m.run_id)} · test ${fmt(m.test_acc)}</option>`).join("")}</select>`;
+    ${esc(m.recipe)} · ${esc(m.dataset || "")} · ${esc(m.run_id)} · test ${fmt(m.test_acc)}${m.study ? " · trial of " + esc(m.study) : ""}</option>`).join("")}</select>`;
   return {id, models, html, bind: () => { $("#run-pick").onchange = () => { location.hash = hashPrefix + $("#run-pick").value; }; }};
 }
 
 async function errorsPage(id) {
-  const pick = await runPicker(id, "#/errors/");
+  const newest = (await api("/models")).models.filter(m => !m.study).sort((a, b) => (b.started_at || "").localeCompare(a.started_at || ""))[0];
+  const pick = await runPicker(id, "#/errors/", m => newest && m.run_id === newest.run_id);  // the newest run you trained, not a trial
   if (!pick.id) { main.innerHTML = `<h1>Errors</h1><div class="card">No completed run yet: train one on the <a href="#/train">Train</a> page.</div>`; return; }
   main.innerHTML = `<h1>Errors</h1><div class="card row">${pick.html}<span class="muted" id="err-info">evaluating the test set…</span></div>
     <div class="row"><div class="card"><h2>Confusion matrix (rows: true class, columns: predicted)</h2><div id="heat"></div></div>
@@ -372,8 +375,8 @@ async function trainPage() {
   main.innerHTML = `<h1>Train</h1><div class="card row"><label>Preset <select id="preset">${presets.presets.map(p =>
       `<option value="${esc(p.name)}">${esc(p.name)} (${esc(p.dataset)}, ${p.epochs} epochs)</option>`).join("")}</select></label>
     <label>or upload a recipe <input type="file" id="recipe-file" accept=".yaml,.yml"></label></div>
-    <div class="card"><div class="muted" id="preset-desc"></div><form class="form" id="recipe-form"></form>
-      <div class="error-line" id="train-error"></div><button id="start">Start</button> <span class="muted" id="start-info"></span></div>
+    <div class="card sticky-host"><div class="muted" id="preset-desc"></div><form class="form" id="recipe-form"></form>
+      <div class="start-bar"><div class="error-line" id="train-error"></div><button id="start">Start</button> <span class="muted" id="start-info"></span></div></div>
     <div class="card"><h2>Jobs</h2><div id="jobs"></div></div>`;
   let base = null;
   if (presets.presets.some(p => p.name === "mnist-tfjs-cnn")) $("#preset").value = "mnist-tfjs-cnn";
