@@ -208,3 +208,7 @@ def test_a_phone_sized_window_never_scrolls_sideways(dashboard, page, tmp_path_f
     box = page.locator("#start").bounding_box()
     assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 800, box
     shoot(page, "narrow-train", tmp_path_factory)
+    # a list field that is not JSON is refused before anything is sent, naming the field
+    page.fill("#f-model-layers", "[{")
+    page.click("#start")
+    page.wait_for_function("document.querySelector('#train-error').textContent.includes('model.layers: not valid JSON')")

@@ -42,6 +42,7 @@ def test_two_processes_train_as_one_and_write_one_run(tmp_path, data_dir):
     assert len(b["history"]) == 3
     folders = [p for p in (tmp_path / "two").iterdir() if p.is_dir()]
     assert len(folders) == 1 and read_record(folders[0]).status == "completed"  # rank 1 wrote nothing
+    assert read_record(folders[0]).processes == 2 and ", 2 processes" in two.stdout  # recorded and said
     assert two.stdout.count('"run_id"') == 1  # one JSON line: only rank 0 prints
 
 

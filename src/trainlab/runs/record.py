@@ -150,6 +150,7 @@ class RunRecord(BaseModel):
     process: ProcessInfo | None = None
     heartbeat_at: str | None = None
     threads: int | None = None  # torch's intra-op threads: results depend on them
+    processes: int = 1  # processes training it together (`--nproc N`, torchrun); each with `threads` threads
     cpu: dict | None = None  # what chose `threads`: CPUs allowed, busy elsewhere, share, OpenMP wait policy (cpus.py)
     study: str | None = None  # the tuning study this run is a trial of (`trainlab tune`)
     trial: int | None = None  # its trial number in that study

@@ -87,7 +87,8 @@ class RunWriter(Callback):
         return self.run_dir / CHECKPOINT
 
     def on_train_begin(self, state: TrainState) -> None:
-        live = dict(process=ProcessInfo.current(), heartbeat_at=now(), threads=torch.get_num_threads())
+        live = dict(process=ProcessInfo.current(), heartbeat_at=now(), threads=torch.get_num_threads(),
+                    processes=state.group.world if state.group is not None else 1)
         if self.record is not None:  # resumed
             self.record = self.record.model_copy(update={"status": "running", "ended_at": None, "error": None,
                                                          "resumed_at": [*self.record.resumed_at, now()], **live})

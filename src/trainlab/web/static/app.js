@@ -363,7 +363,10 @@ function readField(el) {
   const k = el.dataset.kind;
   if (k === "bool") return el.checked;
   if (k === "number") return el.value === "" ? null : Number(el.value);
-  if (k === "json") return JSON.parse(el.value);
+  if (k === "json") {
+    try { return JSON.parse(el.value); }
+    catch (e) { throw new Error(`${el.dataset.path}: not valid JSON (${e.message}); write it as in the recipe, e.g. [28, 28]`); }
+  }
   if (k === "any") { if (el.value === "") return null; try { return JSON.parse(el.value); } catch { return el.value; } }
   return el.value;
 }
@@ -416,7 +419,7 @@ async function trainPage() {
   $("#preset").onchange = loadPreset;
   $("#start").onclick = () => {
     let o;
-    try { o = overrides(); } catch (e) { $("#train-error").textContent = "a list field is not valid JSON: " + e.message; return; }
+    try { o = overrides(); } catch (e) { $("#train-error").textContent = e.message; return; }  // names the field
     start({preset: $("#preset").value, overrides: o});
   };
   $("#recipe-file").onchange = async e => { const f = e.target.files[0]; if (f) start({recipe_yaml: await f.text()}); };
