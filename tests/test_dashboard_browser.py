@@ -33,7 +33,7 @@ def ensure_chromium() -> None:
 
 
 # a small MNIST CNN that trains for ~10 s here: long enough to watch its chart grow
-LIVE_OVERRIDES = {"data.limit_train": 20000, "data.limit_test": 1000, "epochs": 3}  # live for a few seconds
+LIVE_OVERRIDES = {"data.limit_train": 12000, "data.limit_test": 1000, "epochs": 2}  # live for a few seconds
 TERMINAL_RECIPE = {**MNIST_TINY, "name": "terminal-mlp", "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 8, "epochs": 30,
                    "data": {**MNIST_TINY["data"], "limit_train": 6000, "limit_test": 1000}}
 
