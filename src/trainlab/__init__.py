@@ -14,8 +14,7 @@ command start without importing torch, matplotlib or SQLAlchemy until something 
 
 from __future__ import annotations
 
-import importlib
-
+from trainlab.lazy import lazy_exports
 from trainlab.version import __version__
 
 _EXPORTS = {
@@ -29,14 +28,7 @@ _EXPORTS = {
     "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
 }
 __all__ = [*_EXPORTS, "__version__"]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'trainlab' has no attribute {name!r}")
+__getattr__, _dir = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -10,8 +10,8 @@
 - `augment`: batch augmentation on whole tensors, drawn from the run's generator.
 """
 
-from trainlab.data.readers import Dataset
-from trainlab.data.registry import DATASETS, input_spec, load_dataset
-from trainlab.data.trees import load_image_tree
+from trainlab.lazy import lazy_exports
 
-__all__ = ["DATASETS", "Dataset", "input_spec", "load_dataset", "load_image_tree"]
+_EXPORTS = {"DATASETS": "trainlab.data.registry", "Dataset": "trainlab.data.readers", "input_spec": "trainlab.data.registry", "load_dataset": "trainlab.data.registry", "load_image_tree": "trainlab.data.trees"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,9 +9,8 @@
 - `distributed`: several processes with DistributedDataParallel.
 """
 
-from trainlab.engine.callbacks import Callback
-from trainlab.engine.loop import fit
-from trainlab.engine.state import TrainState
-from trainlab.engine.step import AutogradStep, Step
+from trainlab.lazy import lazy_exports
 
-__all__ = ["AutogradStep", "Callback", "Step", "TrainState", "fit"]
+_EXPORTS = {"AutogradStep": "trainlab.engine.step", "Callback": "trainlab.engine.callbacks", "Step": "trainlab.engine.step", "TrainState": "trainlab.engine.state", "fit": "trainlab.engine.loop"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

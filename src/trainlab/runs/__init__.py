@@ -10,11 +10,8 @@
 - `admin`: re-index, remove, stop and compare runs.
 """
 
-from trainlab.runs.admin import compare_runs, reindex, remove_run, stop_run
-from trainlab.runs.curves import curves_png
-from trainlab.runs.record import RunRecord, read_record
-from trainlab.runs.run import Run, load_run
-from trainlab.runs.writer import RunWriter
+from trainlab.lazy import lazy_exports
 
-__all__ = ["Run", "RunRecord", "RunWriter", "compare_runs", "curves_png", "load_run", "read_record", "reindex",
-           "remove_run", "stop_run"]
+_EXPORTS = {"Run": "trainlab.runs.run", "RunRecord": "trainlab.runs.record", "RunWriter": "trainlab.runs.writer", "compare_runs": "trainlab.runs.admin", "curves_png": "trainlab.runs.curves", "load_run": "trainlab.runs.run", "read_record": "trainlab.runs.record", "reindex": "trainlab.runs.admin", "remove_run": "trainlab.runs.admin", "stop_run": "trainlab.runs.admin"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

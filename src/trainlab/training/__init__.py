@@ -7,7 +7,8 @@
 - `launcher`: `trainlab train --nproc N`, several local processes under one process group.
 """
 
-from trainlab.training.api import rerun, resume, train
-from trainlab.training.build import resolve_recipe, summarize
+from trainlab.lazy import lazy_exports
 
-__all__ = ["rerun", "resolve_recipe", "resume", "summarize", "train"]
+_EXPORTS = {"rerun": "trainlab.training.api", "resolve_recipe": "trainlab.training.build", "resume": "trainlab.training.api", "summarize": "trainlab.training.build", "train": "trainlab.training.api"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

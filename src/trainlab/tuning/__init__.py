@@ -5,8 +5,8 @@
 - `lrfind`: `find_lr()`, the learning-rate range test.
 """
 
-from trainlab.tuning.lrfind import find_lr
-from trainlab.tuning.space import load_space
-from trainlab.tuning.study import TuneOptions, study_report, tune
+from trainlab.lazy import lazy_exports
 
-__all__ = ["TuneOptions", "find_lr", "load_space", "study_report", "tune"]
+_EXPORTS = {"TuneOptions": "trainlab.tuning.study", "find_lr": "trainlab.tuning.lrfind", "load_space": "trainlab.tuning.space", "study_report": "trainlab.tuning.study", "tune": "trainlab.tuning.study"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
