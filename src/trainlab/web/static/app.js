@@ -238,18 +238,18 @@ async function dataPage(name) {
 }
 
 // ------------------------------------------------------------------ Errors
-async function runPicker(selectedId, hashPrefix, prefer = () => true) {
-  // the server lists drawing models first (mnist-draw, then MNIST), tuning trials last; `prefer` picks the default
+async function runPicker(selectedId, hashPrefix, choose = models => models[0]) {
+  // the server lists drawing models first (mnist-draw, then MNIST), tuning trials last; `choose` picks the default
   const models = (await api("/models")).models;
-  const id = selectedId || ((models.find(prefer) || models[0]) || {}).run_id;
+  const id = selectedId || ((choose(models) || models[0]) || {}).run_id;
   const html = `<select id="run-pick">${models.map(m => `<option value="${esc(m.run_id)}" ${m.run_id === id ? "selected" : ""}>
     ${esc(m.recipe)} · ${esc(m.dataset || "")} · ${esc(m.run_id)} · test ${fmt(m.test_acc)}${m.study ? " · trial of " + esc(m.study) : ""}</option>`).join("")}</select>`;
   return {id, models, html, bind: () => { $("#run-pick").onchange = () => { location.hash = hashPrefix + $("#run-pick").value; }; }};
 }
 
 async function errorsPage(id) {
-  const newest = (await api("/models")).models.filter(m => !m.study).sort((a, b) => (b.started_at || "").localeCompare(a.started_at || ""))[0];
-  const pick = await runPicker(id, "#/errors/", m => newest && m.run_id === newest.run_id);  // the newest run you trained, not a trial
+  const newestOwn = models => models.filter(m => !m.study).sort((a, b) => (b.started_at || "").localeCompare(a.started_at || ""))[0];
+  const pick = await runPicker(id, "#/errors/", newestOwn);  // the newest run you trained, not a trial
   if (!pick.id) { main.innerHTML = `<h1>Errors</h1><div class="card">No completed run yet: train one on the <a href="#/train">Train</a> page.</div>`; return; }
   main.innerHTML = `<h1>Errors</h1><div class="card row">${pick.html}<span class="muted" id="err-info">evaluating the test set…</span></div>
     <div class="row"><div class="card"><h2>Confusion matrix (rows: true class, columns: predicted)</h2><div id="heat"></div></div>
