@@ -305,6 +305,26 @@ def test_tree_size_is_the_median_scaled_down_never_the_first_giant(tmp_path):
     assert not [n for n in load_image_tree(same, test_fraction=0.5).notes if "training at" in n]  # one size: nothing to say
 
 
+def test_phone_portraits_stored_landscape_count_as_portraits(tmp_path):
+    """A phone stores a portrait photo as landscape pixels with an EXIF Orientation of 6: the chosen
+    size and each image's file name follow what the photo shows."""
+    from PIL import Image
+    root = tmp_path / "phone"
+    for c, cls in enumerate(("a", "b")):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            Image.new("RGB", (1600, 1200), (c * 120, 60, 60)).save(root / cls / f"IMG_{i}.jpg", exif=exif)
+    ds = load_image_tree(root, cache_dir=tmp_path / "cache")
+    assert ds.x_train.shape[1:] == (64, 48, 3)  # shown 1200 wide, 1600 high
+    (note,) = [n for n in ds.notes if "training at" in n]
+    assert "training at 48x64 (the median 1200x1600" in note
+    assert sorted(ds.files["train"] + ds.files["test"]) == sorted(f"{c}/IMG_{i}.jpg" for c in "ab" for i in range(4))
+    assert len(ds.files["test"]) == len(ds.x_test)
+    assert load_image_tree(root, cache_dir=tmp_path / "cache").files == ds.files  # from the cache too
+
+
 def test_a_decompression_bomb_first_in_a_tree_is_refused_from_its_header(tmp_path):
     from PIL import Image
     root = write_tree(tmp_path / "t", per_class=3, splits=("train",))

@@ -19,7 +19,7 @@ from conftest import MNIST_TINY, write_tree  # noqa: E402
 
 import trainlab  # noqa: E402
 from trainlab.errors import TrainlabError  # noqa: E402
-from trainlab.export import OnnxRun, export_onnx, to_graph_input  # noqa: E402
+from trainlab.export import OnnxRun, export_onnx, photo_array, to_graph_input  # noqa: E402
 from trainlab.recipes import apply_overrides, validate  # noqa: E402
 from trainlab.settings import load_settings  # noqa: E402
 
@@ -87,7 +87,87 @@ def test_a_disagreeing_graph_is_refused_and_nothing_is_written(runs, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
+def photo_bytes(im: Image.Image, fmt: str = "JPEG") -> bytes:
+    out = io.BytesIO()
+    im.save(out, fmt)
+    return out.getvalue()
+
+
+def test_the_photo_preparation_as_tensors_is_pils_pixel_for_pixel():
+    """graph_prep.py (what a --prepare full graph holds) against images.prepare_image (what
+    `trainlab predict` does to a file) for each style, on photos of every size and layout."""
+    import torch
+
+    from trainlab.data import graph_prep, handwriting, images
+    rng = np.random.default_rng(0)
+    drawn, _ = handwriting.drawn_digits(1, seed=3)
+    ink = np.asarray(images.open_image(drawn[7]))
+    photo = Image.open(io.BytesIO(handwriting.photograph(ink, rng, size=300))).convert("RGB")
+    rgba = np.asarray(photo.convert("RGBA")).copy()
+    rgba[..., 3] = rng.integers(0, 256, rgba.shape[:2])
+    cases = [drawn[7], photo_bytes(photo), photo_bytes(photo.resize((901, 677))), photo_bytes(photo.resize((120, 400))),
+             photo_bytes(photo.resize((9, 13))), photo_bytes(Image.fromarray(rgba, "RGBA"), "PNG"),
+             photo_bytes(Image.new("RGB", (50, 40), (200, 190, 180))), photo_bytes(photo.convert("L"), "PNG")]
+    for style, shape in [("digit", (1, 28, 28)), ("fashion", (1, 28, 28)), ("photo", (1, 28, 28)), ("photo", (3, 32, 24)),
+                         ("digit", (1, 20, 20))]:
+        prepare = graph_prep.PreparePhoto(style, shape)
+        for data in cases:
+            want = images.prepare_image(images.open_image(data), style, shape)
+            got = prepare(torch.from_numpy(photo_array(data).copy()))[0].permute(1, 2, 0).numpy()
+            assert got.shape == want.shape and np.array_equal(got, want.astype(np.float32)), (style, shape)
+
+
+def test_images_resample_is_pils_resize_in_a_fixed_order():
+    from trainlab.data.images import resample
+    rng = np.random.default_rng(1)
+    for (h, w), (nh, nw) in [((180, 60), (20, 7)), ((100, 80), (28, 20)), ((280, 280), (28, 28)), ((30, 40), (60, 80))]:
+        im = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8))
+        for kind, pil in (("lanczos", Image.LANCZOS), ("bilinear", Image.BILINEAR)):
+            across = im.resize((nw, h), pil).resize((nw, nh), pil)  # horizontal, then vertical: one way PIL may go
+            assert np.array_equal(np.asarray(resample(im, (nw, nh), kind)), np.asarray(across))
+        reduced = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+        assert np.abs(np.asarray(resample(im, (nw, nh), "bilinear", 3.0), float) - np.asarray(reduced, float)).max() <= 1
+
+
+def test_export_prepare_full_takes_any_photo_and_agrees_with_predict(runs, tmp_path):
+    """`trainlab export --prepare full`: the graph takes a decoded photo of any size and gives what
+    `trainlab predict` gives for the file."""
+    import json
+
+    import onnx
+    settings, mlp, _ = runs
+    r = trainlab_here("export", mlp.run_id, "--prepare", "full", "--runs-dir", settings.runs_dir, "--data-dir",
+                      settings.data_dir)
+    assert r.returncode == 0, r.stderr
+    path = mlp.run_dir / "model-full.onnx"
+    assert f"exported {path}" in r.stdout and "any photo in" in r.stdout and "drawn digits and photographed test images" in r.stdout
+    agree = r.stdout.split("top-1 identical ")[1].split(",")[0]
+    got, total = map(int, agree.split("/"))
+    assert total >= 200 and got >= 0.995 * total
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["prepare"] == "full" and meta["style"] == "digit" and "any size" in meta["input"]
+    assert len(model.graph.input[0].type.tensor_type.shape.dim) == 3
+    from trainlab.data import handwriting, images
+    ink = np.asarray(images.open_image(handwriting.drawn_digits(1, seed=9)[0][3]))
+    photos = []
+    for i, (w, h) in enumerate([(160, 160), (1200, 900), (300, 700)]):
+        photos.append(tmp_path / f"photo{i}.jpg")
+        Image.open(io.BytesIO(handwriting.photograph(ink, np.random.default_rng(i), size=200))).resize((w, h)).save(photos[-1])
+    served = OnnxRun(path)
+    onnx_preds = served.predict_photos([str(p) for p in photos])
+    cli_preds = trainlab_here("predict", mlp.run_id, *map(str, photos), "--json", "--runs-dir", settings.runs_dir,
+                              "--data-dir", settings.data_dir)
+    assert cli_preds.returncode == 0, cli_preds.stderr
+    want = [json.loads(line) for line in cli_preds.stdout.splitlines() if line.startswith("{")]
+    assert [w["class_name"] for w in want] == onnx_preds.class_names
+    assert np.allclose([w["probability"] for w in want], onnx_preds.probs.max(1), atol=1e-3)
+    with pytest.raises(TrainlabError, match="takes photos"):
+        served.predict(np.zeros((1, 28, 28, 1), np.uint8))
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--prepare", "all"], "--prepare 'all': use dataset (dataset-format arrays in) or full (any photo in)"),
     (["--format", "tflite"], "--format 'tflite': use onnx"),
     (["--opset", "9"], "--opset 9: use 14-23"),
     (["--out", "/no/such/dir/m.onnx"], "the folder /no/such/dir does not exist"),

@@ -101,6 +101,24 @@ def test_compare_names_what_differs(tiny_train, tmp_path):
         compare_runs([a.run_id], load_settings(runs_dir=tmp_path / "runs"))
 
 
+def test_a_curve_hidden_under_another_is_said_and_drawn_on_top(tiny_train, tmp_path):
+    """The tuning walk's step 2 is step 3's first epochs (same seed, only the epoch count differs):
+    its lines lie under step 3's; the comparison says so instead of showing one run's lines."""
+    from helpers import trainlab_here
+
+    from trainlab.history import hidden_curves
+    short, long_, other = tiny_train({"epochs": 2}), tiny_train({"epochs": 3}), tiny_train({"optimizer.lr": 0.09})
+    _, curves, _ = compare_runs([short.run_id, long_.run_id, other.run_id], load_settings(runs_dir=tmp_path / "runs"))
+    assert hidden_curves([c.history for c in curves]) == [(0, 1)]
+    r = trainlab_here("runs", "compare", short.run_id, long_.run_id, other.run_id, "--out", tmp_path / "c.png",
+                      runs=tmp_path / "runs")
+    assert r.returncode == 0, r.stderr
+    assert f"note: {short.run_id} lies under {long_.run_id}: the same values for all its 2 epochs" in r.stdout
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert hidden_curves([[{"loss": 1.0, "acc": 0.5}], [{"loss": 1.0, "acc": 0.5}]]) == [(0, 1)]  # equal: under the later
+    assert hidden_curves([[{"loss": 1.0, "acc": 0.5}], [{"loss": 1.0, "acc": 0.51}]]) == []
+
+
 def test_a_garbage_index_file_is_one_line(tmp_path):
     db = tmp_path / "trainlab.db"
     db.write_bytes(b"this is not a database at all" * 100)

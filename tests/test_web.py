@@ -89,7 +89,9 @@ def test_compare_shows_the_differences(served):
     client, a, b, _ = served
     c = client.get(f"/api/v1/compare?runs={a.run_id},{b.run_id}").json()
     assert c["differences"]["optimizer.lr"] == [0.003, 0.01] and c["differences"]["seed"] == [0, 1]
-    assert [len(r["history"]) for r in c["runs"]] == [2, 2]
+    assert [len(r["history"]) for r in c["runs"]] == [2, 2] and c["hidden"] == []
+    same = client.get(f"/api/v1/compare?runs={a.run_id},{a.run_id}").json()  # one run twice: its lines coincide
+    assert same["hidden"] == [{"run": a.run_id, "under": a.run_id, "epochs": 2}]
     assert "two or more" in one_line_error(client.get(f"/api/v1/compare?runs={a.run_id}"), 422)
 
 

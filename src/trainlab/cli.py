@@ -455,6 +455,7 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
                  out: Annotated[Optional[Path], typer.Option(help="Curves PNG (default <runs>/compare.png).")] = None,
                  runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """The hyperparameters that differ, side by side, then the metrics; overlays the curves."""
+    from trainlab.history import hidden_note
     from trainlab.plots import plot_history
     from trainlab.runs.admin import compare_runs, metric_rows
     settings = settings_for(runs_dir=runs_dir, db=db)
@@ -466,6 +467,8 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
     typer.echo("")
     for k, values in metric_rows(records).items():
         typer.echo(f"{k:<{width}}  " + "  ".join(f"{_fmt(v):>22}" for v in values))
+    for line in hidden_note([r.run_id for r in records], [c.history for c in curves]):
+        typer.echo(f"note: {line}")
     typer.echo(f"\nwrote {plot_history(curves, out or settings.runs_dir / 'compare.png')}")
 
 
@@ -714,16 +717,19 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
 @app.command()
 def export(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
            format_: Annotated[str, typer.Option("--format", help="onnx (the only format).")] = "onnx",
-           out: Annotated[Optional[Path], typer.Option(help="Output file (default: model.onnx in the run folder).")] = None,
+           out: Annotated[Optional[Path], typer.Option(help="Output file (default: model.onnx, or model-full.onnx, in the run folder).")] = None,
            opset: Annotated[int, typer.Option(help="ONNX opset, 14-23.")] = 18,
+           prepare: Annotated[str, typer.Option(help="dataset: dataset-format uint8 arrays in; full: any photo in "
+                                                     "(uint8 H x W x C), the whole preparation of `trainlab predict` inside.")] = "dataset",
            runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
-    """Export a run to ONNX: raw uint8 images in, probabilities out, the run's preparation inside;
-    checked against torch on 1,000 test images before it is written."""
+    """Export a run to ONNX: uint8 images in, probabilities out, the run's preparation inside;
+    checked before it is written (against torch on 1,000 test images, or, with --prepare full,
+    against `trainlab predict` on drawn and photographed images)."""
     if format_ != "onnx":
         fail(f"--format {format_!r}: use onnx")
     prepare_for_work()
     from trainlab.export import export_onnx
-    report = export_onnx(run, out, opset, settings_for(data_dir, runs_dir))
+    report = export_onnx(run, out, opset, settings_for(data_dir, runs_dir), prepare=prepare)
     if json_out:
         typer.echo(json.dumps(report.to_dict()))
     else:

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from trainlab.fileio import atomic_write
+from trainlab.history import hidden_curves
 from trainlab.recipes import Recipe, differing_keys, flatten_recipe
 
 
@@ -61,14 +62,21 @@ def plot_history(runs: Curves | list[Curves], path: str | os.PathLike | None = N
     fig = _figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (run, label) in enumerate(zip(runs, run_labels(runs))):
-        c = colors[i % len(colors)]
+    labels = run_labels(runs)
+    hidden = dict(hidden_curves([r.history for r in runs]))  # drawn last, hollow, and said in the legend
+    order = [i for i in range(len(runs)) if i not in hidden] + list(hidden)
+    for i in order:
+        run, label, c = runs[i], labels[i], colors[i % len(colors)]
+        if i in hidden:
+            label = f"{label} = {labels[hidden[i]]}'s first {len(run.history)} epochs"
+        style = {"mfc": "none", "ms": 7, "lw": 2.5, "alpha": 0.9, "zorder": 3} if i in hidden else {"ms": 3}
         epochs = [h["epoch"] for h in run.history]
         for ax, key in zip(axes, ("acc", "loss")):
-            ax.plot(epochs, [h[key] for h in run.history], "-o", color=c, ms=3, label=f"{label} (train)" if len(runs) > 1 else "train")
+            ax.plot(epochs, [h[key] for h in run.history], "-o", color=c, label=f"{label} (train)" if len(runs) > 1 else "train",
+                    **style)
             val = [h.get(f"val_{key}") for h in run.history]
             if any(v is not None for v in val):
-                ax.plot(epochs, val, "--s", color=c, ms=3, label=f"{label} (val)" if len(runs) > 1 else "validation")
+                ax.plot(epochs, val, "--s", color=c, label=f"{label} (val)" if len(runs) > 1 else "validation", **style)
     from matplotlib.ticker import MaxNLocator
     for ax, name in zip(axes, ("accuracy", "loss")):
         ax.set_xlabel("epoch")

@@ -59,12 +59,34 @@ def open_image(data: bytes, name: str = "image"):
     return im
 
 
-def resize_to(im, size: tuple[int, int], channels: int) -> np.ndarray:
-    """'photo' style: convert to L or RGB and resize to (H, W); uint8 (H, W, C)."""
+def resample(im, size: tuple[int, int], kind: str, reducing_gap: float | None = None):
+    """PIL's `resize(size, filter, reducing_gap=...)` with its two passes in a fixed order:
+    horizontal, then vertical. Pillow itself picks the order by cost (13.0 does), and the 8-bit
+    image between the passes makes the order show in the pixels; a fixed order is what the ONNX
+    graph of `trainlab export --prepare full` (graph_prep.py) can follow exactly, on any Pillow."""
     from PIL import Image
-    im = im.convert("L" if channels == 1 else "RGB")
-    if im.size != (size[1], size[0]):
-        im = im.resize((size[1], size[0]), Image.BILINEAR, reducing_gap=3.0)
+    resampling = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}[kind]
+    w, h = size
+    W, H = im.size
+    if (W, H) == (w, h):
+        return im
+    box_w, box_h = float(W), float(H)
+    fx = max(1, int(W / w / reducing_gap)) if reducing_gap else 1
+    fy = max(1, int(H / h / reducing_gap)) if reducing_gap else 1
+    if fx > 1 or fy > 1:  # PIL's reduce first: the mean of each fx x fy block
+        im = im.reduce((fx, fy))
+        box_w, box_h = W / fx, H / fy
+    rw, rh = im.size
+    if (w, float(w)) != (rw, box_w):
+        im = im.resize((w, rh), resampling, box=(0, 0, box_w, rh))
+    if (h, float(h)) != (rh, box_h):
+        im = im.resize((w, h), resampling, box=(0, 0, w, box_h))
+    return im
+
+
+def resize_to(im, size: tuple[int, int], channels: int) -> np.ndarray:
+    """'photo' style: convert to L or RGB and resize to (H, W) (bilinear, PIL's reducing gap 3); uint8 (H, W, C)."""
+    im = resample(im.convert("L" if channels == 1 else "RGB"), (size[1], size[0]), "bilinear", reducing_gap=3.0)
     return np.asarray(im, dtype=np.uint8).reshape(size[0], size[1], channels)
 
 
@@ -81,9 +103,9 @@ def _ink(im) -> np.ndarray:
         g = 255.0 - g
     h, w = g.shape
     scale = min(1.0, 64 / max(h, w))
-    small = Image.fromarray(g.astype(np.uint8)).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    small = resample(Image.fromarray(g.astype(np.uint8)), (max(1, round(w * scale)), max(1, round(h * scale))), "bilinear")
     k = max(3, (min(small.size) // 7) | 1)
-    paper = small.filter(ImageFilter.MaxFilter(k)).filter(ImageFilter.BoxBlur(k // 2)).resize((w, h), Image.BILINEAR)
+    paper = resample(small.filter(ImageFilter.MaxFilter(k)).filter(ImageFilter.BoxBlur(k // 2)), (w, h), "bilinear")
     ink = np.clip(np.maximum(np.asarray(paper, np.float64), np.median(g)) - g, 0, None)
     top = ink.max()
     if top <= 0:
@@ -105,7 +127,8 @@ def _fit(g: np.ndarray, box: int) -> np.ndarray:
     h, w = g.shape
     scale = box / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    img = Image.fromarray(np.clip(g, 0, 255).astype(np.uint8), "L").resize((nw, nh), Image.LANCZOS)
+    # rounded, not truncated: the strongest ink is 254.99999999999997 after the stretch in _ink
+    img = resample(Image.fromarray(np.clip(np.rint(g), 0, 255).astype(np.uint8), "L"), (nw, nh), "lanczos")
     return np.asarray(img, dtype=np.float64)
 
 

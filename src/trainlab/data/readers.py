@@ -29,6 +29,7 @@ class Dataset:
     source: str = ""
     info: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the loader decided that the user should hear
+    files: dict[str, list[str]] = field(default_factory=dict)  # image trees: each split's files, in order (relative paths)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -279,7 +279,7 @@ def _load_from_source(spec: DatasetSpec, source: str, test_fraction: float, spli
                         f"name the class folders {', '.join(spec.classes)}")
     remap = np.asarray([wanted[norm(x)] for x in tree.classes], dtype=np.int64)
     return Dataset(spec.name, list(spec.classes), tree.x_train, remap[tree.y_train], tree.x_test, remap[tree.y_test],
-                   source=str(source), info=tree.info)
+                   source=str(source), info=tree.info, files=tree.files)
 
 
 def input_spec(name: str, settings: Settings | None = None, image_size: list[int] | None = None) -> tuple[tuple[int, int, int], list[str]]:

@@ -25,6 +25,7 @@ from trainlab.errors import DataError, first_line
 from trainlab.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, open_image, resize_to
 from trainlab.data.readers import Dataset
 
+DECODER = 2  # part of the cache key: 2 = images.resample's fixed pass order (Pillow 13 picks one by cost)
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
 
 
@@ -158,7 +159,8 @@ def _worker_decode(args) -> np.ndarray | str:
 
 
 def _probe(files: TreeFiles, rel) -> tuple[tuple[int, int], int]:
-    """(height, width) and channels (1 or 3) of one image, from its header."""
+    """(height, width) as shown (EXIF rotation applied: a phone's portrait photo is stored landscape)
+    and channels (1 or 3) of one image, from its header."""
     from PIL import Image
     source = files.source
     try:
@@ -169,12 +171,13 @@ def _probe(files: TreeFiles, rel) -> tuple[tuple[int, int], int]:
         with Image.open(io.BytesIO(data)) as im:
             channels = 1 if im.mode in ("1", "L", "I;16", "I;16B", "I;16L", "I", "F") else 3
             w, h = im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: rotated by 90 or 270 degrees
     except Exception as exc:
         raise DataError(f"{source[1]}: cannot read image '{rel}' ({first_line(exc)}); delete or replace it") from None
     if w * h > MAX_PIXELS:  # from the header: refused before anything is decoded
         raise DataError(f"{source[1]}: image '{rel}' is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
                         f"(a decompression bomb?); delete or replace it")
-    return (h, w), channels
+    return ((w, h) if turned else (h, w)), channels
 
 
 MAX_SIDE = 64  # the default size's longest side: the classic CNNs are built for 28-32 px images
@@ -199,7 +202,8 @@ def choose_size(probed: list[tuple[tuple[int, int], int]]) -> tuple[tuple[int, i
     sizes = {s[0] for s in probed}
     if len(sizes) == 1 and scale == 1.0:
         return size, None
-    spread = (f"{len(sizes)} sizes among {len(probed)} probed, {min(ws)}x{min(hs)} to {max(ws)}x{max(hs)} (width x height)"
+    small, large = min(sizes, key=lambda s: (s[0] * s[1], s)), max(sizes, key=lambda s: (s[0] * s[1], s))
+    spread = (f"{len(sizes)} sizes among {len(probed)} probed, {small[1]}x{small[0]} to {large[1]}x{large[0]} (width x height)"
               if len(sizes) > 1 else f"{w}x{h} (width x height)")
     why = f"the median {w}x{h}" + (f" scaled to at most {MAX_SIDE} px a side" if scale < 1.0 else "")
     return size, (f"note: images of {spread}; training at {size[1]}x{size[0]} ({why}); "
@@ -282,18 +286,21 @@ def _load(files: TreeFiles, root: Path, groups, classes, rels, size, channels, t
         channels, notice = _majority_channels(probed)
         notes += [notice] if notice else []
     check_decoded_size(len(rels), size, channels, root)
-    key = hashlib.sha256(json.dumps([content_key, list(size), channels, test_fraction, split_seed]).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([content_key, list(size), channels, test_fraction, split_seed, DECODER]).encode()).hexdigest()[:24]
     entry = Path(cache_dir) / "trees" / key if cache_dir is not None else None
     cached = _read_cache(entry) if entry is not None else None
     if cached is not None:
-        return Dataset(root.name, cached[0], **cached[1], source=str(root), info={"cache": str(entry)}, notes=notes)
-    arrays = {}
+        return Dataset(root.name, cached[0], **cached[1], source=str(root), info={"cache": str(entry)}, notes=notes,
+                       files=cached[2])
+    arrays, names = {}, {}
     for split, items in _split_files(groups, classes, test_fraction, split_seed).items():
-        arrays[f"x_{split}"] = _decode_many(files, [f for f, _ in items], size, channels, root)
+        names[split] = [f for f, _ in items]
+        arrays[f"x_{split}"] = _decode_many(files, names[split], size, channels, root)
         arrays[f"y_{split}"] = np.asarray([y for _, y in items], dtype=np.int64)
     if entry is not None:
-        _write_cache(entry, arrays, {"classes": classes, "root": str(root), "prefix": prefix})
-    return Dataset(root.name, classes, **arrays, source=str(root), info={"cache": str(entry) if entry else None}, notes=notes)
+        _write_cache(entry, arrays, {"classes": classes, "root": str(root), "prefix": prefix, "files": names})
+    return Dataset(root.name, classes, **arrays, source=str(root), info={"cache": str(entry) if entry else None}, notes=notes,
+                   files=names)
 
 
 def _split_files(groups: dict, classes: list[str], test_fraction: float, split_seed: int) -> dict[str, list[tuple[str, int]]]:
@@ -318,18 +325,19 @@ def _split_files(groups: dict, classes: list[str], test_fraction: float, split_s
     return split_files
 
 
-def _read_cache(entry: Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
-    """(classes, arrays) of a cache entry; None when there is none. A damaged entry (truncated .npy,
-    invalid meta.json) is removed so that the caller rebuilds it."""
+def _read_cache(entry: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str, list[str]]] | None:
+    """(classes, arrays, files per split) of a cache entry; None when there is none. A damaged entry
+    (truncated .npy, invalid meta.json) is removed so that the caller rebuilds it."""
     if not (entry / "meta.json").is_file():
         return None
     try:
         meta = json.loads((entry / "meta.json").read_text())
         arrays = {k: np.load(entry / f"{k}.npy") for k in ("x_train", "y_train", "x_test", "y_test")}
         classes = list(meta["classes"])
-        if len(arrays["x_train"]) != len(arrays["y_train"]) or len(arrays["x_test"]) != len(arrays["y_test"]):
-            raise ValueError("images and labels differ in length")
-        return classes, arrays
+        names = {split: list(meta["files"][split]) for split in ("train", "test")}
+        if any(len(arrays[f"x_{s}"]) != len(arrays[f"y_{s}"]) or len(arrays[f"x_{s}"]) != len(names[s]) for s in names):
+            raise ValueError("images, labels and file names differ in length")
+        return classes, arrays, names
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         shutil.rmtree(entry, ignore_errors=True)
         return None

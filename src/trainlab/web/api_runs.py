@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from trainlab.errors import NotResumable
 from trainlab.fileio import open_inside
+from trainlab.history import hidden_curves
 from trainlab.runs.admin import compare_runs, stop_run
 from trainlab.runs.curves import curves_png
 from trainlab.runs.events import EVENTS, last_events, offset_after, read_events
@@ -193,4 +194,6 @@ def compare(s: SettingsDep, runs: str = Query(..., description="run ids, comma-s
     return {"runs": [{"run_id": rec.run_id, "recipe": rec.recipe, "status": rec.status,
                       "test_acc": (rec.metrics or Metrics()).test_acc, "val_acc_at_best": (rec.metrics or Metrics()).val_acc_at_best,
                       "history": c.history} for rec, c in zip(records, curves)],
-            "differences": diff}
+            "differences": diff,
+            "hidden": [{"run": records[i].run_id, "under": records[j].run_id, "epochs": len(curves[i].history)}
+                       for i, j in hidden_curves([c.history for c in curves])]}

@@ -194,6 +194,7 @@ async function comparePage(ids) {
   }
   main.innerHTML = `<h1>Compare</h1><div class="charts"><div class="chart" id="cmp-vacc"></div><div class="chart" id="cmp-vloss"></div>
     <div class="chart" id="cmp-acc"></div><div class="chart" id="cmp-loss"></div></div>
+    <div id="cmp-hidden"></div>
     <div class="card" style="margin-top:14px"><h2>Results</h2><div id="cmp-results"></div><h2>Settings that differ</h2><div id="cmp-diff"></div></div>`;
   let c;
   try { c = await api(`/compare?runs=${encodeURIComponent(ids)}`); } catch (e) { main.innerHTML = `<div class="error-line">${esc(e.message)}</div>`; return; }
@@ -206,6 +207,9 @@ async function comparePage(ids) {
     chart.setData([x, ...c.runs.map(r => x.map(i => (r.history[i - 1] || {})[key] ?? null))]);
     $(el).dataset.points = x.length;
   }
+  const nameOf = id => names[c.runs.findIndex(r => r.run_id === id)];
+  $("#cmp-hidden").innerHTML = (c.hidden || []).map(h => `<div class="card note">${esc(nameOf(h.run))} lies under
+    ${esc(nameOf(h.under))}: the same values for all its ${h.epochs} epochs, so its line is hidden by the other one.</div>`).join("");
   $("#cmp-results").innerHTML = `<table><tr><th>run</th><th>status</th><th class="num">val acc (best epoch)</th><th class="num">test acc</th></tr>` +
     c.runs.map((r, i) => `<tr><td><span style="color:${COLORS[i % COLORS.length]}">■</span> <a href="#/run/${esc(r.run_id)}">${esc(names[i])}</a></td>
       <td>${esc(r.status)}</td><td class="num">${fmt(r.val_acc_at_best)}</td><td class="num">${fmt(r.test_acc)}</td></tr>`).join("") + "</table>";
