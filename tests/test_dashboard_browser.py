@@ -186,7 +186,7 @@ def draw_digit(page, digit: int, seed: int = 3) -> None:
         page.mouse.up()
 
 
-NARROW_PAGES = ["#/runs", "#/train", "#/compare", "#/data/mnist", "#/errors", "#/try"]
+NARROW_PAGES = ["#/runs", "#/train", "#/compare", "#/data/mnist", "#/health", "#/errors", "#/try"]
 
 
 def test_a_phone_sized_window_never_scrolls_sideways(dashboard, page, tmp_path_factory):
@@ -212,3 +212,32 @@ def test_a_phone_sized_window_never_scrolls_sideways(dashboard, page, tmp_path_f
     page.fill("#f-model-layers", "[{")
     page.click("#start")
     page.wait_for_function("document.querySelector('#train-error').textContent.includes('model.layers: not valid JSON')")
+
+
+def test_data_health_relabels_an_image_into_the_corrections_file(dashboard, page, tmp_path_factory):
+    """The Data health page: a check runs as a job, its suspects show with their images, and
+    Relabel saves the decision to <runs>/corrections/mnist.yaml (the dataset's files untouched)."""
+    import yaml
+    url, runs, _ = dashboard
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(url + "#/health")
+    page.wait_for_selector("#h-start")
+    page.select_option("#h-ds", "mnist")
+    page.select_option("#h-split", "test")
+    page.fill("#h-folds", "2")
+    page.fill("#h-limit", "400")
+    page.click("#h-start")
+    try:
+        page.wait_for_selector(".suspect", timeout=120_000)
+    except playwright_api.TimeoutError:
+        pytest.fail(f"no suspects shown: {page.inner_text('main')[:800]}")
+    card = page.locator(".suspect").first
+    split, index = card.get_attribute("data-split"), int(card.get_attribute("data-index"))
+    card.locator("[data-label]").select_option("3")
+    card.locator("[data-act=relabel]").click()
+    page.wait_for_function("document.querySelector('.suspect .decided').textContent.includes('relabeled 3')")
+    shoot(page, "health", tmp_path_factory)
+    saved = yaml.safe_load((runs / "corrections" / "mnist.yaml").read_text())
+    assert saved["dataset"] == "mnist"
+    assert saved["corrections"][-1] | {"when": None} == {"split": split, "index": index, "action": "relabel", "label": "3",
+                                                         "when": None}

@@ -48,7 +48,8 @@ PAGE = {"X-Trainlab": "1"}
 # --- cross-site requests -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/api/v1/jobs/1/stop", "/api/v1/runs/{run}/stop", "/api/v1/runs/{run}/resume",
-                                  "/api/v1/train", "/api/v1/validate", "/api/v1/predict"])
+                                  "/api/v1/train", "/api/v1/validate", "/api/v1/predict",
+                                  "/api/v1/health/checks", "/api/v1/health/corrections"])
 def test_a_cross_site_form_post_is_refused(site, path):
     client, run, _, _ = site
     url = path.format(run=run.run_id)

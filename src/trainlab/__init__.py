@@ -7,6 +7,7 @@
     trainlab.find_lr("mnist-mlp").suggestion
     trainlab.tune("walk-1-baseline", "walk", trials=20).best_recipe
     trainlab.export_onnx(run).text()          # model.onnx: uint8 images in, probabilities out
+    trainlab.check_data("mnist").suspects(50) # the least likely labels, by K-fold confident learning
 
 The public names below load on first use (PEP 562), so `import trainlab` and the `trainlab`
 command start without importing torch, matplotlib or SQLAlchemy until something needs them.
@@ -26,6 +27,8 @@ _EXPORTS = {
     "train": "trainlab.training.api", "resume": "trainlab.training.api", "rerun": "trainlab.training.api", "show_samples": "trainlab.pictures", "find_lr": "trainlab.tuning.lrfind",
     "tune": "trainlab.tuning.study", "TuneOptions": "trainlab.tuning.study", "study_report": "trainlab.tuning.study", "Metrics": "trainlab.runs.record", "load_space": "trainlab.tuning.space",
     "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
+    "check_data": "trainlab.health", "fix_data": "trainlab.health", "HealthReport": "trainlab.health",
+    "read_corrections": "trainlab.data.corrections",
 }
 __all__ = [*_EXPORTS, "__version__"]
 __getattr__, _dir = lazy_exports(__name__, _EXPORTS)

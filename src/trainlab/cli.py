@@ -281,6 +281,55 @@ def datasets_list(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> Non
     typer.echo("Any folder or .zip of images laid out as <split>/<class>/* or <class>/* also works as data.name.")
 
 
+@datasets_app.command("check")
+def data_check(dataset: Annotated[str, typer.Argument(help="mnist, fashion-mnist, cifar10, or the path of an image tree.")],
+               split: Annotated[str, typer.Option(help="train, test, or all (leaks across train and test need all).")] = "all",
+               recipe: Annotated[Optional[str], typer.Option(help="The recipe that cross-fits (default: the dataset's fast preset).")] = None,
+               folds: Annotated[int, typer.Option(help="K of the K-fold cross-fitting (2-20).")] = 5,
+               top: Annotated[Optional[int], typer.Option(help="Keep the N best-ranked findings of each kind.")] = None,
+               limit: Annotated[Optional[int], typer.Option(help="Only the first N images of each split (a quick look).")] = None,
+               picture: Annotated[Optional[Path], typer.Option(help="A PNG of the top 50 label issues, given and suggested label.")] = None,
+               picture_split: Annotated[Optional[str], typer.Option(help="Draw only this split's label issues (train or test).")] = None,
+               data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Find mislabeled images (confident learning on K-fold out-of-sample predictions), near-duplicates,
+    train/test leaks, outliers, class imbalance and unreadable files. --json: one finding a line."""
+    prepare_for_work()
+    from trainlab.health import check_data, write_picture
+    settings = settings_for(data_dir)
+    progress = None if json_out else (lambda stage, done, total: typer.echo(f"{stage} {done}/{total}", err=True)
+                                      if stage == "training" and done < total else None)
+    report = check_data(dataset, split=split, recipe=recipe, folds=folds, top=top, limit=limit, settings=settings,
+                        progress=progress)
+    if picture:
+        write_picture(report, dataset, picture, settings, split=picture_split)
+    if json_out:
+        for item in report.issues:
+            typer.echo(json.dumps(item))
+        return
+    typer.echo(report.summary())
+    for line in report.lines(per_kind=10):
+        typer.echo(line)
+    if picture:
+        typer.echo(f"wrote {picture}")
+
+
+@datasets_app.command("fix")
+def data_fix(file: Annotated[Path, typer.Argument(help="The corrections file (YAML), made if it does not exist.")],
+             dataset: Annotated[Optional[str], typer.Option(help="The dataset it corrects (needed for a new file).")] = None,
+             relabel: Annotated[Optional[list[str]], typer.Option(help="SPLIT:INDEX=LABEL (an image tree: SPLIT:FILE=LABEL); split defaults to test.")] = None,
+             exclude: Annotated[Optional[list[str]], typer.Option(help="SPLIT:INDEX to leave out of training and testing.")] = None,
+             keep: Annotated[Optional[list[str]], typer.Option(help="SPLIT:INDEX looked at and right as it is.")] = None,
+             data_dir: DataDirOpt = None) -> None:
+    """Record relabels, exclusions and keeps in a corrections file; the dataset's files are never changed.
+    Train on them with --set data.corrections=FILE."""
+    from trainlab.health import fix_data
+    path, added = fix_data(file, dataset=dataset, relabel=relabel or [], exclude=exclude or [], keep=keep or [],
+                           settings=settings_for(data_dir))
+    typer.echo(f"{path}: {len(added)} decision{'s' if len(added) != 1 else ''} added "
+               f"({', '.join(f'{c.action} {c.split}:{c.index if c.index is not None else c.file}' for c in added[:5])}"
+               f"{', ...' if len(added) > 5 else ''}); train on them with --set data.corrections={path}")
+
+
 @datasets_app.command("fetch")
 def datasets_fetch(name: str, data_dir: DataDirOpt = None) -> None:
     """Download (if needed) and verify a dataset into the user cache."""

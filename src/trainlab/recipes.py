@@ -116,6 +116,8 @@ class DataConfig(Strict):
     split_seed: int = Field(0, description="image trees without split folders: the seed of the hold-out")
     image_size: list[int] | int | None = Field(None, description="image trees: [height, width] (or one number) to resize every image to; "
                                                                   "unset: the trees' median size, scaled down to at most 64 px a side")
+    corrections: str | None = Field(None, description="a corrections file (trainlab data check / data fix): relabels and "
+                                                      "exclusions applied when the data is loaded; the run records its sha256")
     predict_style: Literal["auto", "digit", "fashion", "photo"] = Field(
         "auto", description="how image files are prepared for prediction: digit (MNIST: invert, crop, fit 20x20, centre of mass), "
                             "fashion (invert, crop, fit 28x28), photo (resize); auto picks by dataset")

@@ -239,7 +239,7 @@ def is_tree_path(name: str) -> bool:
 def load_dataset(name: str, *, source: str | None = None, settings: Settings | None = None,
                  data_dir: str | os.PathLike | None = None, download: bool | None = None, verify: bool = True,
                  test_fraction: float = 0.2, split_seed: int = 0, progress: bool = False,
-                 image_size: list[int] | None = None) -> Dataset:
+                 image_size: list[int] | None = None, skip_unreadable: bool = False) -> Dataset:
     """Load a built-in dataset by name, the same dataset from another `source` tree, or an image tree
     (resized to `image_size` [height, width], or to the size trees.choose_size picks). `data_dir`
     overrides the settings' data folder."""
@@ -247,7 +247,7 @@ def load_dataset(name: str, *, source: str | None = None, settings: Settings | N
     if name not in DATASETS:
         if is_tree_path(name):
             return load_image_tree(name, size=image_size, test_fraction=test_fraction, split_seed=split_seed,
-                                   cache_dir=settings.cache_dir)
+                                   cache_dir=settings.cache_dir, skip_unreadable=skip_unreadable)
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise DataError(f"unknown dataset '{name}'{hint}; use one of {', '.join(DATASETS)} or a path to an image tree")
@@ -262,6 +262,19 @@ def load_dataset(name: str, *, source: str | None = None, settings: Settings | N
         verify_file(archive, spec.files[0])
     x_train, y_train, x_test, y_test = read_cifar10_archive(archive)
     return Dataset(spec.name, list(spec.classes), x_train, y_train, x_test, y_test, source=str(archive))
+
+
+def load_for_recipe(data, settings: Settings | None = None, progress: bool = False) -> Dataset:
+    """The dataset a recipe's `data` section names (name, source, hold-out, image size), with its
+    `corrections` file applied; what training, a saved run and tuning load."""
+    ds = load_dataset(data.name, source=data.source, settings=settings, test_fraction=data.test_fraction,
+                      split_seed=data.split_seed, progress=progress, image_size=data.image_size)
+    if data.corrections:
+        from trainlab.data.corrections import apply_corrections, file_sha256, read_corrections
+        ds, counts = apply_corrections(ds, read_corrections(data.corrections))
+        ds.info = {**ds.info, "corrections": {"path": str(Path(data.corrections).resolve()),
+                                              "sha256": file_sha256(data.corrections), **counts}}
+    return ds
 
 
 def _load_from_source(spec: DatasetSpec, source: str, test_fraction: float, split_seed: int, cache_dir: Path) -> Dataset:

@@ -184,10 +184,18 @@ MAX_SIDE = 64  # the default size's longest side: the classic CNNs are built for
 MAX_DECODED_FRACTION = 0.5  # of the memory available now, for the decoded tree
 
 
-def probe_tree(files: TreeFiles, rels: list[str], sample: int = 500) -> list[tuple[tuple[int, int], int]]:
-    """(height, width) and channels of up to `sample` images spread over the tree, from their headers."""
+def probe_tree(files: TreeFiles, rels: list[str], sample: int = 500, strict: bool = True) -> list[tuple[tuple[int, int], int]]:
+    """(height, width) and channels of up to `sample` images spread over the tree, from their headers;
+    not `strict`: an unreadable one is passed over (decoding reports it)."""
     step = max(1, len(rels) // sample)
-    return [_probe(files, rel) for rel in rels[::step][:sample]]
+    out = []
+    for rel in rels[::step][:sample]:
+        try:
+            out.append(_probe(files, rel))
+        except DataError:
+            if strict:
+                raise
+    return out if out or strict else [((28, 28), 3)]  # nothing readable: decoding says why, file by file
 
 
 def choose_size(probed: list[tuple[tuple[int, int], int]]) -> tuple[tuple[int, int], str | None]:
@@ -236,10 +244,12 @@ def _majority_channels(probed: list[tuple[tuple[int, int], int]]) -> tuple[int, 
     return channels, None
 
 
-def _decode_many(files: TreeFiles, rels: list[str], size, channels, root: Path) -> np.ndarray:
-    """Every image of a split, decoded and resized: in worker processes for a large tree. They are
-    spawned, not forked (as tune's are): a fork of a process whose torch has started its OpenMP
-    threads can deadlock in the child."""
+def _decode_many(files: TreeFiles, rels: list[str], size, channels, root: Path,
+                 skip: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Every image of a split, decoded and resized, and the files kept: in worker processes for a
+    large tree. They are spawned, not forked (as tune's are): a fork of a process whose torch has
+    started its OpenMP threads can deadlock in the child. An unreadable file stops the load, or,
+    given a `skip` list, is left out and its reason appended there."""
     workers = min(allowed_cpus(), 8)
     if len(rels) > 4000 and workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_open,
@@ -248,15 +258,21 @@ def _decode_many(files: TreeFiles, rels: list[str], size, channels, root: Path) 
     else:
         out = [_decode_one(files, r, size, channels) for r in rels]
     bad = next((o for o in out if isinstance(o, str)), None)
-    if bad is not None:
+    if bad is not None and skip is None:
         raise DataError(f"{root}: cannot read image {bad}; delete or replace the file")
-    return np.stack(out) if out else np.zeros((0, size[0], size[1], channels), np.uint8)
+    if skip is not None:
+        skip += [o for o in out if isinstance(o, str)]
+    kept = [r for r, o in zip(rels, out) if not isinstance(o, str)]
+    good = [o for o in out if not isinstance(o, str)]
+    return (np.stack(good) if good else np.zeros((0, size[0], size[1], channels), np.uint8)), kept
 
 
 def load_image_tree(path: str | os.PathLike, *, size: tuple[int, int] | None = None, channels: int | None = None,
-                    test_fraction: float = 0.2, split_seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Dataset:
+                    test_fraction: float = 0.2, split_seed: int = 0, cache_dir: str | os.PathLike | None = None,
+                    skip_unreadable: bool = False) -> Dataset:
     """Decode an image tree once into uint8 arrays, cached under `cache_dir` by the tree's content
-    (no cache when None).
+    (no cache when None). An unreadable image stops the load, unless `skip_unreadable`: then it is
+    left out and listed in `info["unreadable"]` ("file: reason"), as `trainlab data check` reports.
 
     Without split folders, a seeded `test_fraction` of each class is held out as the test set.
     Each split is shuffled with a fixed seed so that a tail validation split is class-mixed.
@@ -271,12 +287,12 @@ def load_image_tree(path: str | os.PathLike, *, size: tuple[int, int] | None = N
     rels = sorted(f for split in groups.values() for c in split.values() for f in c)
     with TreeFiles(source) as files:
         return _load(files, root, groups, classes, rels, size, channels, test_fraction, split_seed, content_key, prefix,
-                     cache_dir)
+                     cache_dir, [] if skip_unreadable else None)
 
 
 def _load(files: TreeFiles, root: Path, groups, classes, rels, size, channels, test_fraction, split_seed, content_key,
-          prefix, cache_dir) -> Dataset:
-    probed = probe_tree(files, rels) if size is None or channels is None else []
+          prefix, cache_dir, skip: list[str] | None) -> Dataset:
+    probed = probe_tree(files, rels, strict=skip is None) if size is None or channels is None else []
     notes = []
     if size is None:
         size, size_note = choose_size(probed)
@@ -286,21 +302,23 @@ def _load(files: TreeFiles, root: Path, groups, classes, rels, size, channels, t
         channels, notice = _majority_channels(probed)
         notes += [notice] if notice else []
     check_decoded_size(len(rels), size, channels, root)
-    key = hashlib.sha256(json.dumps([content_key, list(size), channels, test_fraction, split_seed, DECODER]).encode()).hexdigest()[:24]
+    key = hashlib.sha256(json.dumps([content_key, list(size), channels, test_fraction, split_seed, DECODER,
+                                     skip is not None]).encode()).hexdigest()[:24]
     entry = Path(cache_dir) / "trees" / key if cache_dir is not None else None
     cached = _read_cache(entry) if entry is not None else None
     if cached is not None:
-        return Dataset(root.name, cached[0], **cached[1], source=str(root), info={"cache": str(entry)}, notes=notes,
-                       files=cached[2])
+        info = {"cache": str(entry), **({"unreadable": cached[3]} if skip is not None else {})}
+        return Dataset(root.name, cached[0], **cached[1], source=str(root), info=info, notes=notes, files=cached[2])
     arrays, names = {}, {}
     for split, items in _split_files(groups, classes, test_fraction, split_seed).items():
-        names[split] = [f for f, _ in items]
-        arrays[f"x_{split}"] = _decode_many(files, names[split], size, channels, root)
-        arrays[f"y_{split}"] = np.asarray([y for _, y in items], dtype=np.int64)
+        label = dict(items)
+        arrays[f"x_{split}"], names[split] = _decode_many(files, [f for f, _ in items], size, channels, root, skip)
+        arrays[f"y_{split}"] = np.asarray([label[f] for f in names[split]], dtype=np.int64)
     if entry is not None:
-        _write_cache(entry, arrays, {"classes": classes, "root": str(root), "prefix": prefix, "files": names})
-    return Dataset(root.name, classes, **arrays, source=str(root), info={"cache": str(entry) if entry else None}, notes=notes,
-                   files=names)
+        _write_cache(entry, arrays, {"classes": classes, "root": str(root), "prefix": prefix, "files": names,
+                                     "unreadable": skip or []})
+    info = {"cache": str(entry) if entry else None, **({"unreadable": skip} if skip is not None else {})}
+    return Dataset(root.name, classes, **arrays, source=str(root), info=info, notes=notes, files=names)
 
 
 def _split_files(groups: dict, classes: list[str], test_fraction: float, split_seed: int) -> dict[str, list[tuple[str, int]]]:
@@ -325,7 +343,7 @@ def _split_files(groups: dict, classes: list[str], test_fraction: float, split_s
     return split_files
 
 
-def _read_cache(entry: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str, list[str]]] | None:
+def _read_cache(entry: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str, list[str]], list[str]] | None:
     """(classes, arrays, files per split) of a cache entry; None when there is none. A damaged entry
     (truncated .npy, invalid meta.json) is removed so that the caller rebuilds it."""
     if not (entry / "meta.json").is_file():
@@ -337,7 +355,7 @@ def _read_cache(entry: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str
         names = {split: list(meta["files"][split]) for split in ("train", "test")}
         if any(len(arrays[f"x_{s}"]) != len(arrays[f"y_{s}"]) or len(arrays[f"x_{s}"]) != len(names[s]) for s in names):
             raise ValueError("images, labels and file names differ in length")
-        return classes, arrays, names
+        return classes, arrays, names, list(meta.get("unreadable", []))
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         shutil.rmtree(entry, ignore_errors=True)
         return None

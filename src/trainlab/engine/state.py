@@ -34,6 +34,7 @@ class TensorData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     source: str = ""
+    info: dict = field(default_factory=dict)  # what the loader reports: the corrections applied, say
 
 
 def prepare_data(ds: Dataset, recipe: Recipe, device: torch.device) -> TensorData:
@@ -60,7 +61,8 @@ def prepare_data(ds: Dataset, recipe: Recipe, device: torch.device) -> TensorDat
         x_val_t, y_val_t = x_test, y_test  # the same tensors, not a copy
     else:
         x_val_t, y_val_t = dev(x_val), dev(y_val)
-    return TensorData(ds.name, list(ds.classes), prep, dev(x_tr), dev(y_tr), x_val_t, y_val_t, x_test, y_test, ds.source)
+    return TensorData(ds.name, list(ds.classes), prep, dev(x_tr), dev(y_tr), x_val_t, y_val_t, x_test, y_test, ds.source,
+                      dict(ds.info))
 
 
 @dataclass

@@ -31,6 +31,7 @@ class DatasetInfo(BaseModel):
     n_train: int
     n_val: int
     n_test: int
+    corrections: dict | None = None  # data.corrections applied: path, sha256, relabeled, excluded
 
 
 class OODThresholds(BaseModel):

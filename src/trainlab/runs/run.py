@@ -15,7 +15,7 @@ from torch import nn
 from trainlab.data.images import expand_inputs
 from trainlab.data.images import load_file as load_image_file
 from trainlab.data.preprocess import Preprocess
-from trainlab.data.registry import load_dataset
+from trainlab.data.registry import load_for_recipe
 from trainlab.engine.state import TensorData, prepare_data
 from trainlab.errors import RunNotFound, TrainlabError, first_line
 from trainlab.inference import Predictions, as_batch, classify, predict_logits
@@ -49,8 +49,7 @@ class Run:
         """The run's data splits on its device (kept from training, or loaded again for a saved run)."""
         if self.data is None:
             r = self.recipe
-            ds = load_dataset(r.data.name, source=r.data.source, settings=settings or self.settings, test_fraction=r.data.test_fraction,
-                              split_seed=r.data.split_seed, image_size=r.data.image_size)
+            ds = load_for_recipe(r.data, settings or self.settings)
             self.data = prepare_data(ds, r, self.device)
             self.data.preprocess = self.preprocess  # the run's own normalisation, not a refit
         return self.data

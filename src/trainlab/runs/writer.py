@@ -100,7 +100,8 @@ class RunWriter(Callback):
                 custom_model=self.custom_model, preprocess=d.preprocess.to_dict(), **live, cpu=state.cpu or None,
                 study=self.study and self.study[0], trial=self.study and self.study[1],
                 dataset=DatasetInfo(name=d.name, source=d.source, classes=d.classes, n_train=len(d.x_train),
-                                    n_val=0 if d.x_val is None else len(d.x_val), n_test=len(d.x_test)))
+                                    n_val=0 if d.x_val is None else len(d.x_val), n_test=len(d.x_test),
+                                    corrections=d.info.get("corrections")))
             atomic_write(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
         self.record.save(self.run_dir)
         if self.store:

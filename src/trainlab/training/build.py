@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainlab.data.readers import Dataset
-from trainlab.data.registry import input_spec, load_dataset
+from trainlab.data.registry import input_spec, load_for_recipe
 from trainlab.engine.callbacks import Callback, CpuWatch, EarlyStopping, ReduceLROnPlateau
 from trainlab.engine.checkpoint import Checkpointer
 from trainlab.engine.fused import FusedDenseStep, dense_plan, fused_applies, optimizer_params
@@ -38,8 +38,7 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
     """Data on the device, the model (the recipe's, or yours), optimizer, scheduler, the loop's state.
     A dense stack on the CPU gets the fused step (trainlab.engine.fused) unless `fuse` or settings.fused is off."""
     seed_everything(r.seed)
-    ds = dataset or load_dataset(r.data.name, source=r.data.source, settings=settings, test_fraction=r.data.test_fraction,
-                                 split_seed=r.data.split_seed, progress=progress, image_size=r.data.image_size)
+    ds = dataset or load_for_recipe(r.data, settings, progress=progress)
     data = prepare_data(ds, r, device)
     seed_everything(r.seed)  # the model's init depends on the seed alone, not on data loading
     net = model if model is not None else build_model(r.model, data.preprocess.input_shape, len(data.classes),

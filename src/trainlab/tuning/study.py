@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from trainlab.engine.callbacks import Callback
 from trainlab.cpus import prepare_process
-from trainlab.data.registry import load_dataset
+from trainlab.data.registry import load_for_recipe
 from trainlab.errors import Interrupted, Pruned, TrainlabError, first_line
 from trainlab.history import best_epoch
 from trainlab.plots import save_figure
@@ -285,13 +285,12 @@ class _Worker:
 
     @staticmethod
     def key(r: Recipe) -> tuple:
-        return r.data.name, r.data.source, r.data.test_fraction, r.data.split_seed, str(r.data.image_size)
+        return r.data.name, r.data.source, r.data.test_fraction, r.data.split_seed, str(r.data.image_size), r.data.corrections
 
     def dataset(self, r: Recipe) -> Dataset:
         key = self.key(r)
         if key not in self.datasets:
-            self.datasets[key] = load_dataset(r.data.name, source=r.data.source, settings=self.settings,
-                                              test_fraction=r.data.test_fraction, split_seed=r.data.split_seed, image_size=r.data.image_size)
+            self.datasets[key] = load_for_recipe(r.data, self.settings)
         return self.datasets[key]
 
     def objective(self, trial: optuna.Trial) -> float:

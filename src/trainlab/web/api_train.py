@@ -70,8 +70,17 @@ def check_data_paths(recipe: Recipe, settings, roots: tuple[str, ...]) -> None:
     """A recipe sent from a web page trains on a built-in dataset, or on an image tree inside the
     data folder or a folder the server was started with (`--data-root`): a page must not make the
     server read, and show back, any file on the machine."""
+    check_paths({"data.name": recipe.data.name, "data.source": recipe.data.source,
+                 "data.corrections": recipe.data.corrections}, settings, roots)
+
+
+def check_paths(values: dict[str, str | None], settings, roots: tuple[str, ...]) -> None:
+    """Each value a built-in dataset's name (for data.name) or an absolute path inside the data
+    folders (a corrections file also inside <runs>/corrections); 403 naming what is allowed."""
     allowed = [Path(r).resolve() for r in roots] + ([settings.data_dir] if settings.data_dir else [])
-    for key, value in (("data.name", recipe.data.name), ("data.source", recipe.data.source)):
+    if values.get("data.corrections") is not None:  # the page's own corrections files, or the data folders'
+        allowed.append((settings.runs_dir / "corrections").resolve())
+    for key, value in values.items():
         if value is None or key == "data.name" and value in DATASETS:
             continue
         path = Path(value).expanduser()

@@ -20,7 +20,7 @@ from trainlab.errors import RunNotFound, TrainlabError, first_line
 from trainlab.runs.files import open_runs_folder
 from trainlab.settings import Settings
 from trainlab.version import __version__
-from trainlab.web import api_data, api_predict, api_runs, api_train
+from trainlab.web import api_data, api_health, api_predict, api_runs, api_train
 from trainlab.web.deps import MAX_UPLOAD_BYTES, DashboardModels, DatasetCache, RunCache
 from trainlab.web.finite_json import FiniteJSONResponse
 from trainlab.web.guard import RequestGuard, allowed_hosts, bearer
@@ -118,7 +118,7 @@ def create_app(settings: Settings, token: str | None = None, workers: int = 1, h
     install_errors(app)
     install_token(app, token)
     install_guard(app, host, allow_hosts, token, need_client_header=True)
-    for module in (api_runs, api_train, api_data, api_predict):
+    for module in (api_runs, api_train, api_data, api_health, api_predict):
         app.include_router(module.router)
 
     @app.get("/healthz")

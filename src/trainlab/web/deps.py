@@ -180,7 +180,7 @@ class DatasetCache:
             if name in self.loaded:
                 self.loaded.move_to_end(name)
                 return self.loaded[name]
-        ds = load_dataset(name, settings=self.settings)
+        ds = load_dataset(name, settings=self.settings, skip_unreadable=True)
         with self.lock:
             ds = self.loaded.setdefault(name, ds)
             while len(self.loaded) > self.size:

@@ -33,10 +33,17 @@ class Job:
     process: subprocess.Popen | None = None
     stop_requested: bool = False
     ready: bool = False  # the worker's signal handlers are in place
+    check: dict | None = None  # a data check (trainlab data check) instead of a training
+    progress: dict | None = None  # a check's last {stage, done, total}
+    report: str | None = None  # a finished check's report file
+
+    @property
+    def kind(self) -> str:
+        return "check" if self.check is not None else "train"
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "label": self.label, "state": self.state, "run_id": self.run_id, "error": self.error,
-                "created": self.created, "resume": self.resume}
+        return {"id": self.id, "kind": self.kind, "label": self.label, "state": self.state, "run_id": self.run_id,
+                "error": self.error, "created": self.created, "resume": self.resume, "progress": self.progress}
 
 
 class JobQueue:
@@ -59,9 +66,9 @@ class JobQueue:
             for t in self.threads:
                 t.start()
 
-    def submit(self, label: str, recipe: dict | None = None, resume: str | None = None) -> Job:
+    def submit(self, label: str, recipe: dict | None = None, resume: str | None = None, check: dict | None = None) -> Job:
         with self.lock:
-            job = Job(next(self.ids), label, recipe, resume)
+            job = Job(next(self.ids), label, recipe, resume, check=check)
             self.jobs[job.id] = job
             self._start_workers()
             self.lock.notify_all()
@@ -144,7 +151,7 @@ class JobQueue:
             if job.stop_requested:  # stopped between being picked and starting
                 job.state = "cancelled"
                 return
-        order = {"recipe": job.recipe, "resume": job.resume, "settings": self.settings.model_dump(mode="json")}
+        order = {"recipe": job.recipe, "resume": job.resume, "check": job.check, "settings": self.settings.model_dump(mode="json")}
         process = subprocess.Popen([sys.executable, "-m", "trainlab.web.worker"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    env=training_child_environment(self.workers))
@@ -175,9 +182,12 @@ class JobQueue:
                 stop = False
                 if "run" in msg:
                     job.state, job.run_id = "running", msg["run"]
+                elif "progress" in msg:
+                    job.state, job.progress = "running", msg["progress"]
                 elif "end" in msg:
                     job.state = msg["end"] if msg["end"] in JOB_STATES else "failed"
                     job.error = msg.get("error")
                     job.run_id = msg.get("run_id") or job.run_id
+                    job.report = msg.get("report") or job.report
         if stop:
             self._interrupt(job)

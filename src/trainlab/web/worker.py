@@ -1,5 +1,6 @@
-"""A dashboard training job's process: reads {recipe, resume, settings} as JSON on stdin, trains,
-and writes one JSON object a line on stdout: {"run": id} when training begins, then {"end": status}.
+"""A dashboard job's process: reads {recipe, resume, check, settings} as JSON on stdin, trains (or,
+given `check`, checks a dataset's health), and writes one JSON object a line on stdout: {"run": id}
+when training begins (a check: {"progress": ...}), then {"end": status}.
 SIGINT and SIGTERM set the stop event, as Ctrl-C does in the CLI: the run stops after the current
 step, checkpointed, marked interrupted."""
 
@@ -42,6 +43,8 @@ def main() -> int:
         if stop.is_set():  # stopped while starting: nothing to train or record
             say(end="cancelled")
             return 0
+        if order.get("check") is not None:
+            return check(order["check"], Settings(**order["settings"]), stop)
         settings, common = Settings(**order["settings"]), dict(progress="none", stop=stop, callbacks=[Announce()])
         run = resume(order["resume"], settings=settings, **common) if order.get("resume") else \
             train(recipe, settings=settings, **common)
@@ -50,6 +53,16 @@ def main() -> int:
         say(end=exc.status, run_id=getattr(exc, "run_id", None))
     except Exception as exc:  # the worker reports, the server shows it
         say(end="failed", error=first_line(exc, 500))
+    return 0
+
+
+def check(order: dict, settings, stop: threading.Event) -> int:
+    """A data check: progress lines while it runs, then the report's file."""
+    from trainlab.health import check_data, save_report
+    report = check_data(order["dataset"], split=order.get("split", "all"), folds=order.get("folds", 5), limit=order.get("limit"),
+                        settings=settings, stop=stop, progress=lambda stage, done, total: say(
+                            progress={"stage": stage, "done": done, "total": total}))
+    say(end="completed", report=str(save_report(report, settings)))
     return 0
 
 

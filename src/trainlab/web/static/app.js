@@ -241,6 +241,91 @@ async function dataPage(name) {
   load(false);
 }
 
+// ------------------------------------------------------------------ Data health
+const KIND_TITLES = {label: "Label issues: the given label is unlikely", leak: "Leaks: the same image in train and test",
+  duplicate: "Near-duplicates within a split", outlier: "Outliers: far from every class", balance: "Class balance",
+  unreadable: "Unreadable files"};
+
+async function healthPage(jobArg) {
+  const list = (await api("/datasets")).datasets;
+  main.innerHTML = `<h1>Data health</h1><div class="card row">
+    <select id="h-ds">${list.map(n => `<option ${n === "mnist" ? "selected" : ""}>${esc(n)}</option>`).join("")}</select>
+    <select id="h-split"><option value="all">train + test</option><option value="train">train</option><option value="test">test</option></select>
+    <label>folds <input id="h-folds" type="number" min="2" max="20" value="5" style="width:4em"></label>
+    <label>first <input id="h-limit" type="number" min="20" placeholder="all" style="width:6em"> images</label>
+    <button id="h-start">Check</button><span class="muted" id="h-status"></span></div>
+    <div class="muted" id="h-explain">Each image is scored by a model that never trained on it (K-fold cross-fitting), then
+    confident learning ranks the labels it finds unlikely; perceptual hashes find near-duplicates and train/test leaks.
+    Your decisions go to a corrections file; the dataset's files are never changed.</div><div id="h-results"></div>`;
+  $("#h-start").onclick = async () => {
+    const limit = parseInt($("#h-limit").value, 10);
+    try {
+      const r = await post("/health/checks", {dataset: $("#h-ds").value, split: $("#h-split").value,
+        folds: parseInt($("#h-folds").value, 10) || 5, limit: Number.isFinite(limit) ? limit : null});
+      location.hash = "#/health/" + r.job.id;
+    } catch (e) { setText("#h-status", e.message); }
+  };
+  if (!jobArg) return;
+  let timer = null;
+  const poll = async () => {
+    let r;
+    try { r = await api(`/health/checks/${encodeURIComponent(jobArg)}`); } catch (e) { setText("#h-status", e.message); return; }
+    if (!$("#h-status")) return;  // the user moved on
+    const j = r.job, p = j.progress;
+    setText("#h-status", j.state === "completed" ? "" : `${j.label}: ${j.state}${p ? ` · ${p.stage} ${p.done}/${p.total}` : ""}${j.error ? ` · ${j.error}` : ""}`);
+    if (r.report) { showHealth(r.report); return; }
+    if (["queued", "starting", "running"].includes(j.state)) timer = setTimeout(poll, 1000);
+  };
+  cleanup.push(() => clearTimeout(timer));
+  poll();
+}
+
+function healthCard(it, classes) {
+  const where = it.index !== null && it.index !== undefined ? it.index : it.file;
+  const id = `${it.split}:${where}`;
+  const opts = classes.map(c => `<option ${c === it.suggested ? "selected" : ""}>${esc(c)}</option>`).join("");
+  return `<figure class="suspect" data-split="${esc(it.split)}" data-index="${it.index ?? ""}" data-file="${esc(it.file ?? "")}">
+    <img src="${it.image}" alt="${esc(id)}"><figcaption><b>${esc(id)}</b><br>given <b>${esc(it.given)}</b> → <b>${esc(it.suggested)}</b>
+    <br><span class="muted">score ${fmt(it.score)}</span><br>
+    <button class="secondary" data-act="keep">keep</button> <button data-act="relabel">relabel</button>
+    <select data-label>${opts}</select> <button class="danger" data-act="exclude">exclude</button>
+    <span class="decided muted"></span></figcaption></figure>`;
+}
+
+function showHealth(rep) {
+  const byKind = k => rep.issues.filter(i => i.kind === k);
+  const sum = Object.keys(KIND_TITLES).map(k => `${byKind(k).length} ${k}`).join(", ");
+  let html = `<div class="card"><b>${esc(rep.dataset)}</b>: ${rep.images.toLocaleString()} images (${esc(rep.split)}), ${rep.folds}-fold
+    ${esc(rep.recipe)}, out-of-sample accuracy ${fmt(rep.accuracy)}, ${Math.round(rep.seconds)} s: ${esc(sum)}.
+    Decisions are saved to <code>${esc(rep.corrections)}</code>; train on them with <code>--set data.corrections=${esc(rep.corrections)}</code>.</div>`;
+  for (const kind of Object.keys(KIND_TITLES)) {
+    const items = byKind(kind);
+    if (!items.length) continue;
+    html += `<div class="card"><h2>${KIND_TITLES[kind]} (${items.length})</h2>`;
+    if (kind === "label") html += `<div class="grid health">${items.map(it => healthCard(it, rep.classes)).join("")}</div>`;
+    else if (kind === "leak" || kind === "duplicate") html += items.map(g => `<div class="row">${g.members.map(m =>
+      `<figure><img src="${m.image}" alt=""><figcaption>${esc(m.split)}:${esc(m.index ?? m.file)}<br>${esc(m.label)}</figcaption></figure>`).join("")}
+      ${g.labels_agree ? "" : "<span class='error-line'>their labels differ</span>"}</div>`).join("");
+    else if (kind === "outlier") html += `<div class="grid">${items.map(it => `<figure><img src="${it.image}" alt=""><figcaption>${esc(it.split)}:${esc(it.index ?? it.file)}<br><span class="muted">${esc(it.reason)}</span></figcaption></figure>`).join("")}</div>`;
+    else html += items.map(it => `<div>${esc(it.file || it.split || "")} ${esc(it.reason)}</div>`).join("");
+    html += "</div>";
+  }
+  $("#h-results").innerHTML = html;
+  $("#h-results").onclick = async e => {
+    const b = e.target.closest("[data-act]");
+    if (!b) return;
+    const fig = b.closest(".suspect");
+    const body = {dataset: rep.requested, split: fig.dataset.split, action: b.dataset.act,
+      index: fig.dataset.index === "" ? null : parseInt(fig.dataset.index, 10), file: fig.dataset.file || null,
+      label: b.dataset.act === "relabel" ? fig.querySelector("[data-label]").value : null};
+    try {
+      await post("/health/corrections", body);
+      fig.querySelector(".decided").textContent = b.dataset.act === "relabel" ? `relabeled ${body.label}` : `${b.dataset.act} saved`;
+      fig.classList.add("done");
+    } catch (x) { fig.querySelector(".decided").textContent = x.message; }
+  };
+}
+
 // ------------------------------------------------------------------ Errors
 async function runPicker(selectedId, hashPrefix, choose = models => models[0]) {
   // the server lists drawing models first (mnist-draw, then MNIST), tuning trials last; `choose` picks the default
@@ -450,6 +535,7 @@ async function route() {
     if (page === "run" && arg2) runPage(arg2);
     else if (page === "compare") await comparePage(arg2);
     else if (page === "data") await dataPage(arg2);
+    else if (page === "health") await healthPage(arg2);
     else if (page === "errors") await errorsPage(arg2);
     else if (page === "try") await tryPage(arg2);
     else if (page === "train") await trainPage();
