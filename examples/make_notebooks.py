@@ -40,6 +40,11 @@ nb("fashion-mnist.ipynb", [
     ("code", 'x_test, y_test = run.split("test")\npred = run.predict(x_test[:1].permute(0, 2, 3, 1).numpy())\nprint(pred.class_names[0], pred.probs[0].round(3))'),
     ("md", "The lesson's picture: each test image with its predicted class and confidence (blue when right, red when wrong, the true class in brackets), beside its ten probabilities (the predicted bar red, the true bar blue)."),
     ("code", 'run.plot_predictions(range(15))'),
+    ("md", "## Data health: which test labels are wrong?\n\nEvery image of the test set is scored by a model that never saw it (5-fold cross-fitting of the fast preset `fashion-fast`); confident learning (cleanlab) flags the labels those models find unlikely. `suspects(n)` lists the least likely labels, flagged or not: the ones to look at first. Fashion-MNIST's shirts, T-shirts and pullovers are where its labels are most often wrong."),
+    ("code", 'health = trainlab.check_data("fashion-mnist", split="test", limit=2000 if QUICK else None, settings=settings)\nprint(health.summary())\nfor line in health.lines(per_kind=5):\n    print(line)'),
+    ("code", 'from trainlab.health import write_picture\nwrite_picture(health, "fashion-mnist", None, settings, n=20, split="test")'),
+    ("md", "Decisions go to a corrections file, never into the dataset: here the 20 least likely test images are excluded (in practice, look at each first and relabel or keep it: the dashboard's *Data health* page has a button for each). Training with `data.corrections` applies them and records the file's sha256 in the run."),
+    ("code", 'suspects = [f"test:{s[\'index\']}" for s in health.suspects(20, split="test")]\ntrainlab.fix_data("fashion-corrections.yaml", dataset="fashion-mnist", exclude=suspects, settings=settings)\nfixed = trainlab.train("fashion-mlp", epochs=1 if QUICK else 5, overrides={**overrides, "data.corrections": "fashion-corrections.yaml"}, settings=settings)\nprint(f"test accuracy {run.metrics.test_acc:.4f} on all test images, {fixed.metrics.test_acc:.4f} without the 20 suspects")'),
 ])
 
 nb("mnist-mlp.ipynb", [

@@ -232,3 +232,65 @@ def test_serve_command_with_two_workers_and_its_errors(runs):
         proc.wait(30)
     bad = cli("serve", "no-such-run", "--runs-dir", settings.runs_dir)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no run 'no-such-run'")
+
+
+def wait_for_server(port: int, proc, token: str | None = None) -> None:
+    for _ in range(150):
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Authorization": f"Bearer {token}"} if token else {})
+            urllib.request.urlopen(req, timeout=1)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(proc.stderr.read())
+            time.sleep(0.2)
+    pytest.fail("the server did not answer")
+
+
+def test_the_open_inference_protocol_with_tritonclient(runs):
+    """KServe V2 on `trainlab serve`, spoken by Triton's own HTTP client: health, metadata, and
+    inference on 100 test images (binary tensors, tritonclient's default, and JSON) with the same
+    top-1 as `trainlab predict`; its errors are one line, and the token is needed."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+    settings, mlp, _ = runs
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "trainlab", "serve", mlp.run_id, "--port", str(port), "--token", "t0ken",
+                             "--runs-dir", str(settings.runs_dir), "--data-dir", str(settings.data_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_server(port, proc, "t0ken")
+        auth = {"Authorization": "Bearer t0ken"}  # passed as a copy: tritonclient adds its own headers to the dict
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_live(headers=dict(auth)) and client.is_server_ready(headers=dict(auth))
+        assert client.is_model_ready(mlp.run_id, headers=dict(auth)) and client.is_model_ready(mlp.recipe.name, headers=dict(auth))
+        meta = client.get_model_metadata(mlp.run_id, headers=dict(auth))
+        assert meta["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 28, 28]}]
+        assert meta["outputs"][0] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
+        x, _ = mlp.split("test")
+        images = x[:100, 0].cpu().numpy()
+        want = mlp.predict(x[:100].permute(0, 2, 3, 1).numpy())
+        for binary in (True, False):
+            tensor = triton.InferInput("images", list(images.shape), "UINT8")
+            tensor.set_data_from_numpy(images, binary_data=binary)
+            outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("probabilities", "class_name")]
+            got = client.infer(mlp.run_id, [tensor], outputs=outputs, headers=dict(auth))
+            probs = got.as_numpy("probabilities")
+            assert probs.shape == (100, 10) and list(probs.argmax(1)) == list(want.labels)
+            assert np.abs(probs - want.probs).max() < 1e-5
+            assert [n.decode() if isinstance(n, bytes) else n for n in got.as_numpy("class_name")] == want.class_names
+        wrong = triton.InferInput("images", [1, 5, 5], "UINT8")
+        wrong.set_data_from_numpy(np.zeros((1, 5, 5), np.uint8))
+        with pytest.raises(InferenceServerException, match=r"shape \[1, 5, 5\]; this model takes \[-1, 28, 28\]"):
+            client.infer(mlp.run_id, [wrong], headers=dict(auth))
+        floats = triton.InferInput("images", [1, 28, 28], "FP32")
+        floats.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))
+        with pytest.raises(InferenceServerException, match="send UINT8 raw pixels"):
+            client.infer(mlp.run_id, [floats], headers=dict(auth))
+        with pytest.raises(InferenceServerException, match="no model 'other' here"):
+            client.get_model_metadata("other", headers=dict(auth))
+        with pytest.raises(InferenceServerException, match="needs its token"):
+            client.is_server_live() or client.get_model_metadata(mlp.run_id)
+    finally:
+        proc.terminate()
+        proc.wait(30)

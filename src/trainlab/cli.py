@@ -764,6 +764,18 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
 
 
 @app.command()
+def report(runs: Annotated[list[str], typer.Argument(help="One or more run ids (several are compared).")],
+           out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+           runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None) -> None:
+    """One self-contained HTML report (opens offline): recipes and what differs, interactive learning curves,
+    per-class test metrics, the confusion matrix, the highest-loss mistakes, the environment, the model card."""
+    prepare_for_work()
+    from trainlab.report import write_report
+    path = write_report(runs, out, settings_for(data_dir, runs_dir))
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {len(runs)} run{'s' if len(runs) > 1 else ''})")
+
+
+@app.command()
 def export(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
            format_: Annotated[str, typer.Option("--format", help="onnx (the only format).")] = "onnx",
            out: Annotated[Optional[Path], typer.Option(help="Output file (default: model.onnx, or model-full.onnx, in the run folder).")] = None,

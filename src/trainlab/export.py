@@ -97,6 +97,7 @@ class ExportReport:
     seconds: float
     prepare: str = "dataset"
     checked_on: str = "test images"  # what the check ran on, in words
+    card: Path | None = None  # the model card written beside the model
 
     @property
     def ok(self) -> bool:
@@ -105,11 +106,11 @@ class ExportReport:
         return self.max_abs_diff <= TOLERANCE and self.top1_agree == self.images
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "path": str(self.path)}
+        return {**asdict(self), "path": str(self.path), "card": str(self.card) if self.card else None}
 
     def text(self) -> str:
         size = self.path.stat().st_size / 1e6 if self.path.is_file() else 0.0
-        head = f"exported {self.path} ({size:.2f} MB, opset {self.opset}, {self.seconds:.1f} s): "
+        head = f"exported {self.path} ({size:.2f} MB, opset {self.opset}, {self.seconds:.1f} s{', card ' + self.card.name if self.card else ''}): "
         if self.prepare == "full":
             return (head + f"any photo in (uint8 H x W x C); onnxruntime and `trainlab predict` agree on {self.images:,} "
                     f"{self.checked_on}: top-1 identical {self.top1_agree:,}/{self.images:,}, max |probability "
@@ -226,6 +227,19 @@ def verify_photos(path: Path, run: Run, files: list[tuple[str, bytes]]) -> tuple
 
 
 PREPARES = ("dataset", "full")
+CARD_MARK = "library_name: onnx"
+
+
+def write_card(r: Run, folder: Path, settings: Settings) -> Path:
+    """The model card, README.md beside the model (the Hub reads that name); a README.md that is not
+    a trainlab card is left alone and the card goes to model-card.md."""
+    from trainlab.card import model_card
+    from trainlab.fileio import atomic_write
+    path = folder / "README.md"
+    if path.exists() and CARD_MARK not in path.read_text(errors="replace")[:200]:
+        path = folder / "model-card.md"
+    record = read_record(r.run_dir) if r.run_dir else None
+    return atomic_write(path, model_card(r, record, r.evaluate("test", settings)))
 
 
 def _checked_run(run: str | os.PathLike | Run, settings: Settings) -> Run:
@@ -275,6 +289,7 @@ def export_onnx(run: str | os.PathLike | Run, out: str | os.PathLike | None = No
         report.seconds = time.perf_counter() - t0
         os.chmod(tmp, 0o666 & ~umask())  # like every other file trainlab writes, not mkstemp's 0600
         os.replace(tmp, dest)
+        report.card = write_card(r, dest.parent, settings)
         return report
     finally:
         tmp.unlink(missing_ok=True)

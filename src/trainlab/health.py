@@ -135,12 +135,21 @@ def cross_fit(x: np.ndarray, y: np.ndarray, classes: list[str], recipe: str, k: 
 
 def label_issues(y: np.ndarray, probs: np.ndarray, where, classes, files) -> tuple[list[dict], np.ndarray]:
     """The label issues, most unlikely label first, and their positions in the pool."""
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+    find_label_issues, get_label_quality_scores = _cleanlab()
     scores = get_label_quality_scores(y, probs, method="self_confidence")
     flagged = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
     return [_item("label", where[i], files, given=classes[y[i]], suggested=classes[int(probs[i].argmax())],
                   score=float(scores[i])) for i in flagged], flagged
+
+
+def _cleanlab():
+    """cleanlab's two functions; its import of tqdm.auto warns in a notebook without ipywidgets."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    return find_label_issues, get_label_quality_scores
 
 
 def _item(kind: str, at: tuple[str, int], files: dict, **more) -> dict:
@@ -304,7 +313,7 @@ def check_data(data: str | Dataset = "mnist", *, split: str = "all", recipe: str
               unbalanced, unreadable]
     issues = [i for g in groups for i in (g[:top] if top else g)]
     say("done", 1, 1)
-    from cleanlab.rank import get_label_quality_scores
+    _, get_label_quality_scores = _cleanlab()
     return HealthReport(ds.name, split, folds, recipe, len(y), list(ds.classes), issues, counts,
                         float((probs.argmax(1) == y).mean()), time.perf_counter() - t0,
                         get_label_quality_scores(y, probs, method="self_confidence"), probs, y, where, ds.files)
@@ -379,10 +388,11 @@ def describe(item: dict) -> str:
     return f"{k:<10} {_where(item) if item.get('split') or item.get('file') else '':<22} {item.get('reason', '')}"
 
 
-def write_picture(report: HealthReport, data, path, settings: Settings | None = None, n: int = 50,
-                  split: str | None = None) -> Path:
+def write_picture(report: HealthReport, data, path=None, settings: Settings | None = None, n: int = 50,
+                  split: str | None = None):
     """The `n` least likely labels (of `split`, or all) as a grid: each image with its given and
-    suggested label; the ones confident learning flagged are marked with *."""
+    suggested label; the ones confident learning flagged are marked with *. A PNG at `path`, or
+    (no path) the matplotlib Figure, as a notebook shows it."""
     from trainlab.plots import plot_gallery
     ds = data if isinstance(data, Dataset) else load_dataset(data, settings=settings, skip_unreadable=True)
     items = report.suspects(n, split)
@@ -397,9 +407,9 @@ def write_picture(report: HealthReport, data, path, settings: Settings | None = 
     if not images:
         raise TrainlabError("no label issues to draw")
     where = f" {split}" if split else ""
-    plot_gallery(np.stack(images), titles, path, title=f"{report.dataset}{where}: the {len(items)} least likely labels "
-                 f"(given -> suggested; * flagged by confident learning), {report.folds}-fold {report.recipe}", cols=10)
-    return Path(path)
+    out = plot_gallery(np.stack(images), titles, path, title=f"{report.dataset}{where}: the {len(items)} least likely labels "
+                       f"(given -> suggested; * flagged by confident learning), {report.folds}-fold {report.recipe}", cols=10)
+    return Path(path) if path is not None else out
 
 
 def save_report(report: HealthReport, settings: Settings) -> Path:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from trainlab.errors import NotResumable
 from trainlab.fileio import open_inside
@@ -183,6 +183,17 @@ def _regular(folder: Path, name: str) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+@router.get("/report", response_class=HTMLResponse)
+def report(s: SettingsDep, runs: str = Query(..., max_length=4000, description="run ids, comma-separated")):
+    """The self-contained HTML report of one run or several (`trainlab report`), as a download."""
+    from trainlab.report import build_report
+    ids = [r for r in runs.split(",") if r][:20]
+    for r in ids:
+        checked_run_dir(r, s)
+    name = f"report-{ids[0]}.html" if len(ids) == 1 else f"report-{len(ids)}-runs.html"
+    return HTMLResponse(build_report(ids, s), headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/compare")

@@ -1,6 +1,7 @@
 """`trainlab serve RUN`: the predict API alone, for one run, through torch or onnxruntime.
 
-Routes: `POST /api/v1/predict`, `GET /api/v1/models`, `GET /healthz`. With `--workers N` uvicorn
+Routes: `POST /api/v1/predict`, `GET /api/v1/models`, `GET /healthz`, and the Open Inference
+Protocol under `/v2` (api_v2.py: what KServe, Triton and their clients speak). With `--workers N` uvicorn
 starts N processes, each building its app from the settings (`app_from_settings`)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from trainlab.runs.record import read_record, resolve_run_dir
 from trainlab.runs.run import load_run
 from trainlab.settings import Settings, export_to_environment, load_settings
 from trainlab.version import __version__
-from trainlab.web import api_predict
+from trainlab.web import api_predict, api_v2
 from trainlab.web.app import check_port, install_errors, install_guard, install_token, is_loopback
 from trainlab.web.deps import ServedModel, model_info
 from trainlab.web.finite_json import FiniteJSONResponse
@@ -48,6 +49,7 @@ def create_serve_app(settings: Settings, token: str | None = None) -> FastAPI:
     # predict changes nothing, so API clients need no extra header; Host and Origin are still checked
     install_guard(app, settings.serve_host or "127.0.0.1", settings.allowed_host_names, token, need_client_header=False)
     app.include_router(api_predict.router)
+    app.include_router(api_v2.router)  # the Open Inference Protocol (KServe V2)
 
     @app.get("/healthz")
     def healthz():

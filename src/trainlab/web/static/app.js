@@ -106,7 +106,8 @@ function runsPage() {
 function runPage(id) {
   main.innerHTML = `<h1>Run <span id="run-id">${esc(id)}</span> <span id="run-status" class="status"></span></h1>
     <div class="card row"><div style="flex:1"><div id="progress-text">Loading…</div><div class="muted" id="eta"></div></div>
-      <button id="stop-btn" class="danger" hidden>Stop</button><button id="resume-btn" hidden>Resume</button></div>
+      <button id="stop-btn" class="danger" hidden>Stop</button><button id="resume-btn" hidden>Resume</button>
+      <a class="button secondary" id="report-link" href="/api/v1/report?runs=${encodeURIComponent(id)}" download>Download report</a></div>
     <div class="charts"><div class="chart" id="loss-chart"></div><div class="chart" id="acc-chart"></div></div>
     <div class="row" style="margin-top:14px"><div class="card" style="flex:1;min-width:320px"><h2>Results</h2><div id="results"></div>
       <h2>Files</h2><div id="files"></div></div>
@@ -195,7 +196,7 @@ async function comparePage(ids) {
   main.innerHTML = `<h1>Compare</h1><div class="charts"><div class="chart" id="cmp-vacc"></div><div class="chart" id="cmp-vloss"></div>
     <div class="chart" id="cmp-acc"></div><div class="chart" id="cmp-loss"></div></div>
     <div id="cmp-hidden"></div>
-    <div class="card" style="margin-top:14px"><h2>Results</h2><div id="cmp-results"></div><h2>Settings that differ</h2><div id="cmp-diff"></div></div>`;
+    <div class="card" style="margin-top:14px"><h2>Results <a class="button secondary" id="report-link" href="/api/v1/report?runs=${encodeURIComponent(ids)}" download>Download report</a></h2><div id="cmp-results"></div><h2>Settings that differ</h2><div id="cmp-diff"></div></div>`;
   let c;
   try { c = await api(`/compare?runs=${encodeURIComponent(ids)}`); } catch (e) { main.innerHTML = `<div class="error-line">${esc(e.message)}</div>`; return; }
   const names = c.runs.map(r => `${r.recipe} (${r.run_id.slice(-6)})`);
