@@ -28,7 +28,7 @@ _EXPORTS = {
     "tune": "trainlab.tuning.study", "TuneOptions": "trainlab.tuning.study", "study_report": "trainlab.tuning.study", "Metrics": "trainlab.runs.record", "load_space": "trainlab.tuning.space",
     "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
     "check_data": "trainlab.health", "fix_data": "trainlab.health", "HealthReport": "trainlab.health",
-    "read_corrections": "trainlab.data.corrections",
+    "read_corrections": "trainlab.data.corrections", "build_report": "trainlab.report", "write_report": "trainlab.report",
 }
 __all__ = [*_EXPORTS, "__version__"]
 __getattr__, _dir = lazy_exports(__name__, _EXPORTS)
