@@ -23,7 +23,7 @@ LAYERS: dict[str, list[str]] = {
     "core": ["recipes", "models", "optim", "metrics", "plots", "history", "data"],
     "engine": ["engine", "inference"],
     "records": ["runs"],
-    "applications": ["training", "tuning", "evaluate", "predict", "pictures", "export", "health", "card", "report"],
+    "applications": ["training", "tuning", "evaluate", "predict", "pictures", "export", "health", "card", "report", "share"],
     "interfaces": ["cli", "__main__", "__init__", "web"],
 }
 DATA_FOLDERS = {"presets", "tuning.spaces"}  # YAML shipped with the package, no code

@@ -536,6 +536,29 @@ def runs_tag(run: str, tags: Annotated[Optional[list[str]], typer.Argument(help=
     typer.echo(f"tagged {run_id}")
 
 
+@runs_app.command("export")
+def runs_export(runs: Annotated[list[str], typer.Argument(help="Run ids.")],
+                tensorboard: Annotated[Optional[Path], typer.Option(help="Write TensorBoard event files under DIR (a folder per run).")] = None,
+                mlflow: Annotated[Optional[str], typer.Option(help="Log to the MLflow tracking store at URI (file:./mlruns, sqlite:///mlflow.db, http://...).")] = None,
+                experiment: Annotated[str, typer.Option(help="The MLflow experiment.")] = "trainlab",
+                runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Share runs with TensorBoard (event files: scalars per epoch and batch, HParams, curves and confusion
+    matrix) or MLflow (params, per-epoch metrics, weights, ONNX, model card and report as artifacts)."""
+    if not tensorboard and not mlflow:
+        fail("say where: --tensorboard DIR and/or --mlflow URI")
+    prepare_for_work()
+    from trainlab import share
+    settings = settings_for(data_dir, runs_dir)
+    if tensorboard:
+        folders = share.to_tensorboard(runs, tensorboard, settings)
+        typer.echo(f"wrote TensorBoard event files for {len(folders)} run{'s' if len(folders) != 1 else ''} under {tensorboard} "
+                   f"(tensorboard --logdir {tensorboard})")
+    if mlflow:
+        for run_id, mlflow_id in share.to_mlflow(runs, mlflow, settings, experiment):
+            typer.echo(f"{run_id}: " + (f"MLflow run {mlflow_id} in experiment {experiment!r} at {mlflow}" if mlflow_id
+                                        else f"already in MLflow experiment {experiment!r}; skipped"))
+
+
 @runs_app.command("rm")
 def runs_rm(runs: Annotated[list[str], typer.Argument(help="Run ids to delete.")],
             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,

@@ -161,12 +161,13 @@ pre {{ white-space: pre-wrap; background: #f7f7f7; padding: 10px; font-size: 12p
 const runs = JSON.parse(document.getElementById("report-data").textContent);
 const n = Math.max(1, ...runs.map(r => r.history.length));
 const x = Array.from({{length: n}}, (_, i) => i + 1);
-for (const [key, title] of [["val_acc", "Validation accuracy"], ["val_loss", "Validation loss"], ["acc", "Training accuracy"], ["loss", "Training loss"]]) {{
-  const el = document.createElement("div"); el.className = "chart"; document.getElementById("charts").appendChild(el);
+const charts = [["val_acc", "Validation accuracy"], ["val_loss", "Validation loss"], ["acc", "Training accuracy"], ["loss", "Training loss"]]
+  .map(([key, title]) => {{ const el = document.createElement("div"); el.className = "chart"; document.getElementById("charts").appendChild(el); return [key, title, el]; }});
+for (const [key, title, el] of charts) {{  // sized once all four are in the grid
   const series = [{{label: "epoch"}}, ...runs.map(r => ({{label: r.name, stroke: r.color, width: 1.5, spanGaps: true, points: {{show: true, size: 6, fill: r.color}}}}))];
   const data = [x, ...runs.map(r => x.map(i => (r.history[i - 1] || {{}})[key] ?? null))];
   new uPlot({{title, width: Math.max(360, el.clientWidth || 540), height: 260, series, scales: {{x: {{time: false}}}},
-             axes: [{{label: "epoch"}}, {{}}]}}, data, el);
+             axes: [{{label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]}}, {{}}]}}, data, el);
 }}
 </script></body></html>
 """
