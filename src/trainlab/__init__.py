@@ -29,6 +29,7 @@ _EXPORTS = {
     "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
     "check_data": "trainlab.health", "fix_data": "trainlab.health", "HealthReport": "trainlab.health",
     "read_corrections": "trainlab.data.corrections", "build_report": "trainlab.report", "write_report": "trainlab.report",
+    "to_tensorboard": "trainlab.share", "to_mlflow": "trainlab.share",
 }
 __all__ = [*_EXPORTS, "__version__"]
 __getattr__, _dir = lazy_exports(__name__, _EXPORTS)
