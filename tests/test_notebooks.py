@@ -58,4 +58,4 @@ def test_notebook_runs(executed, name):
     if name == "fashion-mnist":
         html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
         assert "Training... (100.0%) done" in html  # the notebook progress bar reached its end
-        assert "checked 2,000 fashion-mnist images (test)" in text and "without the 20 suspects" in text  # data health
+        assert "checked 1,000 fashion-mnist images (test) with 3-fold" in text and "without the 20 suspects" in text  # data health
