@@ -136,6 +136,7 @@ def test_the_lesson_in_the_browser(dashboard, page, tmp_path_factory):
     page.goto(url + f"#/run/{live_id}")
     page.wait_for_function("document.querySelector('#progress-text').textContent.includes('test accuracy')", timeout=30_000)
     assert float(page.inner_text("#test-acc")) > 0.8
+    assert page.get_attribute("#report-link", "href") == f"/api/v1/report?runs={live_id}"
     shoot(page, "run", tmp_path_factory)
     # 5. compare the two
     page.goto(url + "#/runs")
@@ -148,6 +149,10 @@ def test_the_lesson_in_the_browser(dashboard, page, tmp_path_factory):
     assert "optimizer.name" in diff and "sgd" in diff and "rmsprop" in diff
     assert int(page.get_attribute("#cmp-vacc", "data-points")) == 30
     shoot(page, "compare", tmp_path_factory)
+    with page.expect_download() as download:  # the report of both, as one HTML file
+        page.click("#report-link")
+    saved = Path(download.value.path()).read_text()
+    assert download.value.suggested_filename == "report-2-runs.html" and live_id in saved and term_id in saved
     # 6. the confusion matrix: click the most frequent mistake, see its images
     page.goto(url + f"#/errors/{live_id}")
     page.wait_for_selector(".heat td[data-t]")
