@@ -183,3 +183,10 @@ def test_the_health_api_checks_and_saves_decisions(tmp_path, data_dir):
             assert r.status_code == status and message in r.json()["error"], r.json()
         assert client.get("/api/v1/health/checks/999").status_code == 404
         assert client.post("/api/v1/health/checks", json={"dataset": "mnist", "folds": 1}).status_code == 422
+
+
+def test_a_weak_cross_fit_says_its_label_findings_are_unreliable():
+    from trainlab.health import HealthReport
+    weak = HealthReport("photos", "all", 3, "mnist-fast", 60, ["a", "b"], accuracy=0.47)
+    assert "right on only 47% of the images they never saw" in weak.summary()
+    assert "note" not in HealthReport("mnist", "all", 5, "mnist-fast", 70000, ["0"], accuracy=0.988).summary()

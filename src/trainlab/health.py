@@ -40,6 +40,7 @@ FAST = {"mnist": "mnist-fast", "fashion-mnist": "fashion-fast", "cifar10": "cifa
 HASH_BITS = 4  # pHash distance of a duplicate candidate
 SAME_THUMB = 0.985  # thumbnail correlation that confirms a duplicate (see _thumbs)
 MIN_STEPS = 300  # a small tree trains for at least this many steps in each fold
+WEAK = 0.8  # below this out-of-sample accuracy the summary says the label findings are unreliable
 
 
 @dataclass
@@ -74,8 +75,12 @@ class HealthReport:
 
     def summary(self) -> str:
         found = ", ".join(f"{len(self.of(k))} {k}" for k in KINDS if self.of(k)) or "nothing"
-        return (f"checked {self.images:,} {self.dataset} images ({self.split}) with {self.folds}-fold {self.recipe} "
+        line = (f"checked {self.images:,} {self.dataset} images ({self.split}) with {self.folds}-fold {self.recipe} "
                 f"(out-of-sample accuracy {self.accuracy:.4f}, {self.seconds:.0f} s): {found}")
+        if self.accuracy < WEAK:
+            line += (f"\nnote: the cross-fitted models are right on only {self.accuracy:.0%} of the images they never saw; "
+                     "most label findings are then their mistakes, not the labels': add images or give a stronger --recipe")
+        return line
 
     def lines(self, per_kind: int = 10) -> list[str]:
         out = []
