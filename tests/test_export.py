@@ -287,6 +287,12 @@ def test_the_open_inference_protocol_with_tritonclient(runs):
         floats.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))
         with pytest.raises(InferenceServerException, match="send UINT8 raw pixels"):
             client.infer(mlp.run_id, [floats], headers=dict(auth))
+        import urllib.error
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{mlp.run_id}/infer", data=b'{"inputs": 3}',
+                                     headers={**auth, "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad)
+        assert refused.value.code == 400 and "not an inference request: inputs: Input should be a valid array" in refused.value.read().decode()
         with pytest.raises(InferenceServerException, match="no model 'other' here"):
             client.get_model_metadata("other", headers=dict(auth))
         with pytest.raises(InferenceServerException, match="needs its token"):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from trainlab.version import __version__
 from trainlab.web.api_predict import _read, _timed
@@ -149,9 +149,10 @@ def _parse(raw: bytes, header_length: str | None) -> tuple[InferRequest, bytes]:
         head, rest = raw, b""
     try:
         return InferRequest.model_validate_json(head), rest
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise HTTPException(400, f"not an inference request: {first[1].strip() if len(first) > 1 else first[0]}"[:300]) from None
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"]) or "body"
+        raise HTTPException(400, f"not an inference request: {where}: {e['msg']}"[:300]) from None
 
 
 def _images(req: InferRequest, rest: bytes, model) -> np.ndarray:
