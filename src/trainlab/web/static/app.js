@@ -298,7 +298,8 @@ function showHealth(rep) {
   const sum = Object.keys(KIND_TITLES).map(k => `${byKind(k).length} ${k}`).join(", ");
   let html = `<div class="card"><b>${esc(rep.dataset)}</b>: ${rep.images.toLocaleString()} images (${esc(rep.split)}), ${rep.folds}-fold
     ${esc(rep.recipe)}, out-of-sample accuracy ${fmt(rep.accuracy)}, ${Math.round(rep.seconds)} s: ${esc(sum)}.
-    Decisions are saved to <code>${esc(rep.corrections)}</code>; train on them with <code>--set data.corrections=${esc(rep.corrections)}</code>.</div>`;
+    Decisions are saved to <code>${esc(rep.corrections)}</code>; train on them with <code>--set data.corrections=${esc(rep.corrections)}</code>.
+    ${rep.accuracy < 0.8 ? `<div class="error-line">The cross-fitted models are right on only ${Math.round(100 * rep.accuracy)}% of the images they never saw: most label findings are then their mistakes, not the labels'. Check more images or the whole dataset.</div>` : ""}</div>`;
   for (const kind of Object.keys(KIND_TITLES)) {
     const items = byKind(kind);
     if (!items.length) continue;
