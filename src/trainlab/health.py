@@ -39,7 +39,7 @@ KINDS = ("label", "leak", "duplicate", "outlier", "balance", "unreadable")
 FAST = {"mnist": "mnist-fast", "fashion-mnist": "fashion-fast", "cifar10": "cifar10-fast"}
 HASH_BITS = 4  # pHash distance of a duplicate candidate
 SAME_THUMB = 0.985  # thumbnail correlation that confirms a duplicate (see _thumbs)
-MIN_STEPS = 300  # each fold trains for at least this many steps (a small tree, a --limit look), 40 epochs at most
+MIN_STEPS = 300  # each fold trains for at least this many steps (a small tree, a --limit look), 30 epochs at most
 WEAK = 0.8  # below this out-of-sample accuracy the summary says the label findings are unreliable
 
 
@@ -308,7 +308,7 @@ def check_data(data: str | Dataset = "mnist", *, split: str = "all", recipe: str
         base = load_recipe(recipe)
         steps = math.ceil(len(y) * (folds - 1) / folds / base.batch_size)
         if steps * base.epochs < MIN_STEPS:
-            sets["epochs"] = min(40, math.ceil(MIN_STEPS / max(steps, 1)))
+            sets["epochs"] = min(30, math.ceil(MIN_STEPS / max(steps, 1)))  # more memorises the wrong labels
     probs = cross_fit(x, y, ds.classes, recipe, folds, settings, ds.name, say, sets, stop)
     say("duplicates", 0, 1)
     labels, flagged = label_issues(y, probs, where, ds.classes, ds.files)
