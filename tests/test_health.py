@@ -93,7 +93,7 @@ def test_data_check_cli_json_lines_and_bad_input(flipped, tmp_path):
     assert len([i for i in items if i["kind"] == "label"]) <= 5 and items[0]["kind"] == "label"
     text = trainlab_here("data", "check", root, "--folds", "2", "--picture", tmp_path / "top.png", extra_env={"TRAINLAB_CACHE": str(tmp_path)})
     assert text.returncode == 0, text.stderr
-    assert text.stdout.startswith(f"checked 243 tree images (all) with 2-fold mnist-fast") and (tmp_path / "top.png").is_file()
+    assert text.stdout.startswith("checked 243 tree images (all) with 2-fold mnist-fast") and (tmp_path / "top.png").is_file()
     for args, message in [(["--split", "dev"], "--split 'dev': use train, test or all"), (["--folds", "1"], "--folds 1: use 2-20"),
                           (["--top", "0"], "--top 0: give at least 1")]:
         bad = trainlab_here("data", "check", root, *args)

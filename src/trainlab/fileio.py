@@ -29,6 +29,11 @@ def _umask() -> int:
 umask = _umask
 
 
+def safe_name(text: str, limit: int = 80, default: str = "data") -> str:
+    """`text` as a file name: letters, digits, '-', '_' and '.' kept, anything else a '-'."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)[:limit] or default
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
     usual mode (0666 less the umask), not mkstemp's private 0600."""

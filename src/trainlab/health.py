@@ -31,7 +31,7 @@ import numpy as np
 
 from trainlab.data.corrections import Correction, Corrections, check_against, read_corrections, write_corrections
 from trainlab.data.readers import Dataset
-from trainlab.data.registry import DATASETS, load_dataset
+from trainlab.data.registry import load_dataset
 from trainlab.errors import TrainlabError
 from trainlab.settings import Settings, load_settings
 
@@ -138,13 +138,14 @@ def cross_fit(x: np.ndarray, y: np.ndarray, classes: list[str], recipe: str, k: 
     return probs
 
 
-def label_issues(y: np.ndarray, probs: np.ndarray, where, classes, files) -> tuple[list[dict], np.ndarray]:
-    """The label issues, most unlikely label first, and their positions in the pool."""
+def label_issues(y: np.ndarray, probs: np.ndarray, where, classes, files) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """The label issues, most unlikely label first, their positions in the pool, and every image's
+    label quality score (self-confidence)."""
     find_label_issues, get_label_quality_scores = _cleanlab()
     scores = get_label_quality_scores(y, probs, method="self_confidence")
     flagged = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
     return [_item("label", where[i], files, given=classes[y[i]], suggested=classes[int(probs[i].argmax())],
-                  score=float(scores[i])) for i in flagged], flagged
+                  score=float(scores[i])) for i in flagged], flagged, scores
 
 
 def _cleanlab():
@@ -182,7 +183,7 @@ def phashes(x: np.ndarray) -> np.ndarray:
     out = np.empty(len(x), np.uint64)
     for i, im in enumerate(x):
         bits = imagehash.phash(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im)).hash.flatten()
-        out[i] = int("".join("1" if b else "0" for b in bits), 2)
+        out[i] = int.from_bytes(np.packbits(bits).tobytes(), "big")
     return out
 
 
@@ -311,7 +312,7 @@ def check_data(data: str | Dataset = "mnist", *, split: str = "all", recipe: str
             sets["epochs"] = min(30, math.ceil(MIN_STEPS / max(steps, 1)))  # more memorises the wrong labels
     probs = cross_fit(x, y, ds.classes, recipe, folds, settings, ds.name, say, sets, stop)
     say("duplicates", 0, 1)
-    labels, flagged = label_issues(y, probs, where, ds.classes, ds.files)
+    labels, flagged, scores = label_issues(y, probs, where, ds.classes, ds.files)
     dups = duplicate_issues(x, y, where, ds.classes, ds.files) if len(x) > 1 else []
     outliers = outlier_issues(x, probs, where, ds.files, {int(i) for i in flagged})
     counts, unbalanced = balance(ds, split)
@@ -321,10 +322,8 @@ def check_data(data: str | Dataset = "mnist", *, split: str = "all", recipe: str
               unbalanced, unreadable]
     issues = [i for g in groups for i in (g[:top] if top else g)]
     say("done", 1, 1)
-    _, get_label_quality_scores = _cleanlab()
     return HealthReport(ds.name, split, folds, recipe, len(y), list(ds.classes), issues, counts,
-                        float((probs.argmax(1) == y).mean()), time.perf_counter() - t0,
-                        get_label_quality_scores(y, probs, method="self_confidence"), probs, y, where, ds.files)
+                        float((probs.argmax(1) == y).mean()), time.perf_counter() - t0, scores, probs, y, where, ds.files)
 
 
 def _target(text: str, flag: str, ds: Dataset) -> tuple[str, int | None, str | None]:
@@ -349,19 +348,15 @@ def fix_data(path, *, dataset: str | None = None, relabel: list[str] = (), exclu
     first; the file is written whole, atomically, or not at all."""
     path = Path(path)
     settings = settings or load_settings()
-    if path.exists():
-        corr = read_corrections(path)
-        if dataset and dataset != corr.dataset and Path(dataset).name != corr.dataset:
-            raise TrainlabError(f"{path} corrects '{corr.dataset}', not '{dataset}'; use another file for {dataset}")
-        name = dataset or corr.dataset
-    elif not dataset:
+    corr = read_corrections(path) if path.exists() else None
+    if corr is not None and dataset and dataset != corr.dataset and Path(dataset).name != corr.dataset:
+        raise TrainlabError(f"{path} corrects '{corr.dataset}', not '{dataset}'; use another file for {dataset}")
+    if corr is None and not dataset:
         raise TrainlabError(f"{path} does not exist yet: say which dataset it corrects with --dataset NAME")
-    else:
-        name = dataset
     if not (relabel or exclude or keep):
         raise TrainlabError("nothing to do: give --relabel SPLIT:INDEX=LABEL, --exclude SPLIT:INDEX or --keep SPLIT:INDEX")
-    ds = load_dataset(name, settings=settings, skip_unreadable=True)
-    corr = read_corrections(path) if path.exists() else Corrections(ds.name)
+    ds = load_dataset(dataset or corr.dataset, settings=settings, skip_unreadable=True)
+    corr = corr or Corrections(ds.name)
     added = []
     for text in relabel:
         where, eq, label = text.rpartition("=")
@@ -424,7 +419,7 @@ def save_report(report: HealthReport, settings: Settings) -> Path:
     """The report as JSON under <runs>/health/ (what the dashboard's Data health page shows)."""
     import json
 
-    from trainlab.fileio import atomic_write
+    from trainlab.fileio import atomic_write, safe_name
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in report.dataset)[:60]
-    return atomic_write(settings.runs_dir / "health" / f"{stamp}-{safe}-{report.split}.json", json.dumps(report.to_dict()))
+    return atomic_write(settings.runs_dir / "health" / f"{stamp}-{safe_name(report.dataset, 60)}-{report.split}.json",
+                        json.dumps(report.to_dict()))

@@ -6,7 +6,6 @@ run's model card. Nothing is fetched when it opens: scripts, styles and images a
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trainlab.card import model_card
-from trainlab.data.images import png_bytes
+from trainlab.data.images import png_data_url
 from trainlab.errors import TrainlabError
 from trainlab.fileio import atomic_write
 from trainlab.recipes import differing_keys, flatten_recipe
@@ -38,10 +37,6 @@ def _esc(v) -> str:
     return html.escape(str(v))
 
 
-def _png(arr: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(arr, 84)).decode()
-
-
 def _mistakes(run, settings: Settings, n: int = MISTAKES) -> list[dict]:
     import torch
     logits, y, x = run.logits("test", settings)
@@ -50,7 +45,7 @@ def _mistakes(run, settings: Settings, n: int = MISTAKES) -> list[dict]:
     order = wrong[torch.argsort(loss[wrong], descending=True)][:n]
     probs = torch.softmax(logits, 1)
     return [{"index": int(i), "true": run.classes[int(y[i])], "predicted": run.classes[int(probs[i].argmax())],
-             "p": float(probs[i].max()), "loss": float(loss[i]), "image": _png(x[i].permute(1, 2, 0).numpy())} for i in order]
+             "p": float(probs[i].max()), "loss": float(loss[i]), "image": png_data_url(x[i].permute(1, 2, 0).numpy(), 84)} for i in order]
 
 
 def _confusion(report) -> str:

@@ -195,6 +195,12 @@ def load_file(path: str | os.PathLike, style: str, shape: tuple[int, int, int]) 
     return np.asarray(im), prepare_image(im, style, shape)
 
 
+def png_data_url(arr: np.ndarray, size: int | None = None) -> str:
+    """`png_bytes` as a data: URL, for a page or a self-contained report."""
+    import base64
+    return "data:image/png;base64," + base64.b64encode(png_bytes(arr, size)).decode()
+
+
 def png_bytes(arr: np.ndarray, size: int | None = None) -> bytes:
     """A uint8 image (H, W), (H, W, 1) or (H, W, 3) as PNG bytes, optionally enlarged to `size` px
     with hard pixel edges (what a 28x28 input looks like, pixel by pixel)."""

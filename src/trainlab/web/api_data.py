@@ -3,21 +3,16 @@ images by loss, per-class precision, recall and F1)."""
 
 from __future__ import annotations
 
-import base64
 
 from fastapi import APIRouter, HTTPException, Query
 
-from trainlab.data.images import png_bytes
+from trainlab.data.images import png_data_url
 from trainlab.data.registry import DATASETS
 from trainlab.evaluate import confusion_cell
 from trainlab.metrics import classification_report
 from trainlab.web.deps import DatasetsDep, RunDirDep, RunsDep
 
 router = APIRouter(prefix="/api/v1", tags=["data"])
-
-
-def data_url(arr) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(arr)).decode()
 
 
 @router.get("/datasets")
@@ -32,7 +27,7 @@ def samples(name: str, datasets: DatasetsDep, split: str = Query("train", patter
         raise HTTPException(404, f"no dataset {name[:40]!r}; use one of {', '.join(sorted(DATASETS))}")
     ds = datasets.get(name)
     x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    items = [{"index": i, "label": int(y[i]), "class_name": ds.classes[int(y[i])], "image": data_url(x[i])}
+    items = [{"index": i, "label": int(y[i]), "class_name": ds.classes[int(y[i])], "image": png_data_url(x[i])}
              for i in range(start, min(start + n, len(x)))]
     return {"dataset": name, "split": split, "size": len(x), "classes": ds.classes, "items": items}
 
@@ -56,5 +51,5 @@ def cell(run_id: str, folder: RunDirDep, cache: RunsDep, true: int = Query(..., 
     logits, y, x = cache.test_logits(run_id)
     items = confusion_cell(logits, y, true, pred, limit)
     for it in items:
-        it["image"] = data_url(x[it["index"]].permute(1, 2, 0).numpy())
+        it["image"] = png_data_url(x[it["index"]].permute(1, 2, 0).numpy())
     return {"true": true, "pred": pred, "true_name": run.classes[true], "pred_name": run.classes[pred], "items": items}

@@ -12,9 +12,10 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from trainlab.data.corrections import Correction, Corrections, check_against, read_corrections, write_corrections
-from trainlab.data.images import png_bytes
+from trainlab.data.images import png_data_url
 from trainlab.data.registry import DATASETS
 from trainlab.errors import TrainlabError
+from trainlab.fileio import safe_name
 from trainlab.web.api_train import check_paths
 from trainlab.web.deps import DataRootsDep, DatasetsDep, JobsDep, SettingsDep
 
@@ -44,8 +45,7 @@ def _checked_dataset(name: str, s, roots) -> None:
 
 def corrections_path(settings, dataset: str) -> Path:
     """Where the page keeps a dataset's decisions: <runs>/corrections/<name>.yaml."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(dataset).name)[:80] or "data"
-    return settings.runs_dir / "corrections" / f"{safe}.yaml"
+    return settings.runs_dir / "corrections" / f"{safe_name(Path(dataset).name)}.yaml"
 
 
 @router.post("/checks", status_code=202)
@@ -56,12 +56,11 @@ def start_check(body: CheckRequest, s: SettingsDep, roots: DataRootsDep, queue: 
 
 
 def _image(ds, split: str, index: int | None, file: str | None) -> str | None:
-    import base64
     x = ds.x_train if split == "train" else ds.x_test
     i = index if index is not None else (ds.files.get(split) or []).index(file) if file in (ds.files.get(split) or []) else None
     if i is None or i >= len(x):
         return None
-    return "data:image/png;base64," + base64.b64encode(png_bytes(x[i], 84)).decode()
+    return png_data_url(x[i], 84)
 
 
 @router.get("/checks/{job_id}")

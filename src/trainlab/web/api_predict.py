@@ -6,14 +6,13 @@ completed run."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from functools import partial
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from trainlab.data.images import STYLES, png_bytes
+from trainlab.data.images import STYLES, png_data_url
 from trainlab.predict import predict_bytes, predict_pixels
 from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, MAX_UPLOAD_BYTES, LimiterDep, ModelsDep, SettingsDep
 
@@ -35,7 +34,7 @@ def _answer(run_id: str, run, preds, top_k: int) -> dict:
     shape = run.preprocess.shape
     results = []
     for rec, arr in zip(preds.records(top_k), preds.inputs):
-        seen = "data:image/png;base64," + base64.b64encode(png_bytes(arr, size=8 * shape[2])).decode()
+        seen = png_data_url(arr, size=8 * shape[2])
         results.append({**rec, "model_input": seen, "ood": bool(rec["warnings"])})
     return {"run_id": run_id, "classes": run.classes, "style": run.preprocess.style, "results": results,
             "failures": [{"file": f, "error": e} for f, e in preds.failures]}
