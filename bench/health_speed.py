@@ -2,6 +2,7 @@
 (5 folds) and a 10,000-image tree (Fashion-MNIST's test set written out as PNG files, 5 folds).
 
     python bench/health_speed.py              # writes bench/results/health_speed.json
+    python bench/health_speed.py --busy 1     # the same beside one busy process (health_speed_busy1.json)
 
 Each check runs as its own `trainlab data check ... --json` process (as a user runs it); wall time
 from start to exit, peak memory from the process's maximum resident set (getrusage of children).
@@ -53,24 +54,35 @@ def timed_check(target: str, env: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=os.environ.get("TRAINLAB_DATA", ""))
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "health_speed.json")
+    ap.add_argument("--busy", type=int, default=0, help="busy processes (python -c 'while True: pass') beside the checks")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    out_path = args.out or Path(__file__).parent / "results" / (f"health_speed_busy{args.busy}.json" if args.busy else "health_speed.json")
     env = {**os.environ, "TRAINLAB_DATA": args.data_dir}
     rows = []
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        run_all(rows, env, args.data_dir)
+    finally:
+        for p in spinners:
+            p.kill()
+    load = os.getloadavg()
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}", "busy_processes": args.busy,
+           "load_average_after": [round(v, 2) for v in load], "rows": rows}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {out_path}")
+
+
+def run_all(rows: list, env: dict, data_dir: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env["TRAINLAB_CACHE"] = str(Path(tmp) / "cache")
         rows.append(timed_check("mnist", env))
         print(rows[-1], flush=True)
-        tree = write_tree(Path(tmp) / "fashion-test-tree", args.data_dir)
+        tree = write_tree(Path(tmp) / "fashion-test-tree", data_dir)
         rows.append(timed_check(str(tree), env))
         rows[-1]["target"] = "a 10,000-image tree (Fashion-MNIST test as PNG)"
         print(rows[-1], flush=True)
-    load = os.getloadavg()
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-           "load_average_after": [round(v, 2) for v in load], "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
