@@ -548,7 +548,8 @@ async function route() {
 async function jobsBadge() {
   try {
     const j = (await api("/jobs")).jobs.filter(x => ["queued", "starting", "running"].includes(x.state));
-    $("#jobs-badge").textContent = j.length ? `${j.length} training job${j.length > 1 ? "s" : ""} active` : "";
+    const what = j.every(x => x.kind === "check") ? "data check" : j.every(x => x.kind !== "check") ? "training job" : "job";
+    $("#jobs-badge").textContent = j.length ? `${j.length} ${what}${j.length > 1 ? "s" : ""} active` : "";
   } catch { /* the page shows errors where they matter */ }
 }
 
