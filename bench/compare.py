@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,9 @@ from recipes import MNIST_FAMILY, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TF_VENV = HERE / ".venv-tf"
-TOOLS = ("trainlab", "keras", "torch")
+TOOLS = ("trainlab", "keras", "torch", "trainlab-fp32", "keras-bf16")
+# trainlab-fp32: trainlab with `--set precision=fp32` (what `auto` picks is in run.json and the
+# progress line); keras-bf16: the Keras peer under Keras' mixed_bfloat16 policy.
 
 
 def matmul_peak() -> tuple[float, str]:
@@ -110,18 +113,21 @@ def export_data(recipe, out: Path) -> tuple[Path, tuple[int, ...], int]:
 
 def run_tool(tool: str, recipe_name: str, recipe_json: Path, npz: Path, seed: int, sets: list[str],
              epochs: int | None, tf_python: str | None) -> dict:
-    if tool == "trainlab":
+    env = None
+    if tool in ("trainlab", "trainlab-fp32"):
         cmd = [sys.executable, "-m", "trainlab", "train", recipe_name, "--seed", str(seed), "--quiet", "--json", "--no-save"]
-        for s in sets:
+        for s in sets + (["precision=fp32"] if tool == "trainlab-fp32" else []):
             cmd += ["--set", s]
         if epochs:
             cmd += ["--epochs", str(epochs)]
-    elif tool == "keras":
+    elif tool in ("keras", "keras-bf16"):
         cmd = [tf_python, str(HERE / "peers" / "keras_peer.py"), str(recipe_json), str(npz), str(seed)]
+        if tool == "keras-bf16":
+            env = {**os.environ, "KERAS_PEER_POLICY": "mixed_bfloat16"}
     else:
         cmd = [sys.executable, str(HERE / "peers" / "torch_peer.py"), str(recipe_json), str(npz), str(seed)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{tool} {recipe_name} seed {seed} failed:\n{p.stderr.strip()[-2000:]}")
@@ -150,7 +156,7 @@ def summarize(rows: list[dict], meta: dict) -> list[dict]:
                 "samples_per_s": m["samples"] / med,
                 "peak_fraction": m["flops"] / med / (meta["_peak_gflops"] * 1e9)}
         tl = entry["tools"].get("trainlab")
-        for tool in ("keras", "torch"):
+        for tool in ("keras", "torch", "keras-bf16", "trainlab-fp32"):
             peer = entry["tools"].get(tool)
             if tl and peer:
                 entry[f"speedup_{tool}_wall"] = peer["wall_median"] / tl["wall_median"]
@@ -167,7 +173,8 @@ def markdown(summary: list[dict], info: str) -> str:
         for tool, t in e["tools"].items():
             speed = "—" if tool == "trainlab" else \
                 f"{e.get(f'speedup_{tool}_wall', 0):.1f}× / {e.get(f'speedup_{tool}_train', 0):.1f}×"
-            name = {"trainlab": "trainlab", "keras": "Keras 3 + TF", "torch": "PyTorch DataLoader"}[tool]
+            name = {"trainlab": "trainlab", "keras": "Keras 3 + TF", "torch": "PyTorch DataLoader",
+                    "trainlab-fp32": "trainlab, precision fp32", "keras-bf16": "Keras 3 + TF, mixed_bfloat16"}[tool]
             lines.append(
                 f"| {e['recipe'] if tool == 'trainlab' else ''} | {name} | {t['n']} | {t['wall_median']:.1f} ({t['wall_min']:.1f}–{t['wall_max']:.1f}) "
                 f"| {t['train_median']:.1f} ({t['train_min']:.1f}–{t['train_max']:.1f}) | {t['samples_per_s']:,.0f} "
@@ -179,7 +186,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", default=",".join(MNIST_FAMILY))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--tools", default=",".join(TOOLS), help="a comma list of trainlab, keras, torch")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="a comma list of " + ", ".join(TOOLS))
     ap.add_argument("--epochs", type=int, help="override every recipe's epochs (all tools alike)")
     ap.add_argument("--set", action="append", default=[], help="recipe override for all tools, as trainlab --set")
     ap.add_argument("--tf-python", help="a Python with tensorflow and keras (default: bench/.venv-tf, made on first use)")
@@ -196,9 +203,10 @@ def main() -> None:
     bad = [t for t in tools if t not in TOOLS]
     if bad:
         raise SystemExit(f"unknown tool {bad[0]}; allowed: {', '.join(TOOLS)}")
-    tf_python = ensure_tf_python(args.tf_python) if "keras" in tools else None
-    if "keras" in tools and tf_python is None:
-        tools.remove("keras")
+    wants_tf = any(t.startswith("keras") for t in tools)
+    tf_python = ensure_tf_python(args.tf_python) if wants_tf else None
+    if wants_tf and tf_python is None:
+        tools = [t for t in tools if not t.startswith("keras")]
     peak, peak_at = matmul_peak()
     info = machine() + f", fp32 matmul peak {peak:.0f} GFLOP/s ({peak_at})"
     print(info, flush=True)

@@ -60,7 +60,7 @@ def busy(n: int):
 
 def side_by_side(args, tf_python: str | None, tmp: Path) -> list[dict]:
     from trainlab.recipes import load_recipe, parse_set
-    tools = ["trainlab"] + (["keras"] if tf_python else [])
+    tools = [t for t in args.tools.split(",") if t and (tf_python or not t.startswith("keras"))]
     prepared = {}
     for name in args.recipes.split(","):
         epochs = RECIPES.get(name)
@@ -93,7 +93,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     for name in dict.fromkeys(r["recipe"] for r in rows):
         for load in sorted({r["load"] for r in rows if r["recipe"] == name}):
             e = {"recipe": name, "load": load}
-            for tool in ("trainlab", "keras"):
+            for tool in dict.fromkeys(r["tool"] for r in rows):
                 t = [r["train_seconds"] for r in rows if r["recipe"] == name and r["load"] == load and r["tool"] == tool]
                 idle = [r["train_seconds"] for r in rows if r["recipe"] == name and r["load"] == 0 and r["tool"] == tool]
                 if t:
@@ -175,6 +175,16 @@ def markdown(saved: dict) -> str:
             return f"{x['vs_idle']:.2f}×" if x and x.get("vs_idle") else "–"
         lines.append(f"| {e['recipe']} | {e['load']} | {cell(t)} | {rel(t)} | {cell(k)} | {rel(k)} | "
                      f"{e['speedup']:.1f}× |" if "speedup" in e else f"| {e['recipe']} | {e['load']} | {cell(t)} | {rel(t)} | – | – | – |")
+    others = [tool for tool in ("trainlab-fp32", "keras-bf16") if any(tool in e for e in saved["summary"])]
+    if others:
+        names = {"trainlab-fp32": "trainlab, precision fp32", "keras-bf16": "Keras, mixed_bfloat16"}
+        lines += ["", "| recipe | busy processes | " + " | ".join(f"{names[o]}: train s (acc)" for o in others)
+                  + " | trainlab (acc) |", "|---|---|" + "---|" * (len(others) + 1)]
+        for e in saved["summary"]:
+            if any(o in e for o in others):
+                lines.append(f"| {e['recipe']} | {e['load']} | " + " | ".join(
+                    f"{cell(e.get(o))} ({e[o]['acc']:.4f})" if o in e else "–" for o in others)
+                    + (f" | {cell(e['trainlab'])} ({e['trainlab']['acc']:.4f}) |" if "trainlab" in e else " | – |"))
     if saved.get("tune"):
         lines += ["", "| tune | finished trials | wall s | per 5 minutes |", "|---|---|---|---|"]
         lines += [f"| --jobs {t['jobs']} | {t['finished_trials']} | {t['wall']:.0f} | {t['per_5_minutes']:.1f} |" for t in saved["tune"]]
@@ -192,6 +202,8 @@ def main() -> None:
     ap.add_argument("--cifar-one-seed", action="store_true", help="cifar10-cnn with one seed (its Keras epoch takes minutes)")
     ap.add_argument("--tune-seconds", type=float, default=300.0)
     ap.add_argument("--skip", default="", help="comma list of: side, tune, dashboard")
+    ap.add_argument("--tools", default="trainlab,keras",
+                    help="a comma list of trainlab, keras, trainlab-fp32 (precision fp32), keras-bf16 (mixed_bfloat16)")
     ap.add_argument("--tf-python")
     ap.add_argument("--out", default=str(HERE / "results" / "under_load.json"))
     ap.add_argument("--markdown")
@@ -205,7 +217,7 @@ def main() -> None:
     saved: dict = {"machine": info, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "rows": [], "summary": []}
     with tempfile.TemporaryDirectory(prefix="trainlab-load-") as tmp:
         if "side" not in skip:
-            tf_python = ensure_tf_python(args.tf_python)
+            tf_python = ensure_tf_python(args.tf_python) if "keras" in args.tools else None
             saved["rows"] = side_by_side(args, tf_python, Path(tmp))
             saved["summary"] = summarize(saved["rows"])
         if "tune" not in skip:

@@ -18,8 +18,16 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 
-def build(recipe: dict, input_shape) -> keras.Sequential:
+# KERAS_PEER_POLICY=mixed_bfloat16: Keras' own mixed precision (bf16 compute, fp32 variables), the
+# counterpart of trainlab's precision: bf16-mixed; the softmax output stays float32 as Keras' guide says.
+POLICY = os.environ.get("KERAS_PEER_POLICY")
+
+
+def build(recipe: dict, input_shape, classes: int = 10) -> keras.Sequential:
+    if POLICY:
+        keras.mixed_precision.set_global_policy(POLICY)
     model = keras.Sequential([keras.Input(shape=input_shape)])
+    last = len(recipe["model"]["layers"]) - 1
     aug = recipe.get("augment", {})
     if aug.get("crop") or aug.get("translate"):
         n = aug.get("crop") or aug.get("translate")
@@ -27,10 +35,12 @@ def build(recipe: dict, input_shape) -> keras.Sequential:
                                            fill_mode="reflect" if aug.get("crop") else "constant"))
     if aug.get("flip"):
         model.add(layers.RandomFlip("horizontal"))
-    for spec in recipe["model"]["layers"]:
+    for i, spec in enumerate(recipe["model"]["layers"]):
         t = spec["type"]
         if t == "dense":
-            model.add(layers.Dense(spec["units"], activation=spec.get("activation", "linear"), use_bias=spec.get("use_bias", True)))
+            units = classes if spec["units"] == "classes" else spec["units"]  # `units: classes` follows the data
+            model.add(layers.Dense(units, activation=spec.get("activation", "linear"), use_bias=spec.get("use_bias", True),
+                                   **({"dtype": "float32"} if POLICY and i == last else {})))
         elif t == "conv2d":
             model.add(layers.Conv2D(spec["filters"], spec.get("kernel_size", 3), strides=spec.get("strides", 1),
                                     padding=spec.get("padding", "valid"), activation=spec.get("activation", "linear"),
@@ -96,7 +106,7 @@ def main() -> None:
     mean = x_train[:n_fit].reshape(-1, x_train.shape[-1]).mean(0) / 255.0
     std = x_train[:n_fit].reshape(-1, x_train.shape[-1]).std(0) / 255.0
     x_train, x_test = norm(x_train), norm(x_test)
-    model = build(recipe, x_train.shape[1:])
+    model = build(recipe, x_train.shape[1:], int(max(y_train.max(), y_test.max())) + 1)
 
     o, sched, bs, epochs = recipe["optimizer"], recipe["schedule"], recipe["batch_size"], recipe["epochs"]
     lr = o["lr"]

@@ -191,3 +191,22 @@ def plan_threads(share: int | None = None, busy: float | None = None) -> ThreadP
     else:
         reason = f"{allowed} CPUs free"
     return ThreadPlan(free, allowed, round(busy, 2), share, reason)
+
+
+def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX): oneDNN's bf16 convolutions
+    and matmuls then do twice the fp32 work per cycle. Elsewhere bf16 is emulated, and slower."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -233,6 +233,10 @@ class Recipe(Strict):
     augment: AugmentConfig = AugmentConfig()
     tta: Literal["none", "flip"] = Field("none", description="test-time augmentation at evaluation")
     eval_batch_size: int = Field(256, gt=0, description="batch size of evaluation and prediction (256 beat 1000 on every CPU model measured: cache-sized activations)")
+    precision: Literal["auto", "fp32", "bf16-mixed"] = Field(
+        "auto", description="the training step's arithmetic: fp32, or bf16-mixed (bf16 convolutions and matmuls, fp32 "
+                            "weights, gradients and optimizer, as Lightning's bf16-mixed); auto: bf16-mixed on CUDA and for "
+                            "conv nets without batch norm on CPUs with native bf16, else fp32 (trainlab.precision)")
 
     @model_validator(mode="after")
     def _check(self):

@@ -29,7 +29,8 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
     prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
     channels_last = prefers_channels_last(model)
     per_batch = any(cb.per_batch for cb in callbacks)
-    update = state.fused or AutogradStep(state.ddp or model, opt, r.loss.label_smoothing, state.device)
+    update = state.fused or AutogradStep(state.ddp or model, opt, r.loss.label_smoothing, state.device,
+                                          state.precision)
     model.train()
     if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order and sums)
         if group is not None:

@@ -55,6 +55,7 @@ class ProgressPrinter(Callback):
         n_val = 0 if d.x_val is None else len(d.x_val)
         self._line(f"Training {r.name} on {d.name}: {len(d.x_train)} train, {n_val} val, {len(d.x_test)} test examples; "
                    f"{state.steps_per_epoch} steps/epoch, {r.epochs} epochs, batch {r.batch_size}, device {state.device}"
+                   + (f" ({state.precision})" if state.precision != "fp32" else "")
                    + (f", {state.group.world} processes" if state.group is not None else ""))
         for note in state.notes:  # what data loading and model building noticed
             self._line(note)

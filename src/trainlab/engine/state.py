@@ -94,4 +94,6 @@ class TrainState:
     group: object = None  # distributed.Group when several processes train together
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper of `model` the loop steps through
     cpu: dict = field(default_factory=dict)  # how the thread count was chosen (cpus.py); run.json's `cpu`
+    precision: str = "fp32"  # the step's arithmetic, fp32 or bf16-mixed (precision.py); run.json's `precision`
+    precision_reason: str = ""
     fused: object = None  # fused.FusedDenseStep when the model's step is fused (its optimizer is over one flat buffer)

@@ -152,6 +152,8 @@ class RunRecord(BaseModel):
     heartbeat_at: str | None = None
     threads: int | None = None  # torch's intra-op threads: results depend on them
     processes: int = 1  # processes training it together (`--nproc N`, torchrun); each with `threads` threads
+    precision: str | None = None  # the training step's arithmetic, fp32 or bf16-mixed (engine/precision.py)
+    precision_reason: str | None = None  # why: the recipe set it, or what `auto` saw
     cpu: dict | None = None  # what chose `threads`: CPUs allowed, busy elsewhere, share, OpenMP wait policy (cpus.py)
     study: str | None = None  # the tuning study this run is a trial of (`trainlab tune`)
     trial: int | None = None  # its trial number in that study

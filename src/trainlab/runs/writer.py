@@ -88,7 +88,7 @@ class RunWriter(Callback):
 
     def on_train_begin(self, state: TrainState) -> None:
         live = dict(process=ProcessInfo.current(), heartbeat_at=now(), threads=torch.get_num_threads(),
-                    processes=state.group.world if state.group is not None else 1)
+                    processes=state.group.world if state.group is not None else 1, precision=state.precision)
         if self.record is not None:  # resumed
             self.record = self.record.model_copy(update={"status": "running", "ended_at": None, "error": None,
                                                          "resumed_at": [*self.record.resumed_at, now()], **live})
@@ -98,6 +98,7 @@ class RunWriter(Callback):
                 run_id=self.run_id, recipe=self.recipe.name, recipe_digest=self.recipe.digest(), status="running",
                 seed=self.recipe.seed, device=str(state.device), versions=versions(), started_at=now(),
                 custom_model=self.custom_model, preprocess=d.preprocess.to_dict(), **live, cpu=state.cpu or None,
+                precision_reason=state.precision_reason,
                 study=self.study and self.study[0], trial=self.study and self.study[1],
                 dataset=DatasetInfo(name=d.name, source=d.source, classes=d.classes, n_train=len(d.x_train),
                                     n_val=0 if d.x_val is None else len(d.x_val), n_test=len(d.x_test),

@@ -30,7 +30,7 @@ from trainlab.errors import StopRun, TrainlabError
 from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.recipes import Recipe
 from trainlab.runs.files import final_metrics, open_runs_folder, read_recipe
-from trainlab.runs.record import OODThresholds, read_record, resolve_run_dir
+from trainlab.runs.record import OODThresholds, RunRecord, read_record, resolve_run_dir
 from trainlab.runs.run import Run
 from trainlab.runs.writer import RunWriter
 from trainlab.runtime import caller_state_kept, pick_device
@@ -89,6 +89,7 @@ class Start:
     checkpoint: Path | None = None
     custom_model: str | None = None
     study: tuple[str, int] | None = None
+    precision: str | None = None  # a continued run's recorded precision (engine/precision.py)
 
 
 @contextmanager
@@ -151,7 +152,9 @@ def resume(run: str | Path, *, model: nn.Module | None = None, settings: Setting
                 raise TrainlabError(f"run {writer.run_id} trained a custom model ({writer.custom_model}); "
                                     f"resume it from Python with trainlab.resume(..., model={writer.custom_model}())")
             run_dir = writer.run_dir if writer else resolve_run_dir(run, settings)
-            start = Start(writer.recipe if writer else read_recipe(run_dir), writer=writer, checkpoint=run_dir / CHECKPOINT)
+            record = writer.record if writer else read_record(run_dir)
+            start = Start(writer.recipe if writer else read_recipe(run_dir), writer=writer, checkpoint=run_dir / CHECKPOINT,
+                          precision=recorded_precision(record, where))
             return run_training(start, settings, where, group, session)
 
 
@@ -160,7 +163,7 @@ def run_training(start: Start, settings: Settings, where: torch.device, group: G
     main = group is None or group.is_main
     t0, sample = time.perf_counter(), cpu_sample()
     state = build(start.recipe, settings, where, session.model, session.dataset, session.progress != "none" and main,
-                  fuse=group is None)
+                  fuse=group is None, precision=start.precision)
     data_seconds = time.perf_counter() - t0
     with training_threads(state, settings, sample):  # restored when training ends
         writer = start.writer
@@ -204,6 +207,12 @@ def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | Non
         state.correct.zero_()
 
 
+def recorded_precision(record: RunRecord, device: torch.device) -> str:
+    """The precision a recorded run trained in; runs recorded before `precision` existed trained
+    bf16-mixed on CUDA and fp32 elsewhere."""
+    return record.precision or ("bf16-mixed" if device.type == "cuda" else "fp32")
+
+
 def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:
     """Train a run's exact recipe and seed again, as a new run, on the thread count it started with
     (the count changes the order of floating-point sums, so the weights are identical only on the
@@ -217,4 +226,7 @@ def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:
     if custom:
         raise TrainlabError(f"run {src.name} trained a custom model ({custom}); rerun it from Python with "
                             f"trainlab.train('{src / 'recipe.yaml'}', model={custom}())")
-    return train(read_recipe(src), settings=settings, **kw)
+    recipe = read_recipe(src)
+    if record.precision:  # the precision it trained in, not what `auto` would pick on this machine
+        recipe = recipe.model_copy(update={"precision": record.precision})
+    return train(recipe, settings=settings, **kw)

@@ -14,6 +14,7 @@ from trainlab.data.registry import input_spec, load_for_recipe
 from trainlab.engine.callbacks import Callback, CpuWatch, EarlyStopping, ReduceLROnPlateau
 from trainlab.engine.checkpoint import Checkpointer
 from trainlab.engine.fused import FusedDenseStep, dense_plan, fused_applies, optimizer_params
+from trainlab.engine.precision import resolve_precision
 from trainlab.engine.progress import NotebookProgress, ProgressPrinter, in_notebook
 from trainlab.engine.state import TrainState, prepare_data
 from trainlab.models import build_model, device_memory, place, size_note, summary_text
@@ -34,9 +35,12 @@ def resolve_recipe(recipe: str | Path | Recipe, overrides: dict | list[str] | No
 
 
 def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module | None = None,
-          dataset: Dataset | None = None, progress: bool = False, fuse: bool = True) -> TrainState:
+          dataset: Dataset | None = None, progress: bool = False, fuse: bool = True,
+          precision: str | None = None) -> TrainState:
     """Data on the device, the model (the recipe's, or yours), optimizer, scheduler, the loop's state.
-    A dense stack on the CPU gets the fused step (trainlab.engine.fused) unless `fuse` or settings.fused is off."""
+    A dense stack on the CPU gets the fused step (trainlab.engine.fused) unless `fuse` or settings.fused is off
+    or the recipe asks for bf16-mixed. `precision` (a resumed run's recorded one) overrides the recipe's
+    (trainlab.engine.precision)."""
     seed_everything(r.seed)
     ds = dataset or load_for_recipe(r.data, settings, progress=progress)
     data = prepare_data(ds, r, device)
@@ -45,12 +49,15 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
                                                       memory=device_memory(device))[0]
     notes = [n for n in [size_note(net), classes_note(r, data.classes, data.name) if model is None else None] if n]
     net = place(net, device)
-    fused = fuse and fused_applies(net, device, settings.fused)
+    setting = precision or r.precision
+    fused = fuse and setting != "bf16-mixed" and fused_applies(net, device, settings.fused)
+    resolved, why = resolve_precision(setting, net, device, fused)
     params = optimizer_params(net, fused)
     opt = make_optimizer(r.optimizer, params)
     steps = math.ceil(len(data.x_train) / r.batch_size)
     state = TrainState(r, net, opt, data, device, steps, scheduler=make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps),
-                       gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes])
+                       gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes],
+                       precision=resolved, precision_reason=why if precision is None else "as the run started")
     if fused:  # from here to the `finally` in engine.loop.fit, the model's parameters are views into one flat buffer
         state.fused = FusedDenseStep(net, dense_plan(net), params[0], opt, r.loss.label_smoothing)
     return state

@@ -22,7 +22,7 @@ from torch import nn
 
 from trainlab.data.augment import make_augment
 from trainlab.errors import TrainlabError
-from trainlab.inference import autocast
+from trainlab.engine.precision import train_autocast
 from trainlab.optim import make_optimizer
 from trainlab.plots import plot_lr_find
 from trainlab.data.readers import Dataset
@@ -80,7 +80,7 @@ def find_lr(recipe: str | Path | Recipe = "mnist-mlp", *, start: float = 1e-7, e
         lr = start * (end / start) ** (i / max(steps - 1, 1))
         for group in opt.param_groups:
             group["lr"] = lr
-        with autocast(state.device):
+        with train_autocast(state.device, state.precision):
             loss = F.cross_entropy(net(x), y, label_smoothing=r.loss.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
