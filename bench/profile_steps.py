@@ -12,6 +12,8 @@ Sections (each in fresh processes, medians of --repeat runs, alternating the var
 - fused: one training step of each dense recipe (its batch size, random data), autograd with a
   per-parameter optimizer against trainlab.engine.fused's hand-derived step on flat buffers.
 - cnn: the step section's NCHW/NHWC comparison for each conv recipe.
+- precision: one training step of each conv recipe (its batch size, random data, NHWC, trainlab's
+  malloc settings) in fp32 and in bf16-mixed, on 2 threads and on 1 (trainlab.engine.precision).
 - bnfold: evaluation of the test set (10,000 images, batch 256, the recipe's TTA) with the BN CNN's
   batch norms against the same network with them removed: the most folding BN into the
   convolutions for inference could save.
@@ -106,6 +108,35 @@ for i in range(2000):
     step(xs[i % 16], ys[i % 16])
 print((time.perf_counter() - t) / 2000)
 """
+
+PRECISION = """
+import sys, time, torch
+from trainlab.runtime import keep_freed_memory, skip_dynamo_import
+skip_dynamo_import()
+keep_freed_memory()
+from trainlab.engine.step import AutogradStep
+from trainlab.models import build_model, place
+from trainlab.optim import make_optimizer
+from trainlab.recipes import load_recipe
+precision, threads = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(threads)
+r = load_recipe("{recipe}")
+shape = (3, 32, 32) if r.data.name == "cifar10" else (1, 28, 28)
+torch.manual_seed(0)
+net, _ = build_model(r.model, shape, 10)
+net = place(net, torch.device("cpu"))
+step = AutogradStep(net, make_optimizer(r.optimizer, net.parameters()), 0.0, torch.device("cpu"), precision)
+xs = [torch.rand(r.batch_size, *shape).contiguous(memory_format=torch.channels_last) for _ in range(8)]
+ys = [torch.randint(0, 10, (r.batch_size,)) for _ in range(8)]
+for i in range(20):
+    step(xs[i % 8], ys[i % 8])
+t = time.perf_counter()
+for i in range(100):
+    step(xs[i % 8], ys[i % 8])
+print((time.perf_counter() - t) / 100)
+"""
+
+CONV_RECIPES = ("mnist-tfjs-cnn", "cifar10-cnn", "cifar10-cnn-deeper", "mnist-fast", "fashion-fast", "cifar10-fast", "mnist-draw")
 
 BNFOLD = """
 import sys, time, torch
@@ -202,7 +233,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="mnist-fast")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="startup,step,ops,fused,cnn,threads,bnfold")
+    ap.add_argument("--only", default="startup,step,ops,fused,cnn,threads,precision,bnfold")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict = {}
@@ -221,6 +252,12 @@ def main() -> None:
                 report(results, f"{recipe} step {m}", f"{recipe} training step, {m:8s}", ts)
     if "threads" in only:
         threads_section(args.repeat, results)
+    if "precision" in only:
+        for recipe in CONV_RECIPES:
+            variants = [("fp32", "2"), ("bf16-mixed", "2"), ("fp32", "1"), ("bf16-mixed", "1")]
+            for (p, n), ts in alternate(PRECISION.format(recipe=recipe), variants, args.repeat).items():
+                report(results, f"{recipe} step {p} threads={n}", f"{recipe} training step, {p:10s}, {n} thread(s)", ts,
+                       fmt=".2f")
     if "bnfold" in only:
         for recipe in ("mnist-fast", "cifar10-fast"):
             for (m,), ts in alternate(BNFOLD.format(recipe=recipe), [("with",), ("removed",)], args.repeat).items():

@@ -161,6 +161,24 @@ def dashboard_job(clients: int, tmp: Path) -> dict:
         server.wait(20)
 
 
+def merge(files: list[dict]) -> dict:
+    """One results file from several sessions: per recipe the rows of the last file holding it."""
+    by_recipe: dict[str, tuple[dict, list]] = {}
+    out: dict = {"machine": files[-1]["machine"], "date": files[-1]["date"], "rows": [], "sessions": []}
+    for f in files:
+        for name in dict.fromkeys(r["recipe"] for r in f.get("rows", [])):
+            by_recipe[name] = (f, [dict(r, date=f["date"]) for r in f["rows"] if r["recipe"] == name])
+        for key in ("tune", "dashboard"):
+            if f.get(key):
+                out[key], out[f"{key}_date"] = f[key], f["date"]
+    for name, (f, rows) in by_recipe.items():
+        out["rows"] += rows
+        out["sessions"].append({"recipe": name, "date": f["date"], "command": f["command"]})
+    out["summary"] = summarize(out["rows"])
+    out["command"] = "; ".join(dict.fromkeys(s["command"] for s in out["sessions"]))
+    return out
+
+
 def markdown(saved: dict) -> str:
     lines = [f"Machine: {saved['machine']}", "",
              "| recipe | busy processes | trainlab train s, median (min–max) | vs its idle | Keras train s, median (min–max) | vs its idle | trainlab speed-up |",
@@ -185,6 +203,11 @@ def markdown(saved: dict) -> str:
                 lines.append(f"| {e['recipe']} | {e['load']} | " + " | ".join(
                     f"{cell(e.get(o))} ({e[o]['acc']:.4f})" if o in e else "–" for o in others)
                     + (f" | {cell(e['trainlab'])} ({e['trainlab']['acc']:.4f}) |" if "trainlab" in e else " | – |"))
+    if saved.get("sessions"):
+        lines += ["", "Each recipe's cells come from one interleaved session: " + "; ".join(
+            f"{x['recipe']} {x['date']} (`{Path(x['command'].split()[0]).name} {' '.join(x['command'].split()[1:])}`)"
+            for x in saved["sessions"]) + "".join(f"; {k} {saved[k + '_date']}" for k in ("tune", "dashboard")
+                                                   if saved.get(k + "_date")) + "."]
     if saved.get("tune"):
         lines += ["", "| tune | finished trials | wall s | per 5 minutes |", "|---|---|---|---|"]
         lines += [f"| --jobs {t['jobs']} | {t['finished_trials']} | {t['wall']:.0f} | {t['per_5_minutes']:.1f} |" for t in saved["tune"]]
@@ -207,9 +230,17 @@ def main() -> None:
     ap.add_argument("--tf-python")
     ap.add_argument("--out", default=str(HERE / "results" / "under_load.json"))
     ap.add_argument("--markdown")
+    ap.add_argument("--merge", nargs="+", metavar="RESULTS",
+                    help="combine saved results files into --out: each recipe's rows from the last file that has it, "
+                         "tune and dashboard likewise (one recipe's cells always come from one interleaved session)")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
+    if args.merge:
+        saved = merge([json.loads(Path(f).read_text()) for f in args.merge])
+        Path(args.out).write_text(json.dumps(saved, indent=1))
+        print(markdown(saved))
         return
     skip = set(args.skip.split(","))
     info = machine()

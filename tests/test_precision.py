@@ -69,7 +69,7 @@ def test_auto_picks_bf16_for_plain_conv_nets_on_native_bf16_cpus(bf16_cpu, monke
     bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
     dense = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     assert resolve_precision("auto", conv, cpu) == ("bf16-mixed", "auto: conv net on a CPU with native bf16")
-    assert resolve_precision("auto", bn, cpu)[0] == "fp32"
+    assert resolve_precision("auto", bn, cpu)[0] == "bf16-mixed"
     assert resolve_precision("auto", dense, cpu)[0] == "fp32"
     assert resolve_precision("auto", dense, cpu, fused=True) == ("fp32", "auto: the fused dense step is fp32")
     assert resolve_precision("auto", dense, cuda)[0] == "bf16-mixed"
@@ -144,7 +144,12 @@ def test_rerun_trains_in_the_recorded_precision(tiny_ds, tmp_path, bf16_cpu, mon
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_batch_norm_conv_nets_stay_fp32_under_auto(tiny_train, tmp_path, bf16_cpu):
-    run = tiny_train(BN_CONV, runs_dir=tmp_path)
-    record = read_record(run.run_dir)
-    assert record.precision == "fp32" and "batch norm" in record.precision_reason
+def test_auto_records_why_a_dense_stack_stays_fp32(tiny_train, tmp_path, bf16_cpu):
+    fused = read_record(tiny_train(runs_dir=tmp_path / "a").run_dir)
+    assert (fused.precision, fused.precision_reason) == ("fp32", "auto: the fused dense step is fp32")
+    dropout = {"model.layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dropout", "rate": 0.2},
+                                {"type": "dense", "units": 3, "activation": "softmax"}]}
+    plain = read_record(tiny_train(dropout, runs_dir=tmp_path / "b").run_dir)  # autograd, not fused
+    assert (plain.precision, plain.precision_reason) == ("fp32", "auto: not a conv net")
+    conv = read_record(tiny_train(BN_CONV, runs_dir=tmp_path / "c").run_dir)
+    assert (conv.precision, conv.precision_reason) == ("bf16-mixed", "auto: conv net on a CPU with native bf16")

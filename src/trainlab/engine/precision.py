@@ -4,20 +4,27 @@ bf16-mixed is what Lightning calls it and Keras' `mixed_bfloat16` policy does: c
 matmuls run in bf16 under `torch.autocast`, while weights, gradients and the optimizer stay fp32.
 On CPUs that multiply bf16 in hardware (AVX-512 BF16, AMX; `cpus.native_bf16`) oneDNN's bf16
 kernels do twice the fp32 work per cycle. Measured on this project's 2-core AMD EPYC (Zen 4), one
-training step at the recipe's batch size (bench/profile_steps.py --only precision):
+training step at the recipe's batch size, NHWC, medians of 3 alternating processes
+(`bench/profile_steps.py --only precision`, bench/results/profile_precision.txt):
 
-| recipe | fp32 | bf16-mixed |
+| recipe | fp32, 2 / 1 threads | bf16-mixed, 2 / 1 threads |
 |---|---|---|
-| mnist-tfjs-cnn, 2 / 1 threads | 8.2 / 12.9 ms | 5.5 / 6.4 ms |
-| cifar10-cnn, 2 / 1 threads | 19.9 / 28.3 ms | 12.4 / 18.8 ms |
-| cifar10-cnn-deeper | 47.2 ms | 26.7 ms |
-| mnist-fast, fashion-fast (batch norm) | 18.2, 19.5 ms | 18.8, 18.1 ms |
+| mnist-tfjs-cnn | 4.75 / 7.12 ms | 5.00 / 5.92 ms |
+| cifar10-cnn | 20.2 / 24.3 ms | 12.3 / 17.5 ms |
+| cifar10-cnn-deeper | 42.2 / 77.2 ms | 28.1 / 43.5 ms |
+| mnist-fast | 13.8 / 17.9 ms | 10.7 / 16.1 ms |
+| fashion-fast | 14.5 / 24.1 ms | 11.8 / 18.1 ms |
+| cifar10-fast | 20.3 / 35.9 ms | 15.0 / 26.9 ms |
+| mnist-draw | 82.2 / 136 ms | 51.9 / 85.4 ms |
 
-The batch-norm CNNs gain nothing (their bf16 max-pool and batch-norm kernels cost what the
-convolutions save), so `auto` picks bf16-mixed for conv nets without batch norm on CPUs with native
-bf16, and on CUDA (as trainlab always did there); fp32 for everything else, the fused dense step
-included. Evaluation and prediction on the CPU stay fp32 whatever the training precision, so
-`trainlab predict`, `evaluate` and the exported ONNX model compute the same numbers.
+(the tfjs CNN is small enough that its step is mostly per-operator cost: no gain on 2 threads,
+17% on one, which is what it gets beside a busy program). Accuracy held: `mnist-fast` 0.9913 /
+0.9910 against fp32's 0.9911 / 0.9906 (seeds 0, 1), `fashion-fast` 0.9132 / 0.9171 against 0.9130 /
+0.9098, `mnist-tfjs-cnn` 0.9713 against 0.9706 (mean of 3 seeds), `cifar10-cnn` (1 epoch) within
+its seeds' spread (bench/results/under_load.json). So `auto` picks bf16-mixed for conv nets on
+CPUs with native bf16, and on CUDA (as trainlab always did there); fp32 for everything else, the
+fused dense step included. Evaluation and prediction on the CPU stay fp32 whatever the training
+precision, so `trainlab predict`, `evaluate` and the exported ONNX model compute the same numbers.
 
 The choice is recorded in run.json (`precision`) and a resume or rerun keeps it: the same seed,
 thread count and precision give bit-identical weights (autocast changes the arithmetic, so fp32
@@ -46,8 +53,6 @@ def resolve_precision(setting: str, model: nn.Module, device: torch.device, fuse
         return "fp32", "auto: the fused dense step is fp32" if fused else f"auto: {device.type}"
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return "fp32", "auto: not a conv net"
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return "fp32", "auto: batch norm (no faster in bf16 on the CPU)"
     if not native_bf16():
         return "fp32", "auto: this CPU has no native bf16"
     return "bf16-mixed", "auto: conv net on a CPU with native bf16"
