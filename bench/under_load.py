@@ -179,6 +179,13 @@ def merge(files: list[dict]) -> dict:
     return out
 
 
+def _short(command: str) -> str:
+    """A saved command line as one would retype it: the script's name, no --out."""
+    words = command.split()
+    keep = [w for i, w in enumerate(words[1:], 1) if w != "--out" and words[i - 1] != "--out"]
+    return " ".join([Path(words[0]).name, *keep])
+
+
 def markdown(saved: dict) -> str:
     lines = [f"Machine: {saved['machine']}", "",
              "| recipe | busy processes | trainlab train s, median (min–max) | vs its idle | Keras train s, median (min–max) | vs its idle | trainlab speed-up |",
@@ -205,7 +212,7 @@ def markdown(saved: dict) -> str:
                     + (f" | {cell(e['trainlab'])} ({e['trainlab']['acc']:.4f}) |" if "trainlab" in e else " | – |"))
     if saved.get("sessions"):
         lines += ["", "Each recipe's cells come from one interleaved session: " + "; ".join(
-            f"{x['recipe']} {x['date']} (`{Path(x['command'].split()[0]).name} {' '.join(x['command'].split()[1:])}`)"
+            f"{x['recipe']} {x['date']} (`{_short(x['command'])}`)"
             for x in saved["sessions"]) + "".join(f"; {k} {saved[k + '_date']}" for k in ("tune", "dashboard")
                                                    if saved.get(k + "_date")) + "."]
     if saved.get("tune"):

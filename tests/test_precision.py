@@ -7,7 +7,6 @@ import threading
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 import trainlab
@@ -15,9 +14,10 @@ from trainlab import cpus
 from trainlab.engine import precision as precision_mod
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.precision import resolve_precision
-from trainlab.errors import Interrupted
+from trainlab.errors import Interrupted, TrainlabError
 from trainlab.recipes import RecipeError
 from trainlab.runs.record import read_record
+from trainlab.settings import load_settings
 
 CONV = {"data.flatten": False, "model.layers": [
     {"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"},
@@ -73,7 +73,7 @@ def test_auto_picks_bf16_for_plain_conv_nets_on_native_bf16_cpus(bf16_cpu, monke
     assert resolve_precision("auto", dense, cpu)[0] == "fp32"
     assert resolve_precision("auto", dense, cpu, fused=True) == ("fp32", "auto: the fused dense step is fp32")
     assert resolve_precision("auto", dense, cuda)[0] == "bf16-mixed"
-    assert resolve_precision("fp32", conv, cuda) == ("fp32", "set in the recipe")
+    assert resolve_precision("fp32", conv, cuda) == ("fp32", "set")
     assert resolve_precision("bf16-mixed", dense, cpu)[0] == "bf16-mixed"
     monkeypatch.setattr(precision_mod, "native_bf16", lambda: False)
     assert resolve_precision("auto", conv, cpu) == ("fp32", "auto: this CPU has no native bf16")
@@ -140,8 +140,21 @@ def test_rerun_trains_in_the_recorded_precision(tiny_ds, tmp_path, bf16_cpu, mon
     monkeypatch.setattr(precision_mod, "native_bf16", lambda: False)
     again = trainlab.rerun(first.run_dir, dataset=tiny_ds, progress="none", runs_dir=tmp_path)
     assert read_record(again.run_dir).precision == "bf16-mixed"
-    a, b = (load_file(r.run_dir / "model.safetensors") for r in (first, again))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the same file, metadata (the recipe, still `precision: auto`) included
+    assert (first.run_dir / "model.safetensors").read_bytes() == (again.run_dir / "model.safetensors").read_bytes()
+    assert read_record(again.run_dir).precision_reason.startswith("settings.precision")
+
+
+def test_trainlab_precision_sets_what_auto_recipes_train_in(tiny_train, tmp_path, bf16_cpu, monkeypatch):
+    monkeypatch.setenv("TRAINLAB_PRECISION", "fp32")
+    auto = read_record(tiny_train(CONV, runs_dir=tmp_path / "a").run_dir)
+    assert (auto.precision, auto.precision_reason.split(" ")[0]) == ("fp32", "settings.precision")
+    explicit = read_record(tiny_train({**CONV, "precision": "bf16-mixed"}, runs_dir=tmp_path / "b").run_dir)
+    assert (explicit.precision, explicit.precision_reason) == ("bf16-mixed", "set in the recipe")  # the recipe wins
+    monkeypatch.setenv("TRAINLAB_PRECISION", "fp16")
+    with pytest.raises(TrainlabError) as err:
+        load_settings()
+    assert "setting precision" in str(err.value) and "bf16-mixed" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_auto_records_why_a_dense_stack_stays_fp32(tiny_train, tmp_path, bf16_cpu):

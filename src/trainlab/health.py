@@ -143,7 +143,11 @@ def label_issues(y: np.ndarray, probs: np.ndarray, where, classes, files) -> tup
     label quality score (self-confidence)."""
     find_label_issues, get_label_quality_scores = _cleanlab()
     scores = get_label_quality_scores(y, probs, method="self_confidence")
-    flagged = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab's default forks a multiprocessing.Pool from this process, whose torch
+    # (OpenMP, oneDNN) threads may hold locks at that moment; a forked child then waits forever. It
+    # did: the dashboard's check hung beside two busy processes. One process prunes 70,000 MNIST
+    # labels in well under a second.
+    flagged = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     return [_item("label", where[i], files, given=classes[y[i]], suggested=classes[int(probs[i].argmax())],
                   score=float(scores[i])) for i in flagged], flagged, scores
 

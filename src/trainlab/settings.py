@@ -20,6 +20,7 @@ reads environment variables.
 | serve_onnx | TRAINLAB_SERVE_ONNX | false (serve through torch) |
 | serve_timeout | TRAINLAB_SERVE_TIMEOUT | 10 seconds per predict request |
 | fused | TRAINLAB_FUSED | true (dense stacks train with the fused step) |
+| precision | TRAINLAB_PRECISION | unset: each recipe's `precision` (auto picks per model and CPU); fp32 or bf16-mixed for the recipes that say auto |
 | threads | TRAINLAB_THREADS | chosen per run from the free CPUs (cpus.py) |
 | omp_num_threads | OMP_NUM_THREADS | unset; when set, torch's own count is kept |
 | rank, world_size, local_rank | RANK, WORLD_SIZE, LOCAL_RANK | 0, 1, 0 (torchrun and `--nproc` set them) |
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +80,9 @@ class Settings(BaseSettings):
 
     fused: bool = Field(True, validation_alias=AliasChoices("fused", "TRAINLAB_FUSED"),
                         description="train dense stacks with the fused step (trainlab.engine.fused); 0 for autograd")
+    precision: Literal["fp32", "bf16-mixed"] | None = Field(
+        None, validation_alias=AliasChoices("precision", "TRAINLAB_PRECISION"),
+        description="the training precision of recipes whose `precision` is auto (engine/precision.py); unset: auto decides")
     threads: int | None = Field(None, ge=1, validation_alias=AliasChoices("threads", "TRAINLAB_THREADS"),
                                 description="CPU threads to train with; unset: torch's count, or 1 for a small dense stack")
     omp_num_threads: str | None = Field(None, validation_alias=AliasChoices("omp_num_threads", "OMP_NUM_THREADS"),

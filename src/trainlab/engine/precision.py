@@ -46,7 +46,7 @@ PRECISIONS = ("fp32", "bf16-mixed")
 def resolve_precision(setting: str, model: nn.Module, device: torch.device, fused: bool = False) -> tuple[str, str]:
     """The precision a run trains in for the recipe's `setting` (auto, fp32, bf16-mixed), and why."""
     if setting != "auto":
-        return setting, "set in the recipe"
+        return setting, "set"
     if device.type == "cuda":
         return "bf16-mixed", "auto: CUDA"
     if device.type != "cpu" or fused:

@@ -214,7 +214,7 @@ def recorded_precision(record: RunRecord, device: torch.device) -> str:
 
 
 def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:
-    """Train a run's exact recipe and seed again, as a new run, on the thread count it started with
+    """Train a run's exact recipe and seed again, as a new run, in its precision and on the thread count it started with
     (the count changes the order of floating-point sums, so the weights are identical only on the
     same count; TRAINLAB_THREADS chooses another)."""
     settings = settings or load_settings()
@@ -223,10 +223,9 @@ def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:
     custom = record.custom_model
     if record.threads and settings.threads is None and record.device == "cpu":
         settings = settings.with_(threads=record.threads)
+    if record.precision and settings.precision is None:  # what it trained in, not what auto picks here
+        settings = settings.with_(precision=record.precision)
     if custom:
         raise TrainlabError(f"run {src.name} trained a custom model ({custom}); rerun it from Python with "
                             f"trainlab.train('{src / 'recipe.yaml'}', model={custom}())")
-    recipe = read_recipe(src)
-    if record.precision:  # the precision it trained in, not what `auto` would pick on this machine
-        recipe = recipe.model_copy(update={"precision": record.precision})
-    return train(recipe, settings=settings, **kw)
+    return train(read_recipe(src), settings=settings, **kw)

@@ -49,18 +49,31 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
                                                       memory=device_memory(device))[0]
     notes = [n for n in [size_note(net), classes_note(r, data.classes, data.name) if model is None else None] if n]
     net = place(net, device)
-    setting = precision or r.precision
+    setting, why = precision_setting(r, settings, precision)
     fused = fuse and setting != "bf16-mixed" and fused_applies(net, device, settings.fused)
-    resolved, why = resolve_precision(setting, net, device, fused)
+    resolved, auto_why = resolve_precision(setting, net, device, fused)
     params = optimizer_params(net, fused)
     opt = make_optimizer(r.optimizer, params)
     steps = math.ceil(len(data.x_train) / r.batch_size)
     state = TrainState(r, net, opt, data, device, steps, scheduler=make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps),
                        gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes],
-                       precision=resolved, precision_reason=why if precision is None else "as the run started")
+                       precision=resolved, precision_reason=why or auto_why)
     if fused:  # from here to the `finally` in engine.loop.fit, the model's parameters are views into one flat buffer
         state.fused = FusedDenseStep(net, dense_plan(net), params[0], opt, r.loss.label_smoothing)
     return state
+
+
+def precision_setting(r: Recipe, settings: Settings, recorded: str | None) -> tuple[str, str | None]:
+    """What decides a run's precision, and why (None: `auto` says): a continued run's recorded one,
+    the recipe's own fp32 or bf16-mixed, then settings.precision (TRAINLAB_PRECISION, or the run a
+    rerun repeats) for recipes that say auto."""
+    if recorded:
+        return recorded, "as the run started"
+    if r.precision != "auto":
+        return r.precision, "set in the recipe"
+    if settings.precision:
+        return settings.precision, "settings.precision (TRAINLAB_PRECISION, or the run a rerun repeats)"
+    return "auto", None
 
 
 def classes_note(r: Recipe, classes: list[str], dataset: str) -> str | None:
