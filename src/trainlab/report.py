@@ -69,7 +69,7 @@ def _environment(record) -> str:
     cpu = record.cpu or {}
     items = {"trainlab": record.versions.get("trainlab"), "torch": record.versions.get("torch"),
              "python": record.versions.get("python"), "machine": record.versions.get("platform"), "device": record.device, "seed": record.seed,
-             "threads": record.threads, "processes": record.processes, "CPUs allowed": cpu.get("allowed"),
+             "threads": record.threads, "precision": record.precision, "processes": record.processes, "CPUs allowed": cpu.get("allowed"),
              "busy elsewhere": cpu.get("busy_elsewhere"), "OpenMP wait policy": cpu.get("wait_policy"),
              "started": record.started_at, "ended": record.ended_at,
              "train seconds": f"{record.metrics.train_seconds:.1f}" if record.metrics and record.metrics.train_seconds else None}
