@@ -21,6 +21,9 @@ from conftest import MNIST_TINY
 WIDE = {**MNIST_TINY, "name": "wide", "model": {"layers": [{"type": "dense", "units": 128, "activation": "relu"},
                                                            {"type": "dense", "units": 10, "activation": "softmax"}]},
         "data": {**MNIST_TINY["data"], "limit_train": 600, "limit_test": 100}, "epochs": 1}  # 32x784x128: not a small stack
+CONV = {**WIDE, "name": "conv", "data": {**WIDE["data"], "flatten": False},
+        "model": {"layers": [{"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"}, {"type": "maxpool"},
+                             {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]}}
 
 
 def test_cgroup_quota_v2_v1_and_unlimited(tmp_path):
@@ -183,11 +186,17 @@ def test_the_cli_plans_and_records_its_threads(tmp_path, data_dir):
     assert pinned["threads"] == 1 and pinned["cpu"]["reason"] == "TRAINLAB_THREADS" and "adaptive" not in pinned["cpu"]
     shared = _train(tmp_path, data_dir, env_extra={cpus.SHARE_VARIABLE: "64"})  # as a dashboard job among 64
     assert shared["threads"] == 1 and shared["cpu"]["share"] == 64
+    # the precision is chosen and recorded in the same place: a dense stack trains fused, in fp32; a
+    # conv net in bf16-mixed where this CPU multiplies bf16 in hardware (engine/precision.py)
+    assert (rec["precision"], rec["precision_reason"]) == ("fp32", "auto: the fused dense step is fp32")
+    conv = _train(tmp_path, data_dir, recipe=CONV)
+    assert conv["precision"] == ("bf16-mixed" if cpus.native_bf16() else "fp32") and conv["precision_reason"].startswith("auto")
 
 
 def test_ranks_share_the_cpus(tmp_path, data_dir):
     rec = _train(tmp_path, data_dir, "--nproc", "2")
     assert rec["cpu"]["share"] == 2 and rec["threads"] == max(1, cpus.allowed_cpus() // 2)
+    assert (rec["precision"], rec["precision_reason"]) == ("fp32", "auto: not a conv net")  # ranks train with autograd
 
 
 def test_tuning_trials_share_the_cpus(tmp_path, data_dir):
@@ -202,3 +211,4 @@ def test_tuning_trials_share_the_cpus(tmp_path, data_dir):
     records = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*/run.json")]
     assert len(records) == 2 and all(r["cpu"]["share"] == 2 and r["study"] == "cpu" for r in records)
     assert all(r["threads"] == max(1, cpus.allowed_cpus() // 2) for r in records)
+    assert all(r["precision"] == "fp32" and r["precision_reason"] for r in records)

@@ -214,6 +214,7 @@ def test_jobs_train_stop_and_resume_in_worker_processes(served):
     wait_for(lambda: client.get(f"/api/v1/jobs/{job['id']}").json()["state"] == "interrupted")
     info = client.get(f"/api/v1/runs/{run_id}").json()
     assert info["record"]["status"] == "interrupted" and 0 < len(info["history"]) < 40
+    assert info["record"]["precision"] == "fp32" and info["record"]["precision_reason"]  # chosen and recorded in the worker
     assert "still training" not in client.post(f"/api/v1/runs/{run_id}/resume").text
     wait_for(lambda: client.get(f"/api/v1/runs/{run_id}").json()["record"]["status"] == "completed", timeout=120)
     assert len(client.get(f"/api/v1/runs/{run_id}").json()["history"]) == 40
