@@ -189,7 +189,8 @@ def _max_epochs(base: Recipe, space: Space) -> int:
 def open_study(name: str, storage, base: Recipe, space: Space, sampler: str = "tpe", pruner: str = "median",
                seed: int = 0, startup: int = 10) -> optuna.Study:
     """Create the study, or continue it when it exists with the same recipe and space."""
-    meta = {"recipe": base.to_dict(), "space": space_digest(space), "space_yaml": space.to_dict(), "objective": space.objective}
+    meta = {"recipe": base.to_dict(), "space": space_digest(space), "space_yaml": space.to_dict(), "objective": space.objective,
+            "heartbeat": getattr(storage, "heartbeat_interval", None)}  # what its trials beat with: when one is stale
     study = optuna.create_study(storage=storage, study_name=name, direction=space.direction, load_if_exists=True,
                                 sampler=_sampler(sampler, space, seed, startup), pruner=_pruner(pruner, _max_epochs(base, space)))
     have = study.user_attrs.get("trainlab")
@@ -447,6 +448,9 @@ def _run_processes(worker: _Worker, opts: TuneOptions, report) -> list[str]:
 def study_report(name: str, storage: str, heartbeat: int = TRIAL_HEARTBEAT_SECONDS) -> StudyReport:
     """The study's trials (stale ones, whose worker died, marked failed first) and its best recipe."""
     study = load_study(name, storage, heartbeat)
+    beat = study.user_attrs["trainlab"].get("heartbeat")
+    if beat and beat != heartbeat:  # judge staleness by the heartbeat the study's trials beat with
+        study = load_study(name, storage, beat)
     with _quiet():
         optuna.storages.fail_stale_trials(study)
     meta = study.user_attrs["trainlab"]
