@@ -84,7 +84,7 @@ def model_card(run: Run, record: RunRecord, report: EvalReport) -> str:
         f"trainlab {record.versions.get('trainlab', '')}, torch {record.versions.get('torch', '')}; layers: {layers}; "
         f"{r.optimizer.name} (lr {r.optimizer.lr:g}), batch {r.batch_size}, {record.epochs} epochs, seed {record.seed}, "
         f"{record.threads or '?'} thread(s) on {record.device}"
-        f"{f', {record.precision} arithmetic' if record.precision else ''}. The recipe is in the ONNX metadata and `recipe.yaml`.", "",
+        f"{f', trained in {record.precision} precision (inference in fp32)' if record.precision == 'bf16-mixed' else ''}. The recipe is in the ONNX metadata and `recipe.yaml`.", "",
         "## Evaluation", "",
         f"On the {report.n:,} test images: accuracy {report.accuracy:.4f}, loss {report.loss:.4f}, macro F1 "
         f"{report.macro['f1']:.4f}.", "", *_per_class(report), "",
