@@ -231,3 +231,28 @@ def test_summary_of_a_huge_layer_and_bad_exports_are_one_line(tmp_path, data_dir
     assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.startswith("error: "), p.stderr
     ok = cli("export", run_id, "--runs-dir", runs, "--data-dir", data_dir)
     assert ok.returncode == 0 and oct((runs / run_id / "model.onnx").stat().st_mode & 0o777) != "0o600"
+
+
+def test_a_ctrl_c_inside_an_import_is_delivered_once_the_import_is_done():
+    # raised inside `import torch` (a pybind11 call back into Python) it aborted the process with
+    # SIGABRT; the CLI's handler now holds it until no module is initialising, then delivers it
+    code = """
+import importlib.machinery, os, signal, sys, time, types
+from trainlab import cli
+signal.signal(signal.SIGINT, cli._interrupt)
+m = types.ModuleType("half_imported")
+m.__spec__ = importlib.machinery.ModuleSpec("half_imported", None)
+m.__spec__._initializing = True
+sys.modules["half_imported"] = m
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(0.3)
+print("held", cli.SIGINT_SEEN.is_set(), flush=True)
+m.__spec__._initializing = False
+try:
+    time.sleep(5)
+    print("lost")
+except cli._Interrupted:
+    print("delivered")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.stdout.split() == ["held", "True", "delivered"], (p.stdout, p.stderr)
