@@ -136,6 +136,8 @@ def test_the_lesson_in_the_browser(dashboard, page, tmp_path_factory):
     page.goto(url + f"#/run/{live_id}")
     page.wait_for_function("document.querySelector('#progress-text').textContent.includes('test accuracy')", timeout=30_000)
     assert float(page.inner_text("#test-acc")) > 0.8
+    from trainlab.cpus import native_bf16  # the CNN trains in bf16-mixed where the CPU multiplies bf16 in hardware
+    assert f"precision\t{'bf16-mixed' if native_bf16() else 'fp32'}" in page.inner_text("#results")
     assert page.get_attribute("#report-link", "href") == f"/api/v1/report?runs={live_id}"
     shoot(page, "run", tmp_path_factory)
     # 5. compare the two

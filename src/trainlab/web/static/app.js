@@ -159,7 +159,8 @@ function runPage(id) {
       <tr><td>final val acc</td><td class="num" id="final-val-acc">${fmt(m.val_acc ?? last.val_acc)}</td></tr>
       <tr><td>val acc at best epoch</td><td class="num">${fmt(m.val_acc_at_best)}</td></tr>
       <tr><td>test acc</td><td class="num" id="test-acc">${fmt(m.test_acc)}</td></tr><tr><td>test loss</td><td class="num">${fmt(m.test_loss)}</td></tr>
-      <tr><td>epochs</td><td class="num">${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr></table>
+      <tr><td>epochs</td><td class="num">${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr>` +
+      (rec.precision ? `<tr><td>precision</td><td title="${esc(rec.precision_reason ?? "")}">${esc(rec.precision)}</td></tr>` : "") + `</table>
       ${rec.status === "completed" ? `<p><a href="#/errors/${esc(id)}">Errors →</a> · <a href="#/try/${esc(id)}">Try it →</a></p>` : ""}`;
     $("#files").innerHTML = info.files.map(f => `<a href="/api/v1/runs/${esc(id)}/files/${esc(f)}" download>${esc(f)}</a>`).join(" · ") || "–";
     $("#summary").textContent = info.summary; $("#recipe").textContent = info.recipe_yaml;
