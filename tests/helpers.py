@@ -1,4 +1,5 @@
-"""What several test files share: running the `trainlab` command as a user does, and a free port."""
+"""What several test files share: running the `trainlab` command as a user does, a free port, and a
+callback that stops training where a test wants it to."""
 
 from __future__ import annotations
 
@@ -14,7 +15,22 @@ from pathlib import Path
 
 from trainlab.training.launcher import free_local_port as free_port  # the library's own, as --nproc uses it
 
-__all__ = ["free_port", "trainlab_cli", "trainlab_here"]
+from trainlab.engine.callbacks import Callback
+
+__all__ = ["StopAt", "free_port", "trainlab_cli", "trainlab_here"]
+
+
+class StopAt(Callback):
+    """Asks training to stop (as Ctrl-C does) after a given batch of a given epoch."""
+
+    per_batch = True
+
+    def __init__(self, epoch: int, batch: int, stop: threading.Event):
+        self.at, self.stop = (epoch, batch), stop
+
+    def on_batch_end(self, state, batch, logs):
+        if (state.epoch, batch) == self.at:
+            self.stop.set()
 
 
 def trainlab_cli(*args, env: dict | None = None, extra_env: dict | None = None, runs: Path | None = None,

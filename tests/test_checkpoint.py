@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import torch
+from helpers import StopAt
 
 from trainlab.engine.callbacks import Callback, EarlyStopping
 from trainlab.engine.checkpoint import CHECKPOINT, FORMAT, callback_keys, load_checkpoint, restore, save_checkpoint, snapshot
@@ -16,19 +17,6 @@ from trainlab.runs.record import read_record
 from trainlab.recipes import EarlyStoppingConfig
 from trainlab.settings import load_settings
 from trainlab.training.build import build
-
-
-class StopAt(Callback):
-    """Asks training to stop (as Ctrl-C does) after a given batch of a given epoch."""
-
-    per_batch = True
-
-    def __init__(self, epoch: int, batch: int, stop: threading.Event):
-        self.at, self.stop = (epoch, batch), stop
-
-    def on_batch_end(self, state, batch, logs):
-        if (state.epoch, batch) == self.at:
-            self.stop.set()
 
 
 def test_stop_then_resume_gives_bit_identical_weights(tiny_train, tmp_path):

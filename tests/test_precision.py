@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import torch
+from helpers import StopAt
 from torch import nn
 
 import trainlab
@@ -35,17 +36,6 @@ class Seen(Callback):
 
     def on_train_begin(self, state):
         self.precisions.append(state.precision)
-
-
-class StopAt(Callback):
-    per_batch = True
-
-    def __init__(self, epoch: int, batch: int, stop: threading.Event):
-        self.at, self.stop = (epoch, batch), stop
-
-    def on_batch_end(self, state, batch, logs):
-        if (state.epoch, batch) == self.at:
-            self.stop.set()
 
 
 @pytest.fixture

@@ -26,7 +26,9 @@ CPUs with native bf16, and on CUDA (as trainlab always did there); fp32 for ever
 fused dense step included. Evaluation and prediction on the CPU stay fp32 whatever the training
 precision, so `trainlab predict`, `evaluate` and the exported ONNX model compute the same numbers.
 
-The choice is recorded in run.json (`precision`) and a resume or rerun keeps it: the same seed,
+`training.build.precision_setting` says what decides it (a resumed run's record, the recipe's own
+value, then `settings.precision`, TRAINLAB_PRECISION). The choice is recorded in run.json
+(`precision`, `precision_reason`) and a resume or rerun keeps it: the same seed,
 thread count and precision give bit-identical weights (autocast changes the arithmetic, so fp32
 and bf16-mixed runs of one seed differ, as two thread counts do).
 """
@@ -39,9 +41,6 @@ import torch
 from torch import nn
 
 from trainlab.cpus import native_bf16
-
-PRECISIONS = ("fp32", "bf16-mixed")
-
 
 def resolve_precision(setting: str, model: nn.Module, device: torch.device, fused: bool = False) -> tuple[str, str]:
     """The precision a run trains in for the recipe's `setting` (auto, fp32, bf16-mixed), and why."""
