@@ -119,9 +119,9 @@ def test_a_run_recorded_before_precision_existed_continues_as_it_trained():
     from trainlab.training.api import recorded_precision
     old = RunRecord(run_id="r", recipe="x", recipe_digest="d", status="interrupted", seed=0)
     assert old.precision is None  # run.json written before `precision` existed
-    assert recorded_precision(old, torch.device("cpu")) == "fp32"  # its CPU step was fp32
-    assert recorded_precision(old, torch.device("cuda")) == "bf16-mixed"  # and CUDA autocast bf16
-    assert recorded_precision(old.model_copy(update={"precision": "bf16-mixed"}), torch.device("cpu")) == "bf16-mixed"
+    assert recorded_precision(old) == "fp32"  # its CPU step was fp32
+    assert recorded_precision(old.model_copy(update={"device": "cuda:0"})) == "bf16-mixed"  # CUDA autocast was bf16
+    assert recorded_precision(old.model_copy(update={"precision": "bf16-mixed"})) == "bf16-mixed"
 
 
 def test_rerun_trains_in_the_recorded_precision(tiny_ds, tmp_path, bf16_cpu, monkeypatch):

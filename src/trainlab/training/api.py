@@ -154,7 +154,7 @@ def resume(run: str | Path, *, model: nn.Module | None = None, settings: Setting
             run_dir = writer.run_dir if writer else resolve_run_dir(run, settings)
             record = writer.record if writer else read_record(run_dir)
             start = Start(writer.recipe if writer else read_recipe(run_dir), writer=writer, checkpoint=run_dir / CHECKPOINT,
-                          precision=recorded_precision(record, where))
+                          precision=recorded_precision(record))
             return run_training(start, settings, where, group, session)
 
 
@@ -207,10 +207,10 @@ def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | Non
         state.correct.zero_()
 
 
-def recorded_precision(record: RunRecord, device: torch.device) -> str:
+def recorded_precision(record: RunRecord) -> str:
     """The precision a recorded run trained in; runs recorded before `precision` existed trained
-    bf16-mixed on CUDA and fp32 elsewhere."""
-    return record.precision or ("bf16-mixed" if device.type == "cuda" else "fp32")
+    bf16-mixed on CUDA and fp32 elsewhere (the device they trained on, wherever they continue)."""
+    return record.precision or ("bf16-mixed" if record.device.startswith("cuda") else "fp32")
 
 
 def rerun(run: str | Path, settings: Settings | None = None, **kw) -> Run:
