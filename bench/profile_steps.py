@@ -17,6 +17,9 @@ Sections (each in fresh processes, medians of --repeat runs, alternating the var
 - bnfold: evaluation of the test set (10,000 images, batch 256, the recipe's TTA) with the BN CNN's
   batch norms against the same network with them removed: the most folding BN into the
   convolutions for inference could save.
+- compile: one training step of the tfjs CNN (batch 64, NHWC, fp32) eager against under
+  torch.compile (inductor, C++ codegen), and the first compiled step's seconds (the compilation),
+  with inductor's on-disk cache and without it (a first run).
 - threads: the fused step of each dense recipe on one thread against two, with its biggest
   matmul (batch x in x out multiply-adds; trainlab.training.threads.SMALL_MATMUL is the cut).
 
@@ -185,6 +188,39 @@ with profile() as p:
 print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 """
 
+COMPILE = """
+import os, sys
+mode = sys.argv[1]
+if mode == "first-compiled-cold":  # what a first run sees: no inductor cache (later runs hit it)
+    os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+import time, torch, torch.nn.functional as F
+from trainlab.models import build_model
+from trainlab.recipes import load_recipe
+from trainlab.runtime import keep_freed_memory
+keep_freed_memory()
+r = load_recipe("mnist-tfjs-cnn")
+torch.manual_seed(0)
+net, _ = build_model(r.model, (1, 28, 28), 10)
+net = net.to(memory_format=torch.channels_last)
+x = torch.rand(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+y = torch.randint(0, 10, (64,))
+opt = torch.optim.RMSprop(net.parameters(), lr=1e-3)
+fwd = net if mode == "eager" else torch.compile(net)
+def step():
+    loss = F.cross_entropy(fwd(x), y); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+t = time.perf_counter()
+step()
+if mode.startswith("first-compiled"):
+    print(time.perf_counter() - t)
+    raise SystemExit
+for _ in range(10):
+    step()
+t = time.perf_counter()
+for _ in range(100):
+    step()
+print((time.perf_counter() - t) / 100)
+"""
+
 
 def timed(code: str, *args: str) -> float:
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
@@ -258,6 +294,11 @@ def main() -> None:
             for (p, n), ts in alternate(PRECISION.format(recipe=recipe), variants, args.repeat).items():
                 report(results, f"{recipe} step {p} threads={n}", f"{recipe} training step, {p:10s}, {n} thread(s)", ts,
                        fmt=".2f")
+    if "compile" in only:
+        for (m,), ts in alternate(COMPILE, [("eager",), ("compiled",), ("first-compiled",),
+                                                   ("first-compiled-cold",)], args.repeat).items():
+            report(results, f"mnist-tfjs-cnn {m}", f"mnist-tfjs-cnn training step, {m:19s}", ts,
+                   unit="s" if m.startswith("first") else "ms", fmt=".2f")
     if "bnfold" in only:
         for recipe in ("mnist-fast", "cifar10-fast"):
             for (m,), ts in alternate(BNFOLD.format(recipe=recipe), [("with",), ("removed",)], args.repeat).items():
