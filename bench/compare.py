@@ -37,9 +37,16 @@ from recipes import MNIST_FAMILY, machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TF_VENV = HERE / ".venv-tf"
-TOOLS = ("trainlab", "keras", "torch", "trainlab-fp32", "keras-bf16")
+TOOLS = ("trainlab", "keras", "torch", "trainlab-fp32", "keras-bf16", "trainlab-2threads", "trainlab-2threads-passive")
 # trainlab-fp32: trainlab with `--set precision=fp32` (what `auto` picks is in run.json and the
-# progress line); keras-bf16: the Keras peer under Keras' mixed_bfloat16 policy.
+# progress line); keras-bf16: the Keras peer under Keras' mixed_bfloat16 policy;
+# trainlab-2threads(-passive): trainlab pinned to 2 threads (TRAINLAB_THREADS=2), with libgomp's
+# default spinning or OMP_WAIT_POLICY=PASSIVE: what the thread policy decides against beside busy programs.
+TOOL_NAMES = {"trainlab": "trainlab", "keras": "Keras 3 + TF", "torch": "PyTorch DataLoader",
+              "trainlab-fp32": "trainlab, precision fp32", "keras-bf16": "Keras 3 + TF, mixed_bfloat16",
+              "trainlab-2threads": "trainlab, 2 threads", "trainlab-2threads-passive": "trainlab, 2 threads, passive wait"}
+TRAINLAB_ENV = {"trainlab-2threads": {"TRAINLAB_THREADS": "2"},
+                "trainlab-2threads-passive": {"TRAINLAB_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}}
 
 
 def matmul_peak() -> tuple[float, str]:
@@ -114,7 +121,8 @@ def export_data(recipe, out: Path) -> tuple[Path, tuple[int, ...], int]:
 def run_tool(tool: str, recipe_name: str, recipe_json: Path, npz: Path, seed: int, sets: list[str],
              epochs: int | None, tf_python: str | None) -> dict:
     env = None
-    if tool in ("trainlab", "trainlab-fp32"):
+    if tool.startswith("trainlab"):
+        env = {**os.environ, **TRAINLAB_ENV[tool]} if tool in TRAINLAB_ENV else None
         cmd = [sys.executable, "-m", "trainlab", "train", recipe_name, "--seed", str(seed), "--quiet", "--json", "--no-save"]
         for s in sets + (["precision=fp32"] if tool == "trainlab-fp32" else []):
             cmd += ["--set", s]
@@ -156,7 +164,7 @@ def summarize(rows: list[dict], meta: dict) -> list[dict]:
                 "samples_per_s": m["samples"] / med,
                 "peak_fraction": m["flops"] / med / (meta["_peak_gflops"] * 1e9)}
         tl = entry["tools"].get("trainlab")
-        for tool in ("keras", "torch", "keras-bf16", "trainlab-fp32"):
+        for tool in TOOLS[1:]:
             peer = entry["tools"].get(tool)
             if tl and peer:
                 entry[f"speedup_{tool}_wall"] = peer["wall_median"] / tl["wall_median"]
@@ -173,8 +181,7 @@ def markdown(summary: list[dict], info: str) -> str:
         for tool, t in e["tools"].items():
             speed = "—" if tool == "trainlab" else \
                 f"{e.get(f'speedup_{tool}_wall', 0):.1f}× / {e.get(f'speedup_{tool}_train', 0):.1f}×"
-            name = {"trainlab": "trainlab", "keras": "Keras 3 + TF", "torch": "PyTorch DataLoader",
-                    "trainlab-fp32": "trainlab, precision fp32", "keras-bf16": "Keras 3 + TF, mixed_bfloat16"}[tool]
+            name = TOOL_NAMES[tool]
             lines.append(
                 f"| {e['recipe'] if tool == 'trainlab' else ''} | {name} | {t['n']} | {t['wall_median']:.1f} ({t['wall_min']:.1f}–{t['wall_max']:.1f}) "
                 f"| {t['train_median']:.1f} ({t['train_min']:.1f}–{t['train_max']:.1f}) | {t['samples_per_s']:,.0f} "

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare import ensure_tf_python, export_data, run_tool  # noqa: E402
+from compare import TOOL_NAMES, TOOLS, ensure_tf_python, export_data, run_tool  # noqa: E402
 from recipes import machine  # noqa: E402
 from serving import free_port, wait_healthy  # noqa: E402
 
@@ -200,10 +200,9 @@ def markdown(saved: dict) -> str:
             return f"{x['vs_idle']:.2f}×" if x and x.get("vs_idle") else "–"
         lines.append(f"| {e['recipe']} | {e['load']} | {cell(t)} | {rel(t)} | {cell(k)} | {rel(k)} | "
                      f"{e['speedup']:.1f}× |" if "speedup" in e else f"| {e['recipe']} | {e['load']} | {cell(t)} | {rel(t)} | – | – | – |")
-    others = [tool for tool in ("trainlab-fp32", "keras-bf16") if any(tool in e for e in saved["summary"])]
+    others = [tool for tool in TOOLS if tool not in ("trainlab", "keras") and any(tool in e for e in saved["summary"])]
     if others:
-        names = {"trainlab-fp32": "trainlab, precision fp32", "keras-bf16": "Keras, mixed_bfloat16"}
-        lines += ["", "| recipe | busy processes | " + " | ".join(f"{names[o]}: train s (acc)" for o in others)
+        lines += ["", "| recipe | busy processes | " + " | ".join(f"{TOOL_NAMES[o]}: train s (acc)" for o in others)
                   + " | trainlab (acc) |", "|---|---|" + "---|" * (len(others) + 1)]
         for e in saved["summary"]:
             if any(o in e for o in others):
