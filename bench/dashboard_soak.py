@@ -24,7 +24,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
 from serving import free_port, tree_rss_mb, wait_healthy
 
 from trainlab.data.handwriting import drawn_digits

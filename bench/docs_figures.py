@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 import trainlab
-from trainlab.evaluate import evaluate_run
-from trainlab.predict import write_model_views
+from trainlab.analysis.evaluate import evaluate_run
+from trainlab.analysis.predict import write_model_views
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
 WALK = ["walk-1-baseline", "walk-2-lower-lr", "walk-3-more-epochs", "walk-4-deeper", "walk-5-relu"]

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 import trainlab
-from trainlab.export import export_onnx
 from trainlab.recipes import preset_names
+from trainlab.serving.export import export_onnx
 from trainlab.settings import load_settings
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainlab.analysis.predict import predict_bytes
 from trainlab.data.handwriting import drawn_digits, photographed_digits
-from trainlab.predict import predict_bytes
 from trainlab.runs.run import load_run
 from trainlab.settings import load_settings
 

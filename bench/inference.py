@@ -71,7 +71,7 @@ def main() -> None:
         saved = json.loads(Path(args.markdown).read_text())
         print(markdown(saved["rows"], saved["machine"]))
         return
-    from trainlab.runtime import prepare_short_process
+    from trainlab.system.process_wide import prepare_short_process
     prepare_short_process()
     import torch
     info = machine() + f", {torch.get_num_threads()} threads"

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from trainlab.data import graph_prep, handwriting, images
-from trainlab.export import _export_graph, _session
+from trainlab.serving.export import _export_graph, _session
 
 SIZES = [(640, 480), (1600, 1200), (4032, 3024)]
 STYLES = [("digit", (1, 28, 28)), ("fashion", (1, 28, 28)), ("photo", (3, 48, 64))]

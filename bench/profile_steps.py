@@ -5,7 +5,7 @@
 
 Sections (each in fresh processes, medians of --repeat runs, alternating the variants):
 - startup: `import torch`, `import trainlab`, and the torch._dynamo import that torch.optim
-  triggers unless trainlab.runtime.skip_dynamo_import() is applied.
+  triggers unless trainlab.system.process_wide.skip_dynamo_import() is applied.
 - step: one training step of the recipe's model (its batch size, random data): NCHW against
   channels_last, and with glibc's default malloc thresholds against trainlab's.
 - ops: the torch profiler's top operators over 20 steps of the NHWC model.
@@ -41,7 +41,7 @@ STARTUP = {
         "import torch, time; m=torch.nn.Linear(2,2); t=time.perf_counter(); o=torch.optim.Adam(m.parameters()); "
         "m(torch.ones(1,2)).sum().backward(); o.step(); print(time.perf_counter()-t)",
     "first trainlab Adam step (prepare_short_process)":
-        "import torch, time; from trainlab.runtime import prepare_short_process; prepare_short_process(); "
+        "import torch, time; from trainlab.system.process_wide import prepare_short_process; prepare_short_process(); "
         "from trainlab.optim import make_optimizer; from trainlab.recipes import OptimizerConfig; "
         "m=torch.nn.Linear(2,2); t=time.perf_counter(); o=make_optimizer(OptimizerConfig(), m.parameters()); "
         "m(torch.ones(1,2)).sum().backward(); o.step(); print(time.perf_counter()-t)",
@@ -52,7 +52,7 @@ import sys, time, torch, torch.nn.functional as F
 from trainlab.models import build_model
 from trainlab.optim import make_optimizer
 from trainlab.recipes import load_recipe
-from trainlab.runtime import keep_freed_memory, skip_dynamo_import
+from trainlab.system.process_wide import keep_freed_memory, skip_dynamo_import
 skip_dynamo_import()
 layout, malloc = sys.argv[1], sys.argv[2]
 if malloc == "tuned":
@@ -84,7 +84,7 @@ print((time.perf_counter() - t) / 50)
 
 FUSED = """
 import sys, time, torch
-from trainlab.runtime import prepare_short_process
+from trainlab.system.process_wide import prepare_short_process
 prepare_short_process()
 from trainlab.engine.step import AutogradStep
 from trainlab.engine.fused import FusedDenseStep, dense_plan, flatten_parameters
@@ -114,7 +114,7 @@ print((time.perf_counter() - t) / 2000)
 
 PRECISION = """
 import sys, time, torch
-from trainlab.runtime import keep_freed_memory, skip_dynamo_import
+from trainlab.system.process_wide import keep_freed_memory, skip_dynamo_import
 skip_dynamo_import()
 keep_freed_memory()
 from trainlab.engine.step import AutogradStep
@@ -144,7 +144,7 @@ CONV_RECIPES = ("mnist-tfjs-cnn", "cifar10-cnn", "cifar10-cnn-deeper", "mnist-fa
 BNFOLD = """
 import sys, time, torch
 from torch import nn
-from trainlab.inference import predict_logits
+from trainlab.engine.inference import predict_logits
 from trainlab.models import build_model
 from trainlab.data.preprocess import Preprocess
 from trainlab.recipes import load_recipe
@@ -196,7 +196,7 @@ if mode == "first-compiled-cold":  # what a first run sees: no inductor cache (l
 import time, torch, torch.nn.functional as F
 from trainlab.models import build_model
 from trainlab.recipes import load_recipe
-from trainlab.runtime import keep_freed_memory
+from trainlab.system.process_wide import keep_freed_memory
 keep_freed_memory()
 r = load_recipe("mnist-tfjs-cnn")
 torch.manual_seed(0)

@@ -3,19 +3,15 @@ callback that stops training where a test wants it to."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import signal
 import subprocess
 import sys
 import threading
 import traceback
 from pathlib import Path
 
-from trainlab.training.launcher import free_local_port as free_port  # the library's own, as --nproc uses it
-
 from trainlab.engine.callbacks import Callback
+from trainlab.training.launcher import free_local_port as free_port  # the library's own, as --nproc uses it
 
 __all__ = ["StopAt", "free_port", "trainlab_cli", "trainlab_here"]
 
@@ -54,42 +50,31 @@ _IN_PROCESS = threading.Lock()
 def trainlab_here(*args, env: dict | None = None, extra_env: dict | None = None, runs: Path | None = None,
                   data_dir: Path | None = None, db: str | None = None, cwd=None, timeout: float | None = None,
                   **kw) -> subprocess.CompletedProcess:
-    """The same command as `trainlab_cli`, run in this process (the CLI's own `main()`, with the
-    environment `env` and `env_vars` and stdout/stderr captured): no interpreter and torch import per
-    call, for the many one-line-error checks. It takes `trainlab_cli`'s arguments (`timeout` and
-    subprocess options are ignored). An exception that escapes `main()` is printed into stderr as a
-    traceback, as the real command would show it. The entry point itself (`python -m trainlab`,
-    signals, start-up Ctrl-C) is tested through `trainlab_cli`."""
-    from trainlab import cli
+    """The same command as `trainlab_cli`, run in this process through typer's `CliRunner` (the
+    command's own error handling included: app.py's root command), with the environment `env`
+    and stdout/stderr captured: no interpreter and torch import per call, for the many one-line-error
+    checks. It takes `trainlab_cli`'s arguments (`timeout` and subprocess options are ignored). An
+    exception that escapes is added to stderr as a traceback, as the real command would show it.
+    The entry point itself (`python -m trainlab`, signals, start-up Ctrl-C) is tested through
+    `trainlab_cli`."""
+    from typer.testing import CliRunner
+
+    from trainlab.cli import app
     full = dict(os.environ if env is None else env, **(extra_env or {}))
     for name, value in (("TRAINLAB_RUNS", runs), ("TRAINLAB_DATA", data_dir), ("TRAINLAB_DB", db)):
         if value is not None:
             full[name] = str(value)
+    changes: dict[str, str | None] = {k: None for k in os.environ if k not in full}
+    changes.update(full)
     where = os.getcwd()
-    out, err, code = io.StringIO(), io.StringIO(), 0
     with _IN_PROCESS:
-        main = threading.current_thread() is threading.main_thread()
-        saved_env, saved_argv, saved_sigint = dict(os.environ), sys.argv, signal.getsignal(signal.SIGINT) if main else None
-        os.environ.clear()
-        os.environ.update(full)
-        sys.argv = ["trainlab", *map(str, args)]
         if cwd is not None:
             os.chdir(cwd)
         try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    cli.main()
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                except BaseException:  # noqa: BLE001 - shown as the command would show it
-                    err.write(traceback.format_exc())
-                    code = 1
+            result = CliRunner().invoke(app, [str(a) for a in args], env=changes)
         finally:
-            os.environ.clear()
-            os.environ.update(saved_env)
             os.chdir(where)
-            sys.argv = saved_argv
-            if main:
-                signal.signal(signal.SIGINT, saved_sigint)
-            cli.SIGINT_SEEN.clear()
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    err = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        err += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, err)

@@ -15,11 +15,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import trainlab_cli as cli
-from helpers import trainlab_here
 import torch
 from conftest import TREE_RECIPE, idx_bytes, write_idx_dataset, write_tree
-
+from helpers import trainlab_cli as cli
+from helpers import trainlab_here
 
 
 @pytest.fixture(scope="module")

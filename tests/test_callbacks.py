@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from trainlab.engine.callbacks import Callback
@@ -60,7 +61,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tiny_train):
     assert len(run.history) < 40
     best = min(h["val_loss"] for h in run.history)
     x, y = run.split("val")
-    from trainlab.inference import evaluate
+    from trainlab.engine.inference import evaluate
     loss, _ = evaluate(run.model, x, y, run.preprocess, 256, run.device)
     assert loss == pytest.approx(best, rel=1e-5)
 
@@ -173,3 +174,59 @@ def test_one_epoch_numbering_in_every_log(tiny_train):
     assert [h["epoch"] for h in run.history] == [1, 2] and run.metrics.best_epoch in (1, 2)
     events = [json.loads(line) for line in (run.run_dir / "events.jsonl").read_text().splitlines()]
     assert {e["epoch"] for e in events if e["type"] == "batch"} == {1, 2}
+
+
+def _epochs_run(callback, values, state=None):
+    """Feed `values` as the monitored metric epoch by epoch, as the loop does; the epochs run before the stop."""
+    from types import SimpleNamespace
+    state = state or SimpleNamespace(stop_training=False, notes=[], model=torch.nn.Linear(1, 1), epoch=0)
+    for epoch, v in enumerate(values):
+        callback.on_epoch_end(state, epoch, {"loss": v, "val_loss": v})
+        if state.stop_training:
+            return epoch + 1
+    return len(values)
+
+
+def test_early_stopping_stops_at_the_epoch_keras_documents():
+    from trainlab.engine.callbacks import EarlyStopping
+    from trainlab.recipes import EarlyStoppingConfig
+    # keras.callbacks.EarlyStopping's own example: patience 3, a loss that only grows -> "Only 4 epochs are run."
+    rising = [float(i) for i in range(1, 11)]
+    assert _epochs_run(EarlyStopping(EarlyStoppingConfig(monitor="loss", patience=3)), rising) == 4
+    # best at epoch 3 (1-based), patience 2: epochs 4 and 5 do not improve, training ends after epoch 5
+    values = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8]
+    assert _epochs_run(EarlyStopping(EarlyStoppingConfig(monitor="loss", patience=2)), values) == 5
+    # an improvement smaller than min_delta is none
+    assert _epochs_run(EarlyStopping(EarlyStoppingConfig(monitor="loss", patience=2, min_delta=0.5)),
+                       [5.0, 4.8, 4.6, 4.4, 4.2]) == 3
+    # patience 0: stops after the first epoch that does not improve, never after the first epoch
+    assert _epochs_run(EarlyStopping(EarlyStoppingConfig(monitor="loss", patience=0)), [1.0, 2.0, 3.0]) == 2
+
+
+def test_reduce_lr_on_plateau_reduces_at_the_epoch_keras_does():
+    from types import SimpleNamespace
+
+    from trainlab.engine.callbacks import ReduceLROnPlateau
+    from trainlab.recipes import ReduceLRConfig
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cb = ReduceLROnPlateau(ReduceLRConfig(monitor="loss", patience=2, factor=0.5), opt)
+    state = SimpleNamespace(notes=[])
+    lrs = []
+    for epoch, v in enumerate([1.0] * 7):  # a flat loss: epoch 1 is the best, then a plateau
+        cb.on_epoch_end(state, epoch, {"loss": v})
+        lrs.append(opt.param_groups[0]["lr"])
+    # Keras: wait counts 1, 2 -> reduce at the end of the third epoch, again two epochs later
+    assert lrs == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125]
+    cooled = ReduceLROnPlateau(ReduceLRConfig(monitor="loss", patience=1, factor=0.5, cooldown=2), opt)
+    opt.param_groups[0]["lr"] = 1.0
+    lrs = []
+    for epoch, v in enumerate([1.0] * 6):
+        cooled.on_epoch_end(state, epoch, {"loss": v})
+        lrs.append(opt.param_groups[0]["lr"])
+    # Keras' order: the cooldown counts down before the epoch is judged, so cooldown 2 skips one epoch's count
+    assert lrs == [1.0, 0.5, 0.5, 0.25, 0.25, 0.125]
+    floor = ReduceLROnPlateau(ReduceLRConfig(monitor="loss", patience=0, factor=0.1, min_lr=0.05), opt)
+    opt.param_groups[0]["lr"] = 1.0
+    for epoch in range(4):
+        floor.on_epoch_end(state, epoch, {"loss": 1.0})
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # never below min_lr

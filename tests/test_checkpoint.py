@@ -13,8 +13,8 @@ from helpers import StopAt
 from trainlab.engine.callbacks import Callback, EarlyStopping
 from trainlab.engine.checkpoint import CHECKPOINT, FORMAT, callback_keys, load_checkpoint, restore, save_checkpoint, snapshot
 from trainlab.errors import Interrupted, TrainlabError
-from trainlab.runs.record import read_record
 from trainlab.recipes import EarlyStoppingConfig
+from trainlab.runs.record import read_record
 from trainlab.settings import load_settings
 from trainlab.training.build import build
 
@@ -100,7 +100,7 @@ def test_truncated_checkpoint_is_one_line(tiny_ds, tmp_path):
 
 def test_an_old_format_is_refused(tmp_path):
     torch.save({"version": 1, "epoch": 0}, tmp_path / CHECKPOINT)
-    with pytest.raises(TrainlabError, match="checkpoint format 1, this trainlab reads format 2"):
+    with pytest.raises(TrainlabError, match="checkpoint format 1, this trainlab reads formats 2, 3"):
         load_checkpoint(tmp_path / CHECKPOINT)
 
 
@@ -171,3 +171,22 @@ def test_resume_uses_the_thread_count_the_run_was_trained_with(tiny_train, tmp_p
         assert any(f"resumed with {other} threads" in n for n in read_record(run.run_dir).notes)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_format_2_checkpoint_of_a_fused_run_resumes_bit_identically(tiny_train, tmp_path):
+    # written by the trainlab before checkpoints held per-parameter optimizer state: a fused dense run
+    # stopped at epoch 2, batch 5, its Adam state over one flat buffer ("blocks" layout)
+    import shutil
+    from pathlib import Path
+    src = Path(__file__).parent / "data" / "format2-fused-run"
+    ckpt = torch.load(src / CHECKPOINT, weights_only=True)
+    assert (ckpt["format"], ckpt["flat_layout"], len(ckpt["optimizer"]["param_groups"][0]["params"])) == (2, "blocks", 1)
+    runs = tmp_path / "b"
+    run_id = "20261204-133151-tiny-b7d021"
+    shutil.copytree(src, runs / run_id)
+    resumed = tiny_train(runs_dir=runs, resume=run_id)
+    ref = tiny_train(runs_dir=tmp_path / "a")
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert (ref.run_dir / "model.safetensors").read_bytes() == (resumed.run_dir / "model.safetensors").read_bytes()
+    # and what it writes now is format 3: the optimizer state per parameter, whichever step wrote it
+    assert read_record(resumed.run_dir).train_step == "fused-dense"

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from trainlab import cpus
-from trainlab.engine.callbacks import CpuWatch
 from conftest import MNIST_TINY
+
+from trainlab.system import cpus, process_wide
+from trainlab.engine.callbacks import CpuWatch
 
 WIDE = {**MNIST_TINY, "name": "wide", "model": {"layers": [{"type": "dense", "units": 128, "activation": "relu"},
                                                            {"type": "dense", "units": 10, "activation": "softmax"}]},
@@ -64,9 +64,9 @@ def test_plan_threads_takes_the_free_cpus_and_shares_them(monkeypatch, busy, sha
 
 def test_the_share_comes_from_the_launcher(monkeypatch):
     monkeypatch.setattr(cpus, "allowed_cpus", lambda: 4)
-    monkeypatch.setenv(cpus.SHARE_VARIABLE, "4")
+    monkeypatch.setenv(process_wide.SHARE_VARIABLE, "4")
     assert cpus.plan_threads(None, 0.0).threads == 1
-    monkeypatch.setenv(cpus.SHARE_VARIABLE, "junk")
+    monkeypatch.setenv(process_wide.SHARE_VARIABLE, "junk")
     assert cpus.plan_threads(None, 0.0).threads == 4
 
 
@@ -141,19 +141,19 @@ def test_dashboard_jobs_start_as_one_of_the_servers_workers(monkeypatch, tmp_pat
                 break
             import time
             time.sleep(0.02)
-        assert seen["env"][cpus.SHARE_VARIABLE] == "3" and job.id == 1
+        assert seen["env"][process_wide.SHARE_VARIABLE] == "3" and job.id == 1
     finally:
         queue.close()
 
 
 def _child(code: str, argv: list[str]) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in cpus.WAIT_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in process_wide.WAIT_VARIABLES}
     return subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {argv!r}\n{code}"], env=env,
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_servers_sleep_at_barriers_and_their_training_jobs_do_not():
-    code = ("from trainlab.cpus import prepare_process, role_of, training_child_environment\n"
+    code = ("from trainlab.system.process_wide import prepare_process, role_of, training_child_environment\n"
             "import os; prepare_process(role_of(sys.argv))\n"
             "child = training_child_environment(2)\n"
             "print(os.environ.get('OMP_WAIT_POLICY'), child.get('OMP_WAIT_POLICY'), child['TRAINLAB_CPU_SHARE'])")
@@ -167,8 +167,8 @@ def test_servers_sleep_at_barriers_and_their_training_jobs_do_not():
 def _train(tmp_path, data_dir, *extra, env_extra=None, recipe=WIDE):
     path = tmp_path / "wide.yaml"
     path.write_text(json.dumps(recipe))
-    env = {k: v for k, v in os.environ.items() if k not in (*cpus.WAIT_VARIABLES, "OMP_NUM_THREADS", "TRAINLAB_THREADS",
-                                                             cpus.SHARE_VARIABLE)}
+    env = {k: v for k, v in os.environ.items() if k not in (*process_wide.WAIT_VARIABLES, "OMP_NUM_THREADS", "TRAINLAB_THREADS",
+                                                             process_wide.SHARE_VARIABLE)}
     env.update(TRAINLAB_DATA=str(data_dir), TRAINLAB_RUNS=str(tmp_path / "runs"), **(env_extra or {}))
     p = subprocess.run([sys.executable, "-m", "trainlab", "train", str(path), "--json", "--quiet", *extra], env=env,
                        capture_output=True, text=True, timeout=300)
@@ -184,7 +184,7 @@ def test_the_cli_plans_and_records_its_threads(tmp_path, data_dir):
     assert rec["cpu"]["adaptive"] is True and 1 <= rec["threads"] <= allowed and "busy_elsewhere" in rec["cpu"]
     pinned = _train(tmp_path, data_dir, env_extra={"TRAINLAB_THREADS": "1"})
     assert pinned["threads"] == 1 and pinned["cpu"]["reason"] == "TRAINLAB_THREADS" and "adaptive" not in pinned["cpu"]
-    shared = _train(tmp_path, data_dir, env_extra={cpus.SHARE_VARIABLE: "64"})  # as a dashboard job among 64
+    shared = _train(tmp_path, data_dir, env_extra={process_wide.SHARE_VARIABLE: "64"})  # as a dashboard job among 64
     assert shared["threads"] == 1 and shared["cpu"]["share"] == 64
     # the precision is chosen and recorded in the same place: a dense stack trains fused, in fp32; a
     # conv net in bf16-mixed where this CPU multiplies bf16 in hardware (engine/precision.py)
@@ -202,7 +202,7 @@ def test_ranks_share_the_cpus(tmp_path, data_dir):
 def test_tuning_trials_share_the_cpus(tmp_path, data_dir):
     (tmp_path / "wide.yaml").write_text(json.dumps(WIDE))
     (tmp_path / "space.yaml").write_text("optimizer.lr: {loguniform: [1.0e-3, 1.0e-2]}\n")
-    env = {k: v for k, v in os.environ.items() if k not in (*cpus.WAIT_VARIABLES, "OMP_NUM_THREADS", "TRAINLAB_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in (*process_wide.WAIT_VARIABLES, "OMP_NUM_THREADS", "TRAINLAB_THREADS")}
     env.update(TRAINLAB_DATA=str(data_dir), TRAINLAB_RUNS=str(tmp_path / "runs"), PYTHONWARNINGS="ignore")
     p = subprocess.run([sys.executable, "-m", "trainlab", "tune", "run", str(tmp_path / "wide.yaml"), "--space",
                         str(tmp_path / "space.yaml"), "--trials", "2", "--jobs", "2", "--no-plots", "--study", "cpu"],

@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import MNIST_TINY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

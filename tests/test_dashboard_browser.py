@@ -16,11 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
-from helpers import free_port
-from conftest import MNIST_TINY
-
 import playwright.sync_api as playwright_api
+import pytest
+from conftest import MNIST_TINY
+from helpers import free_port
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -136,7 +136,7 @@ def test_the_lesson_in_the_browser(dashboard, page, tmp_path_factory):
     page.goto(url + f"#/run/{live_id}")
     page.wait_for_function("document.querySelector('#progress-text').textContent.includes('test accuracy')", timeout=30_000)
     assert float(page.inner_text("#test-acc")) > 0.8
-    from trainlab.cpus import native_bf16  # the CNN trains in bf16-mixed where the CPU multiplies bf16 in hardware
+    from trainlab.system.cpus import native_bf16  # the CNN trains in bf16-mixed where the CPU multiplies bf16 in hardware
     assert f"precision\t{'bf16-mixed' if native_bf16() else 'fp32'}" in page.inner_text("#results")
     assert page.get_attribute("#report-link", "href") == f"/api/v1/report?runs={live_id}"
     shoot(page, "run", tmp_path_factory)

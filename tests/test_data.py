@@ -19,12 +19,11 @@ from conftest import write_cifar_archive, write_idx_dataset, write_tree
 
 from trainlab.data import registry as tdata
 from trainlab.data import trees
-from trainlab.data.registry import DATASETS, load_dataset
-from trainlab.errors import DataError
 from trainlab.data.readers import parse_idx, read_cifar10_archive
-from trainlab.settings import load_settings
+from trainlab.data.registry import DATASETS, load_dataset
 from trainlab.data.trees import load_image_tree
-
+from trainlab.errors import DataError
+from trainlab.settings import load_settings
 
 # --- the real datasets -------------------------------------------------------------------------
 

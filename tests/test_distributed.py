@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
-from helpers import trainlab_cli as cli
 import torch
 from conftest import MNIST_TINY
+from helpers import trainlab_cli as cli
 
 from trainlab.engine.distributed import Group
 from trainlab.runs.record import read_record

@@ -11,16 +11,15 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import MNIST_TINY, write_tree  # noqa: E402
 from helpers import free_port, trainlab_here
 from helpers import trainlab_cli as cli
 from PIL import Image
 
-from conftest import MNIST_TINY, write_tree  # noqa: E402
-
 import trainlab  # noqa: E402
 from trainlab.errors import TrainlabError  # noqa: E402
-from trainlab.export import OnnxRun, export_onnx, photo_array, to_graph_input  # noqa: E402
 from trainlab.recipes import apply_overrides, validate  # noqa: E402
+from trainlab.serving.export import OnnxRun, export_onnx, photo_array, to_graph_input  # noqa: E402
 from trainlab.settings import load_settings  # noqa: E402
 
 COLOUR_CNN = {"name": "colour-bn", "data": {"name": "TREE", "normalize": "standardize", "validation": "test"},
@@ -81,7 +80,7 @@ def test_mnist_tfjs_cnn_exports(data_dir, tmp_path):
 
 def test_a_disagreeing_graph_is_refused_and_nothing_is_written(runs, tmp_path, monkeypatch):
     settings, mlp, _ = runs
-    monkeypatch.setattr("trainlab.export.verify", lambda *a: (3e-3, 299))
+    monkeypatch.setattr("trainlab.serving.export.verify", lambda *a: (3e-3, 299))
     with pytest.raises(TrainlabError, match=r"refused: .*top-1 identical 299/300\); nothing written"):
         export_onnx(mlp.run_id, tmp_path / "bad.onnx", settings=settings)
     assert list(tmp_path.iterdir()) == []
@@ -189,7 +188,7 @@ def png(arr) -> bytes:
 def test_serve_app_torch_and_onnx(runs, onnx, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from trainlab.web.serve import create_serve_app
+    from trainlab.serving.server import create_serve_app
     settings, mlp, _ = runs
     s = settings.with_(serve_run=mlp.run_id, serve_onnx=onnx or None, serve_timeout=5)
     with TestClient(create_serve_app(s), raise_server_exceptions=False, base_url="http://127.0.0.1") as client:

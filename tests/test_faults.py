@@ -168,9 +168,10 @@ def test_a_full_disk_where_not_even_the_record_fits_is_still_failed(tmp_path, da
     """In process: every new file fails (ENOSPC), so the final record is written over the old one."""
     import errno
 
+    from conftest import MNIST_TINY
+
     import trainlab
     import trainlab.fileio as fileio
-    from conftest import MNIST_TINY
     from trainlab.recipes import validate
     from trainlab.settings import load_settings
     settings = load_settings(runs_dir=tmp_path / "runs", data_dir=data_dir, offline=True)
@@ -235,23 +236,24 @@ def test_summary_of_a_huge_layer_and_bad_exports_are_one_line(tmp_path, data_dir
 
 def test_a_ctrl_c_inside_an_import_is_delivered_once_the_import_is_done():
     # raised inside `import torch` (a pybind11 call back into Python) it aborted the process with
-    # SIGABRT; the CLI's handler now holds it until no module is initialising, then delivers it
+    # SIGABRT; the stop handler now holds it until no module is initialising, then delivers it
     code = """
 import importlib.machinery, os, signal, sys, time, types
-from trainlab import cli
-signal.signal(signal.SIGINT, cli._interrupt)
+from trainlab.system.signals import Interrupt, StopSignals
+handler = StopSignals()
+handler.install()
 m = types.ModuleType("half_imported")
 m.__spec__ = importlib.machinery.ModuleSpec("half_imported", None)
 m.__spec__._initializing = True
 sys.modules["half_imported"] = m
 os.kill(os.getpid(), signal.SIGINT)
 time.sleep(0.3)
-print("held", cli.SIGINT_SEEN.is_set(), flush=True)
+print("held", handler.interrupted.is_set(), flush=True)
 m.__spec__._initializing = False
 try:
     time.sleep(5)
     print("lost")
-except cli._Interrupted:
+except Interrupt:
     print("delivered")
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

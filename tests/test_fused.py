@@ -11,9 +11,9 @@ from torch import nn
 
 import trainlab
 from trainlab.engine.callbacks import Callback
+from trainlab.engine.fused import (FusedDenseStep, dense_plan, flat_to_per_parameter, flatten_parameters, fused_applies,
+                                   per_parameter_state_dict, per_parameter_to_flat)
 from trainlab.engine.step import AutogradStep
-from trainlab.engine.fused import (FusedDenseStep, adapt_optimizer_state, dense_plan, flatten_parameters,
-                            fused_applies)
 from trainlab.models import build_model
 from trainlab.optim import make_optimizer
 from trainlab.recipes import OptimizerConfig, load_recipe
@@ -40,6 +40,7 @@ def _batch(n=16, inputs=20, seed=1):
 def _fused(model, cfg=OptimizerConfig(name="sgd", lr=1.0).model_copy(update={"lr": 0.0}), smoothing=0.0):
     flat = flatten_parameters(model)
     opt = make_optimizer(cfg, [flat])
+    per_parameter_state_dict(opt, model)  # as strategy.build_step makes it
     return FusedDenseStep(model, dense_plan(model), flat, opt, smoothing), flat
 
 
@@ -54,7 +55,7 @@ def test_gradients_loss_and_logits_equal_autograds(act, bias, smoothing):
     loss_ref = F.cross_entropy(logits_ref, y, label_smoothing=smoothing)
     loss_ref.backward()
     step, _ = _fused(model, smoothing=smoothing)  # lr 0: the step leaves the weights, the gradients stay
-    logits, loss = step(x, y)
+    logits, loss = step.update(x, y)
     torch.testing.assert_close(logits, logits_ref.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss, loss_ref.detach(), rtol=1e-6, atol=1e-7)
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
@@ -73,7 +74,7 @@ def test_mixed_stack_bias_and_no_bias_layers_and_a_linear_after_a_linear():
         ref.zero_grad()
         loss_ref = F.cross_entropy(ref(x), y)
         loss_ref.backward()
-        _, loss = step(x, y)
+        _, loss = step.update(x, y)
         torch.testing.assert_close(loss, loss_ref.detach(), rtol=1e-6, atol=1e-7)
         for (name, p), q in zip(model.named_parameters(), ref.parameters()):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
@@ -99,26 +100,24 @@ def test_the_fused_step_refuses_parameters_not_in_flat_blocks():
 
 
 def test_optimizer_state_of_an_older_concatenated_checkpoint_moves_into_blocks():
+    # checkpoints written before the [weight | bias] blocks held the flat state "concat"enated
     cfg = OptimizerConfig(name="rmsprop", lr=1e-2, momentum=0.9)
     ref = _mlp()
     opt = make_optimizer(cfg, ref.parameters())
     auto = AutogradStep(ref, opt, 0.0, CPU)
     for i in range(3):
-        auto(*_batch(seed=i))
+        auto.update(*_batch(seed=i))
     model = copy.deepcopy(ref)
     step, flat = _fused(model, cfg)
-    old = adapt_optimizer_state(opt.state_dict(), step.optimizer, model, None, layout="concat")  # as written before
+    old = per_parameter_to_flat(opt.state_dict(), model, layout="concat")  # as written before
     concat = old["state"][0]["velocity"]
     torch.testing.assert_close(concat, torch.cat([opt.state[p]["velocity"].reshape(-1) for p in ref.parameters()]))
-    now = adapt_optimizer_state(old, step.optimizer, model, "concat")
-    direct = adapt_optimizer_state(opt.state_dict(), step.optimizer, model, None)
-    for key in ("velocity", "momentum"):
-        torch.testing.assert_close(now["state"][0][key], direct["state"][0][key])
-        assert not torch.equal(now["state"][0][key], old["state"][0][key])  # the layouts really differ
-    step.optimizer.load_state_dict(now)  # both continue alike from here
+    blocks = per_parameter_to_flat(opt.state_dict(), model)
+    assert not torch.equal(blocks["state"][0]["velocity"], concat)  # the layouts really differ
+    step.optimizer.load_state_dict(flat_to_per_parameter(old, model, "concat"))  # both continue alike from here
     for i in range(3, 8):
-        auto(*_batch(seed=i))
-        step(*_batch(seed=i))
+        auto.update(*_batch(seed=i))
+        step.update(*_batch(seed=i))
     for p, q in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
@@ -132,7 +131,7 @@ def test_a_last_smaller_batch_and_flatten_first():
         x = x.view(n, 1, 3, 4)
         ref.zero_grad()
         F.cross_entropy(ref(x), y).backward()
-        step(x, y)
+        step.update(x, y)
         for p, q in zip(model.parameters(), ref.parameters()):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7)
 
@@ -152,9 +151,9 @@ def test_twenty_updates_match_autograd_and_torch_optim(cfg):
     step, flat = _fused(model, cfg)
     for i in range(20):
         x, y = _batch(seed=i)
-        auto(x, y)
-        step(x, y)
-    assert step.update.started and step.update.direct is not None  # the direct kernels ran, not optimizer.step
+        auto.update(x, y)
+        step.update(x, y)
+    assert step.apply_update.started and step.apply_update.direct is not None  # the direct kernels ran, not optimizer.step
     for p, q in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     moved = sum((p - p0).abs().sum().item() for p, p0 in zip(ref.parameters(), _mlp().parameters()))
@@ -194,7 +193,7 @@ def test_flat_parameters_are_views_until_closed():
 
 
 @pytest.mark.parametrize("name", ["adam", "rmsprop", "sgd"])
-def test_optimizer_state_moves_between_flat_and_per_parameter(name):
+def test_the_fused_optimizer_saves_and_loads_torchs_per_parameter_state(name):
     cfg = OptimizerConfig(name=name, lr=1e-2, momentum=0.9 if name != "adam" else 0.0)
     ref = _mlp()
     model = copy.deepcopy(ref)
@@ -202,23 +201,29 @@ def test_optimizer_state_moves_between_flat_and_per_parameter(name):
     auto = AutogradStep(ref, auto_opt, 0.0, CPU)
     step, flat = _fused(model, cfg)
     for i in range(5):
-        auto(*_batch(seed=i))
-        step(*_batch(seed=i))
+        auto.update(*_batch(seed=i))
+        step.update(*_batch(seed=i))
+    saved = step.optimizer.state_dict()  # what a checkpoint holds: one entry per parameter, as torch's own
+    assert saved["param_groups"][0]["params"] == list(range(len(list(model.parameters()))))
+    assert set(saved["state"]) == set(auto_opt.state_dict()["state"])
+    for i, p in enumerate(model.parameters()):
+        for key, value in saved["state"][i].items():
+            assert value.shape == auto_opt.state_dict()["state"][i][key].shape
     # per parameter -> flat: a fresh fused optimizer loads the autograd one's state and continues alike
     m2 = copy.deepcopy(ref)
     s2, f2 = _fused(m2, cfg)
-    s2.optimizer.load_state_dict(adapt_optimizer_state(auto_opt.state_dict(), s2.optimizer, m2, None))
-    # flat -> per parameter
+    s2.optimizer.load_state_dict(auto_opt.state_dict())
+    # flat -> per parameter: a plain optimizer loads the fused one's state
     m3 = copy.deepcopy(model)
     for p in m3.parameters():
         p.data = p.data.clone()
     o3 = make_optimizer(cfg, m3.parameters())
-    o3.load_state_dict(adapt_optimizer_state(step.optimizer.state_dict(), o3, m3, step.layout))
+    o3.load_state_dict(saved)
     a3 = AutogradStep(m3, o3, 0.0, CPU)
     for i in range(5, 10):
-        auto(*_batch(seed=i))
-        s2(*_batch(seed=i))
-        a3(*_batch(seed=i))
+        auto.update(*_batch(seed=i))
+        s2.update(*_batch(seed=i))
+        a3.update(*_batch(seed=i))
     for p, q, r in zip(ref.parameters(), m2.parameters(), m3.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(r, p, rtol=1e-4, atol=1e-5)
@@ -226,7 +231,7 @@ def test_optimizer_state_moves_between_flat_and_per_parameter(name):
 
 class _Seen(Callback):
     def on_train_begin(self, state):
-        self.fused = state.fused is not None
+        self.fused = state.train_step.kind == "fused-dense"
 
 
 def test_train_picks_the_fused_step_and_trains_alike(data_dir, monkeypatch):
@@ -236,7 +241,7 @@ def test_train_picks_the_fused_step_and_trains_alike(data_dir, monkeypatch):
                            callbacks=[seen])
     assert seen.fused
     assert len({p.untyped_storage().data_ptr() for p in fused.model.parameters()}) == 4  # own storage again
-    monkeypatch.setenv("TRAINLAB_FUSED", "0")
+    monkeypatch.setenv("TRAINLAB_STEP", "autograd")
     auto = trainlab.train("mnist-mlp", epochs=2, overrides=ov, data_dir=data_dir, save=False, progress="none",
                           callbacks=[seen])
     assert not seen.fused
@@ -264,12 +269,12 @@ def test_a_run_checkpointed_by_autograd_resumes_fused(data_dir, tmp_path, monkey
     from trainlab.errors import Interrupted
     ov = {"data.limit_train": 2000, "data.limit_test": 300}
     ref = trainlab.train("fashion-mlp", epochs=2, overrides=ov, data_dir=data_dir, runs_dir=tmp_path, progress="none")
-    monkeypatch.setenv("TRAINLAB_FUSED", "0")
+    monkeypatch.setenv("TRAINLAB_STEP", "autograd")
     stop = threading.Event()
     with pytest.raises(Interrupted) as info:
         trainlab.train("fashion-mlp", epochs=2, overrides=ov, data_dir=data_dir, runs_dir=tmp_path, progress="none",
                        stop=stop, callbacks=[_StopAt(stop, 1, 10)])
-    monkeypatch.setenv("TRAINLAB_FUSED", "1")
+    monkeypatch.setenv("TRAINLAB_STEP", "auto")
     seen = _Seen()
     done = trainlab.resume(info.value.run_id, data_dir=data_dir, runs_dir=tmp_path, progress="none",
                           callbacks=[_StopAt(threading.Event(), -1, -1), seen])
@@ -279,10 +284,11 @@ def test_a_run_checkpointed_by_autograd_resumes_fused(data_dir, tmp_path, monkey
 
 
 def _state(recipe, sets=None):
+    import numpy as np
+
+    from trainlab.data.readers import Dataset
     from trainlab.settings import load_settings
     from trainlab.training.build import build
-    from trainlab.data.readers import Dataset
-    import numpy as np
     r = load_recipe(recipe, {"data.validation": "test", **(sets or {})})
     rng = np.random.default_rng(0)
     ds = Dataset("mnist", [str(i) for i in range(10)], rng.integers(0, 255, (64, 28, 28, 1), dtype=np.uint8),
@@ -296,7 +302,7 @@ def test_small_dense_stacks_train_on_one_thread_unless_told(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("TRAINLAB_THREADS", raising=False)
     monkeypatch.setattr("trainlab.training.threads.busy_elsewhere", lambda since: 0.0)  # an idle machine
-    from trainlab.cpus import allowed_cpus
+    from trainlab.system.cpus import allowed_cpus
     walk = _state("walk-5-relu")  # 50 x 784 x 30: one thread
     assert pick_threads(walk, load_settings()) == (1, {"wait_policy": "spin (default)", "allowed": allowed_cpus(),
                                                         "reason": "small dense stack"})

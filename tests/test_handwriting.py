@@ -50,20 +50,21 @@ def test_mnist_style_input_is_unchanged_in_substance():
 def test_augmentations_are_batched_seeded_and_do_what_they_say():
     x = torch.zeros(64, 1, 28, 28)
     x[:, :, 8:20, 13:15] = 255.0  # a vertical bar
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    thick_or_thin = random_stroke(x, 1.0, g())
+    u = torch.rand(64, 4, generator=torch.Generator().manual_seed(0))  # per-image uniform draws
+    thick_or_thin = random_stroke(x, 1.0, u[:, 0])
     ink = (thick_or_thin > 0).flatten(1).sum(1)
     assert (ink > 24).any() and (ink < 24).any()  # some thickened, some thinned (24 px of bar)
-    rot = random_affine(x, 30, 0.0, 0.0, g())
-    assert torch.equal(rot, random_affine(x, 30, 0.0, 0.0, g())) and not torch.allclose(rot[0], rot[1])
+    rot = random_affine(x, 30, 0.0, 0.0, u)
+    assert torch.equal(rot, random_affine(x, 30, 0.0, 0.0, u.clone())) and not torch.allclose(rot[0], rot[1])
     assert abs(rot.sum() / x.sum() - 1) < 0.1  # rotation keeps the ink
-    blurred = random_blur(x, 1.0, g())
+    blurred = random_blur(x, 1.0, u[:, 1])
     assert blurred.max() < 255 and abs(blurred.sum() / x.sum() - 1) < 1e-4
-    faint = random_contrast(x, 0.5, g())
+    faint = random_contrast(x, 0.5, u[:, 2])
     peaks = faint.flatten(1).max(1).values
     assert peaks.min() >= 127 and peaks.max() <= 255 and peaks.std() > 0
     cfg = AugmentConfig(rotate=10, scale=0.1, shift=0.05, stroke=0.5, blur=0.3, contrast=0.4)
-    out = make_augment(cfg, g())(x.clone())
+    aug = make_augment(cfg)
+    out = aug(x.clone(), aug.draw(64, torch.Generator().manual_seed(0)))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
 
 

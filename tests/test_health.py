@@ -13,8 +13,8 @@ import yaml
 from helpers import trainlab_here
 from PIL import Image
 
+from trainlab.data.health import check_data, duplicate_groups
 from trainlab.errors import TrainlabError
-from trainlab.health import check_data, duplicate_groups
 from trainlab.settings import load_settings
 
 CLASSES = ("amber", "blue", "coral", "dusk")
@@ -186,7 +186,7 @@ def test_the_health_api_checks_and_saves_decisions(tmp_path, data_dir):
 
 
 def test_a_weak_cross_fit_says_its_label_findings_are_unreliable():
-    from trainlab.health import HealthReport
+    from trainlab.data.health import HealthReport
     weak = HealthReport("photos", "all", 3, "mnist-fast", 60, ["a", "b"], accuracy=0.47)
     assert "right on only 47% of the images they never saw" in weak.summary()
     assert "note" not in HealthReport("mnist", "all", 5, "mnist-fast", 70000, ["0"], accuracy=0.988).summary()

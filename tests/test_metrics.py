@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from helpers import trainlab_here
 from PIL import Image
-import torch
 
 import trainlab
 from trainlab.metrics import classification_report, confusion_matrix, precision_recall_f1, top_k_accuracy

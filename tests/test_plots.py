@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import tiny_recipe
 from helpers import trainlab_here
 from PIL import Image
 
-from conftest import tiny_recipe
 from trainlab.metrics import classification_report
 from trainlab.plots import plot_confusion, plot_gallery, plot_history
 from trainlab.runs.curves import Curve
@@ -97,9 +97,10 @@ def test_one_image_with_a_colour_bar(data_dir):
 
 def test_samples_of_cifar_and_an_image_tree(tmp_path):
     from conftest import write_cifar_archive, write_tree
+
     import trainlab
-    from trainlab.data.registry import DATASETS
     from trainlab.data.readers import Dataset, read_cifar10_archive
+    from trainlab.data.registry import DATASETS
     write_cifar_archive(tmp_path / "c.tar.gz")  # the canonical format, tiny
     x_tr, y_tr, x_te, y_te = read_cifar10_archive(tmp_path / "c.tar.gz")
     cifar = Dataset("cifar10", list(DATASETS["cifar10"].classes), x_tr, y_tr, x_te, y_te)
@@ -113,8 +114,9 @@ def test_samples_of_cifar_and_an_image_tree(tmp_path):
 
 
 def test_prediction_figure_colours_right_blue_and_wrong_red():
-    from trainlab.plots import RIGHT, WRONG, plot_predictions
     from matplotlib.colors import to_hex
+
+    from trainlab.plots import RIGHT, WRONG, plot_predictions
     images = np.zeros((2, 8, 8, 1), np.uint8)
     probs = np.array([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1]])
     fig = plot_predictions(images, probs, ["a", "b", "c"], true=np.array([1, 2]), cols=2)
@@ -133,6 +135,7 @@ def test_a_runs_prediction_figure_marks_its_own_mistakes(tiny_train):
     preds = run.predict(run.split("test")[0][:12].permute(0, 2, 3, 1).numpy())
     y = run.split("test")[1][:12].numpy()
     from matplotlib.colors import to_hex
+
     from trainlab.plots import RIGHT, WRONG
     colours = [to_hex(ax.xaxis.label.get_color()) for ax in fig.axes if ax.images]
     assert colours == [to_hex(RIGHT) if p == t else to_hex(WRONG) for p, t in zip(preds.labels, y)]
@@ -155,8 +158,8 @@ def test_data_show_classes_alone_writes_no_picture(tmp_path, data_dir):
 
 def test_learning_curves_tick_at_whole_epochs():
     from trainlab.plots import plot_history
-    from trainlab.runs.curves import Curve
     from trainlab.recipes import load_recipe
+    from trainlab.runs.curves import Curve
     hist = [{"epoch": e, "loss": 1 / e, "acc": 0.5 + e / 10, "val_loss": 1.1 / e, "val_acc": 0.45 + e / 10} for e in (1, 2, 3)]
     fig = plot_history([Curve(load_recipe("mnist-mlp"), hist, "a"), Curve(load_recipe("mnist-mlp", {"seed": 1}), hist, "b")])
     for ax in fig.axes[:2]:

@@ -11,7 +11,7 @@ from helpers import StopAt
 from torch import nn
 
 import trainlab
-from trainlab import cpus
+from trainlab.system import cpus
 from trainlab.engine import precision as precision_mod
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.precision import resolve_precision
@@ -61,7 +61,7 @@ def test_auto_picks_bf16_for_plain_conv_nets_on_native_bf16_cpus(bf16_cpu, monke
     assert resolve_precision("auto", conv, cpu) == ("bf16-mixed", "auto: conv net on a CPU with native bf16")
     assert resolve_precision("auto", bn, cpu)[0] == "bf16-mixed"
     assert resolve_precision("auto", dense, cpu)[0] == "fp32"
-    assert resolve_precision("auto", dense, cpu, fused=True) == ("fp32", "auto: the fused dense step is fp32")
+    assert resolve_precision("auto", dense, cpu, "fused dense") == ("fp32", "auto: the fused dense step is fp32")
     assert resolve_precision("auto", dense, cuda)[0] == "bf16-mixed"
     assert resolve_precision("fp32", conv, cuda) == ("fp32", "set")
     assert resolve_precision("bf16-mixed", dense, cpu)[0] == "bf16-mixed"

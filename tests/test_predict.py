@@ -186,8 +186,8 @@ def test_fashion_test_image_0_is_an_ankle_boot(tmp_path, data_dir):
 
 
 def test_test_index_ranges_and_the_predictions_figure(cnn_run, tmp_path, data_dir):
+    from trainlab.analysis.predict import parse_indices
     from trainlab.errors import TrainlabError
-    from trainlab.predict import parse_indices
     assert parse_indices(["0:3", "7", ":2"]) == [0, 1, 2, 7, 0, 1]
     with pytest.raises(TrainlabError, match="give a number N or a range A:B"):
         parse_indices(["a:b"])
@@ -200,7 +200,7 @@ def test_test_index_ranges_and_the_predictions_figure(cnn_run, tmp_path, data_di
 
 
 def test_the_low_confidence_warning_never_reads_a_number_below_itself():
-    from trainlab.inference import ood_warnings
+    from trainlab.engine.inference import ood_warnings
     from trainlab.runs.record import OODThresholds
     ood = OODThresholds(confidence_p02=0.9912, mean_range=(0.0, 1.0), std_range=(0.0, 1.0), n=100)
     (w,) = ood_warnings(ood, 0.9887, 0.5, 0.5)

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import trainlab_here
 import torch
+from helpers import trainlab_here
 from safetensors.torch import load_file
 
 import trainlab

@@ -8,10 +8,10 @@ import pytest
 
 import trainlab
 from trainlab.errors import TrainlabError
-from trainlab.runs.events import EVENTS, EventLog, read_events
-from trainlab.runs.record import Metrics, RunRecord, read_record
 from trainlab.runs.admin import compare_runs, reindex
+from trainlab.runs.events import EVENTS, EventLog, read_events
 from trainlab.runs.files import open_index, read_history
+from trainlab.runs.record import Metrics, RunRecord, read_record
 from trainlab.settings import load_settings
 
 

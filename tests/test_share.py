@@ -8,9 +8,8 @@ import re
 
 import pytest
 import yaml
-from helpers import trainlab_here
-
 from conftest import MNIST_TINY
+from helpers import trainlab_here
 
 import trainlab
 from trainlab.recipes import validate

@@ -50,7 +50,7 @@ def test_cifar10_fast_short_run(data_dir):
 def test_dynamo_free_step_is_torchs_update(name):
     code = f"""
 import sys, torch
-from trainlab.runtime import prepare_short_process
+from trainlab.system.process_wide import prepare_short_process
 from trainlab.optim import make_optimizer
 from trainlab.recipes import OptimizerConfig
 prepare_short_process()
@@ -111,7 +111,7 @@ def test_an_nhwc_model_saves_and_reloads_to_the_same_predictions(data_dir, tmp_p
 
 
 def test_process_tuning_keeps_freed_memory_on_glibc():
-    from trainlab.runtime import keep_freed_memory
+    from trainlab.system.process_wide import keep_freed_memory
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc only")
     assert keep_freed_memory() is True

@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import trainlab_here as cli  # in this process: the command's main(), no interpreter start
 from sqlalchemy import create_engine, text
 
 import trainlab
 from trainlab.errors import TrainlabError
 from trainlab.runs.store import Store
-
-from helpers import trainlab_here as cli  # in this process: the command's main(), no interpreter start
 
 TINY = ["--epochs", "2", "--set", "data.limit_train=1500", "--set", "data.limit_test=300", "--quiet", "--json"]
 

@@ -107,19 +107,26 @@ def test_standardize_uses_training_statistics(data_dir):
     assert x.mean().item() == pytest.approx(0, abs=1e-3) and x.std().item() == pytest.approx(1, abs=1e-2)
 
 
-def test_augmentation_runs_on_whole_batches_and_is_seeded():
+def test_augmentation_runs_on_whole_batches_and_is_a_function_of_the_draws():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
-    gen = torch.Generator().manual_seed(0)
-    out = random_crop(x, 2, "constant", gen)
+    out = random_crop(x, 2, "constant", torch.rand(2, 2, generator=torch.Generator().manual_seed(0)))
     assert out.shape == x.shape
     for i in range(2):  # each output is a shifted window of its own image
         padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
         assert any(torch.equal(out[i], padded[:, r:r + 6, c:c + 6]) for r in range(5) for c in range(5))
-    aug = make_augment(AugmentConfig(flip=True, crop=2), torch.Generator().manual_seed(1))
-    again = make_augment(AugmentConfig(flip=True, crop=2), torch.Generator().manual_seed(1))
+    # the extreme draws reach the extreme offsets: 0 and 2 * pad
+    corner = random_crop(x, 2, "constant", torch.tensor([[0.0, 0.0], [0.9999, 0.9999]]))
+    assert torch.equal(corner[0], torch.nn.functional.pad(x[0], (2, 2, 2, 2))[:, :6, :6])
+    assert torch.equal(corner[1], torch.nn.functional.pad(x[1], (2, 2, 2, 2))[:, 4:, 4:])
+    aug = make_augment(AugmentConfig(flip=True, crop=2))
+    assert aug.width == 3  # two offsets and a flip per image
+    draws = aug.draw(16, torch.Generator().manual_seed(1))
+    assert draws.shape == (16, 3) and torch.equal(draws, aug.draw(16, torch.Generator().manual_seed(1)))
     batch = torch.rand(16, 3, 8, 8) * 255
-    assert torch.equal(aug(batch), again(batch))
-    assert make_augment(AugmentConfig(), torch.Generator()) is None
+    assert torch.equal(aug(batch, draws), aug(batch, draws.clone()))  # the same rows and draws: the same batch
+    assert not torch.equal(aug(batch, draws), aug(batch, aug.draw(16, torch.Generator().manual_seed(2))))
+    assert torch.equal(aug(batch[:4], draws[:4]), aug(batch, draws)[:4])  # a row's result does not depend on its batch
+    assert make_augment(AugmentConfig()) is None
 
 
 def test_augmented_training_runs(data_dir):

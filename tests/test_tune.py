@@ -20,8 +20,8 @@ from helpers import trainlab_here
 import trainlab
 from trainlab.errors import Interrupted, RecipeError, TrainlabError
 from trainlab.recipes import load_recipe
-from trainlab.tuning.space import load_space, reshape_stack, space_names
 from trainlab.runs.store import Store
+from trainlab.tuning.space import load_space, reshape_stack, space_names
 from trainlab.tuning.study import TrialReporter, split_trials, study_report, tune
 
 # --- search spaces ---------------------------------------------------------------------------------

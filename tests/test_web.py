@@ -11,11 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from fastapi.testclient import TestClient
-
 from conftest import MNIST_TINY  # noqa: E402
+from fastapi.testclient import TestClient
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import shutil
 import time
 
 import pytest
-from fastapi.testclient import TestClient
-
 from conftest import MNIST_TINY  # noqa: E402
+from fastapi.testclient import TestClient
 
 BASE = "http://127.0.0.1"
 
@@ -107,7 +106,7 @@ def test_loopback_names_and_allowed_hosts_are_served(site):
 
 
 def test_trainlab_serve_checks_the_host_too(site):
-    from trainlab.web.serve import create_serve_app
+    from trainlab.serving.server import create_serve_app
     _, run, settings, _ = site
     s = settings.with_(serve_run=run.run_id)
     with TestClient(create_serve_app(s), raise_server_exceptions=False, base_url=BASE) as client:

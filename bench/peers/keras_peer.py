@@ -13,10 +13,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
-
 
 # KERAS_PEER_POLICY=mixed_bfloat16: Keras' own mixed precision (bf16 compute, fp32 variables), the
 # counterpart of trainlab's precision: bf16-mixed; the softmax output stays float32 as Keras' guide says.

@@ -20,16 +20,16 @@ from trainlab.version import __version__
 
 _EXPORTS = {
     "Callback": "trainlab.engine.callbacks", "Dataset": "trainlab.data.readers", "EvalReport": "trainlab.metrics",
-    "Predictions": "trainlab.inference", "Recipe": "trainlab.recipes", "Run": "trainlab.runs.run",
+    "Predictions": "trainlab.engine.inference", "Recipe": "trainlab.recipes", "Run": "trainlab.runs.run",
     "Settings": "trainlab.settings", "TrainlabError": "trainlab.errors", "load_dataset": "trainlab.data.registry",
     "load_image_tree": "trainlab.data.trees", "load_recipe": "trainlab.recipes", "load_run": "trainlab.runs.run",
     "load_settings": "trainlab.settings", "plot_history": "trainlab.plots", "curves_png": "trainlab.runs.curves", "preset_names": "trainlab.recipes",
-    "train": "trainlab.training.api", "resume": "trainlab.training.api", "rerun": "trainlab.training.api", "show_samples": "trainlab.pictures", "find_lr": "trainlab.tuning.lrfind",
+    "train": "trainlab.training.api", "resume": "trainlab.training.api", "rerun": "trainlab.training.api", "show_samples": "trainlab.analysis.pictures", "find_lr": "trainlab.tuning.lrfind",
     "tune": "trainlab.tuning.study", "TuneOptions": "trainlab.tuning.study", "study_report": "trainlab.tuning.study", "Metrics": "trainlab.runs.record", "load_space": "trainlab.tuning.space",
-    "export_onnx": "trainlab.export", "OnnxRun": "trainlab.export", "create_app": "trainlab.web.app",
-    "check_data": "trainlab.health", "fix_data": "trainlab.health", "HealthReport": "trainlab.health",
-    "read_corrections": "trainlab.data.corrections", "build_report": "trainlab.report", "write_report": "trainlab.report",
-    "to_tensorboard": "trainlab.share", "to_mlflow": "trainlab.share",
+    "export_onnx": "trainlab.serving.export", "OnnxRun": "trainlab.serving.export", "create_app": "trainlab.web.app",
+    "check_data": "trainlab.data.health", "fix_data": "trainlab.data.health", "HealthReport": "trainlab.data.health",
+    "read_corrections": "trainlab.data.corrections", "build_report": "trainlab.analysis.report", "write_report": "trainlab.analysis.report",
+    "to_tensorboard": "trainlab.analysis.share", "to_mlflow": "trainlab.analysis.share",
 }
 __all__ = [*_EXPORTS, "__version__"]
 __getattr__, _dir = lazy_exports(__name__, _EXPORTS)

@@ -1,31 +1,26 @@
-"""`python -m trainlab` and the `trainlab` console script. Importing the CLI happens inside the
-guard (after the CPU policy, which must come before torch: cpus.py), so a Ctrl-C at any moment of start-up ends in one line and exit status 130."""
+"""`python -m trainlab` and the `trainlab` console script. The stop handler (system/signals.py) is
+installed first of all, so a Ctrl-C at any moment of start-up ends in one line and exit status 130;
+then the CPU policy, which must come before torch loads (system/process_wide.py); then the CLI."""
 
-import signal
 import sys
 
-_seen: list[int] = []
+from trainlab.system.signals import Interrupt, StopSignals
 
-
-def _startup_interrupt(signum, frame):
-    _seen.append(signum)
-    raise KeyboardInterrupt
-
-
-signal.signal(signal.SIGINT, _startup_interrupt)  # first of all: a Ctrl-C from here on is one line, not a traceback
+HANDLER = StopSignals()
+HANDLER.install()
 
 
 def run() -> None:
     try:
-        from trainlab.cpus import prepare_process, role_of
+        from trainlab.system.process_wide import prepare_process, role_of
         prepare_process(role_of(sys.argv))  # the servers' OpenMP wait policy, before torch loads
         from trainlab.cli import main
-    except BaseException:  # a Ctrl-C inside an extension's import can surface as ImportError
-        if _seen or sys.exc_info()[0] is KeyboardInterrupt:
+    except BaseException as exc:  # a Ctrl-C inside an extension's import can surface as ImportError
+        if HANDLER.interrupted.is_set() or isinstance(exc, (KeyboardInterrupt, Interrupt)):
             sys.stderr.write("interrupted\n")
-            sys.exit(130)
+            sys.exit(HANDLER.exit_status)
         raise
-    main()
+    main(HANDLER)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from trainlab.errors import RecipeError
-from trainlab.recipes import (ActivationLayer, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool,
-                              ModelConfig)
+from trainlab.recipes import ActivationLayer, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool, ModelConfig
 
 _ACTIVATIONS = {
     "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU,

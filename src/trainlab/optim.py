@@ -4,11 +4,11 @@ learning-rate schedules (torch's own schedulers)."""
 from __future__ import annotations
 
 import inspect
-import sys
 
 import torch
 
 from trainlab.recipes import OptimizerConfig, ScheduleConfig
+from trainlab.system.process_wide import eager_optimizer_step
 
 
 class KerasRMSprop(torch.optim.Optimizer):
@@ -46,7 +46,9 @@ class KerasRMSprop(torch.optim.Optimizer):
             torch._foreach_addcmul_(velocity, grads, grads, value=1 - group["rho"])
             denom = torch._foreach_add(velocity, group["eps"])
             torch._foreach_sqrt_(denom)
-            if group["momentum"] > 0:
+            if isinstance(group["lr"], torch.Tensor):  # a device learning rate (a captured CUDA graph reads it)
+                _tensor_lr_update(params, grads, denom, states, group)
+            elif group["momentum"] > 0:
                 mom = [st["momentum"] for st in states]
                 torch._foreach_mul_(mom, group["momentum"])
                 torch._foreach_addcdiv_(mom, grads, denom, value=group["lr"])
@@ -56,6 +58,18 @@ class KerasRMSprop(torch.optim.Optimizer):
         return loss
 
 
+def _tensor_lr_update(params, grads, denom, states, group) -> None:
+    """The update with the learning rate as a tensor: no host number is read, so it can be captured."""
+    update = torch._foreach_div(grads, denom)
+    torch._foreach_mul_(update, group["lr"])
+    if group["momentum"] > 0:
+        mom = [st["momentum"] for st in states]
+        torch._foreach_mul_(mom, group["momentum"])
+        torch._foreach_add_(mom, update)
+        update = mom
+    torch._foreach_sub_(params, update)
+
+
 class _EagerStep:
     """torch's Adam/AdamW/SGD with the same update, minus one import.
 
@@ -63,11 +77,12 @@ class _EagerStep:
     on every call (2.2 s the first time, measured here) only to place graph breaks for
     torch.compile. While nothing in the process has imported torch._dynamo nothing can be
     compiling, so the step runs the undecorated update under no_grad (what the wrapper does with
-    differentiable=False); once torch._dynamo is loaded it defers to torch's own step.
+    differentiable=False); once torch._dynamo is loaded, or on a torch this was not tested with,
+    it defers to torch's own step (system/process_wide.eager_optimizer_step).
     """
 
     def step(self, closure=None):
-        if "torch._dynamo" in sys.modules or self.defaults.get("differentiable"):
+        if not eager_optimizer_step(self.defaults.get("differentiable", False)):
             return super().step(closure)
         with torch.no_grad():
             return inspect.unwrap(self._base.step)(self, closure)
@@ -85,8 +100,10 @@ class SGD(_EagerStep, torch.optim.SGD):
     _base = torch.optim.SGD
 
 
-def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
-    """Keras-matching defaults (eps 1e-7, RMSprop rho 0.9); fused kernels where torch has them."""
+def make_optimizer(cfg: OptimizerConfig, params, capturable: bool = False) -> torch.optim.Optimizer:
+    """Keras-matching defaults (eps 1e-7, RMSprop rho 0.9); fused kernels where torch has them.
+    `capturable`: every number the step reads stays on the device (Adam's step count), so a CUDA
+    graph can capture it (engine/graphed.py makes the learning rate a device tensor too)."""
     params = list(params)
     if cfg.name == "sgd":
         return _with_fused(SGD, params, dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -95,8 +112,9 @@ def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
         return KerasRMSprop(params, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay)
     cls = Adam if cfg.name == "adam" else AdamW
+    extra = {"capturable": True} if capturable else {}
     return _with_fused(cls, params, dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                         weight_decay=cfg.weight_decay))
+                                         weight_decay=cfg.weight_decay, **extra))
 
 
 def _with_fused(cls, params, kw):

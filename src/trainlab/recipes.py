@@ -197,6 +197,8 @@ class ReduceLRConfig(Strict):
     factor: float = Field(0.1, gt=0.0, lt=1.0)
     patience: int = Field(2, ge=0)
     min_lr: float = Field(0.0, ge=0.0)
+    min_delta: float = Field(1e-4, ge=0.0)  # an improvement is at least this much (absolute), as Keras
+    cooldown: int = Field(0, ge=0)  # epochs to wait after a reduction before counting again, as Keras
 
 
 class CallbacksConfig(Strict):

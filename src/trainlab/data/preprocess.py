@@ -56,12 +56,13 @@ class Preprocess:
             scale, shift = 1 / (255.0 * std), -mean / std
         return scale.view(1, c, 1, 1).to(device), shift.view(1, c, 1, 1).to(device)
 
-    def __call__(self, x: torch.Tensor, augment=None) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> float32 model input; `augment(x)` runs on 0-255 floats first."""
+    def __call__(self, x: torch.Tensor, augment=None, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32 model input; `augment(x, draws)` (data/augment.py) runs on
+        0-255 floats first, with the batch's rows of the epoch's draws."""
         scale, shift = self._cached(x.device)
         out = x.to(torch.float32, copy=True)  # a fresh tensor: normalised in place below
         if augment is not None:
-            out = augment(out)
+            out = augment(out, draws)
         if self.normalize != "none":  # two in-place ops: 3x cheaper than one broadcast addcmul (35 -> 11 us a batch)
             out = out.mul_(scale) if self.normalize == "scale" else out.mul_(scale).add_(shift)
         return out.flatten(1) if self.flatten else out

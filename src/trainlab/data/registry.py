@@ -18,12 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.errors import DataError, first_line
 from trainlab.data.readers import Dataset, parse_idx, read_cifar10_archive, read_maybe_gzip
-from trainlab.settings import Settings, load_settings
 from trainlab.data.trees import load_image_tree
-
-
+from trainlab.errors import DataError, first_line
+from trainlab.settings import Settings, load_settings
 
 # ---------------------------------------------------------------------------------------------
 # Registry of the built-in datasets

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.cpus import allowed_cpus
-from trainlab.errors import DataError, first_line
 from trainlab.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, open_image, resize_to
 from trainlab.data.readers import Dataset
+from trainlab.errors import DataError, first_line
+from trainlab.system.cpus import allowed_cpus
 
 DECODER = 2  # part of the cache key: 2 = images.resample's fixed pass order (Pillow 13 picks one by cost)
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}

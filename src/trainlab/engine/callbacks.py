@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from trainlab.cpus import busy_elsewhere, cpu_sample
 from trainlab.engine.state import TrainState
 from trainlab.history import metric_mode
 from trainlab.recipes import EarlyStoppingConfig, ReduceLRConfig
+from trainlab.system.cpus import busy_elsewhere, cpu_sample
 
 
 class Callback:
@@ -56,7 +56,11 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
 
 
 class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved for `patience` epochs; optionally restore the best weights."""
+    """Stop when `monitor` has not improved for `patience` epochs; optionally restore the best weights.
+
+    Keras' rule (keras.callbacks.EarlyStopping): every epoch without improvement counts one; once the
+    count reaches `patience` (and not on the first epoch), training stops after that epoch. With
+    patience 2 and the best epoch 3, training ends after epoch 5."""
 
     def __init__(self, cfg: EarlyStoppingConfig):
         self.cfg = cfg
@@ -75,7 +79,7 @@ class EarlyStopping(Callback):
                 self.best_weights = copy.deepcopy(state.model.state_dict())
         else:
             self.wait += 1
-            if self.wait > self.cfg.patience:
+            if self.wait >= self.cfg.patience and epoch > 0:
                 state.stop_training = True
                 self.stopped_epoch = epoch
                 state.notes.append(f"stopped early after epoch {epoch + 1}")
@@ -97,22 +101,53 @@ class EarlyStopping(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """torch's ReduceLROnPlateau driven by an epoch metric, with Keras' absolute min_delta."""
+    """Multiply the learning rate by `factor` when `monitor` has not improved for `patience` epochs,
+    as Keras' ReduceLROnPlateau does: an improvement beats the best by `min_delta` (absolute); once
+    `patience` epochs in a row have not improved, the rate drops (not below `min_lr`), the count
+    restarts and `cooldown` epochs pass before it counts again. (torch's own scheduler waits one
+    epoch longer: it reduces after patience + 1 bad epochs.)"""
 
     def __init__(self, cfg: ReduceLRConfig, optimizer: torch.optim.Optimizer):
-        self.cfg = cfg
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=metric_mode(cfg.monitor), factor=cfg.factor,
-            patience=cfg.patience, threshold=1e-4, threshold_mode="abs", min_lr=cfg.min_lr)
+        self.cfg, self.optimizer = cfg, optimizer
+        self.mode = metric_mode(cfg.monitor)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = self.cooldown = 0
 
     def on_epoch_end(self, state, epoch, logs):
-        self.sched.step(logs[self.cfg.monitor])
+        value = logs[self.cfg.monitor]
+        if self.cooldown > 0:
+            self.cooldown -= 1
+            self.wait = 0
+        if _better(self.mode, value, self.best, self.cfg.min_delta):
+            self.best, self.wait = value, 0
+        elif self.cooldown == 0:
+            self.wait += 1
+            if self.wait >= self.cfg.patience:
+                self._reduce(state, epoch)
+
+    def _reduce(self, state, epoch: int) -> None:
+        reduced = False
+        for group in self.optimizer.param_groups:
+            old = float(group["lr"])
+            new = max(old * self.cfg.factor, self.cfg.min_lr)
+            if old - new > 1e-12:
+                if isinstance(group["lr"], torch.Tensor):  # a device learning rate a captured graph reads: in place
+                    group["lr"].fill_(new)
+                else:
+                    group["lr"] = new
+                reduced = True
+        if reduced:
+            state.notes.append(f"epoch {epoch + 1}: learning rate reduced to {float(self.optimizer.param_groups[0]['lr']):.3g}")
+            self.cooldown, self.wait = self.cfg.cooldown, 0
 
     def state_dict(self):
-        return self.sched.state_dict()
+        return {"best": self.best, "wait": self.wait, "cooldown": self.cooldown}
 
     def load_state_dict(self, state):
-        self.sched.load_state_dict(state)
+        if "num_bad_epochs" in state:  # a checkpoint from before: torch's scheduler's state
+            self.best, self.wait, self.cooldown = state["best"], state["num_bad_epochs"], state.get("cooldown_counter", 0)
+            return
+        self.best, self.wait, self.cooldown = state["best"], state["wait"], state["cooldown"]
 
 
 class CpuWatch(Callback):

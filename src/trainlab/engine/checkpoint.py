@@ -1,8 +1,9 @@
 """Checkpoints for exact resume: what they hold, writing them, and putting the loop back.
 
-A checkpoint holds the model, optimizer, LR scheduler and callbacks' state (keyed by callback
-name), the RNG states of torch (CPU and CUDA), numpy, Python and the batch generator, the epoch
-and the next batch, the epoch's permutation and running sums, the history and notes. It holds
+A checkpoint holds the model, optimizer (torch's per-parameter state_dict, whichever step strategy
+wrote it), LR scheduler and callbacks' state (keyed by callback name), the RNG states of torch (CPU
+and CUDA), numpy, Python and the batch generator, the epoch and the next batch, the epoch's
+permutation, augmentation draws and running sums, the history and notes. It holds
 only tensors and plain Python values, so it is read with `torch.load(weights_only=True)`: a
 crafted file cannot run code. It is written atomically at every epoch end, every
 `checkpoint_every` seconds mid-epoch, and when a stop is requested.
@@ -21,13 +22,14 @@ import numpy as np
 import torch
 
 from trainlab.engine.callbacks import Callback
-from trainlab.engine.fused import adapt_optimizer_state
+from trainlab.engine.fused import flat_to_per_parameter
 from trainlab.engine.state import TrainState
 from trainlab.errors import Interrupted, TrainlabError, first_line
 from trainlab.fileio import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 2  # 1: trainlab 0.1 (pickled numpy state, callbacks by position); 2: weights_only, callbacks by key
+FORMAT = 3  # 2: weights_only, callbacks by key; 3: optimizer state per parameter always, the epoch's augmentation draws
+READS = (2, 3)  # format 2 is upgraded when read (upgrade_format_2); 1 (trainlab 0.1, pickled numpy state) is refused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,12 +73,14 @@ def callback_keys(callbacks: list[Callback]) -> list[str]:
 
 def snapshot(state: TrainState, callbacks: list[Callback]) -> dict:
     """The checkpoint payload for the loop's current position."""
+    state.train_step.sync()  # a captured step runs ahead of the host's scheduler
     states = {k: cb.state_dict() for k, cb in zip(callback_keys(callbacks), callbacks)}
-    return {"format": FORMAT, "epoch": state.epoch, "step": state.step, "perm": state.perm,
-            "loss_sum": state.loss_sum, "correct": state.correct, "epoch_lr": state.epoch_lr,
-            "history": state.history, "notes": state.notes, "stop_training": state.stop_training,
-            "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-            "flat_layout": state.fused.layout if state.fused is not None else None,
+    mid_epoch = state.perm is not None
+    return {"format": FORMAT, "epoch": state.epoch, "step": state.step, "perm": state.perm, "draws": state.draws,
+            "loss_sum": state.loss_sum if mid_epoch else None, "correct": state.correct if mid_epoch else None,
+            "epoch_lr": state.epoch_lr, "history": state.history, "notes": state.notes,
+            "stop_training": state.stop_training, "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
             "callbacks": {k: v for k, v in states.items() if v}, "rng": rng_state(state.gen)}
 
@@ -94,10 +98,10 @@ def restore(ckpt: dict, state: TrainState, callbacks: list[Callback]) -> None:
     if saved:
         raise TrainlabError(f"the checkpoint holds state for callback(s) {', '.join(sorted(saved))} that this resume "
                             f"lacks; pass the same callbacks as the original run")
+    if ckpt["format"] == 2:
+        upgrade_format_2(ckpt, state)
     state.model.load_state_dict(ckpt["model"])
-    # a fused run's optimizer works on one flat buffer ("concat" where the checkpoint predates the key)
-    state.optimizer.load_state_dict(adapt_optimizer_state(ckpt["optimizer"], state.optimizer, state.model,
-                                                          ckpt.get("flat_layout", "concat")))
+    state.optimizer.load_state_dict(ckpt["optimizer"])
     if state.scheduler is not None and ckpt["scheduler"] is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
     state.epoch, state.step, state.epoch_lr = ckpt["epoch"], ckpt["step"], ckpt["epoch_lr"]
@@ -105,9 +109,23 @@ def restore(ckpt: dict, state: TrainState, callbacks: list[Callback]) -> None:
     state.stop_training = bool(ckpt["stop_training"])
     dev = state.device
     state.perm = None if ckpt["perm"] is None else ckpt["perm"].to(dev)
-    state.loss_sum = None if ckpt["loss_sum"] is None else ckpt["loss_sum"].to(dev)
-    state.correct = None if ckpt["correct"] is None else ckpt["correct"].to(dev)
+    state.draws = None if ckpt.get("draws") is None else ckpt["draws"].to(dev)
+    if ckpt["loss_sum"] is not None:  # in place: the step holds these very tensors
+        state.loss_sum.copy_(ckpt["loss_sum"])
+        state.correct.copy_(ckpt["correct"])
     set_rng_state(ckpt["rng"], state.gen)
+
+
+def upgrade_format_2(ckpt: dict, state: TrainState) -> None:
+    """A format-2 checkpoint read by this trainlab: a fused dense run's optimizer state was saved over
+    its one flat buffer ("blocks", or "concat" before that key existed) and becomes torch's
+    per-parameter state; a mid-epoch one of an augmenting run lacks the epoch's draws, which are
+    drawn afresh (the rest of that epoch augments differently from the uninterrupted run)."""
+    layout = ckpt.get("flat_layout", "concat")
+    if layout is not None:
+        ckpt["optimizer"] = flat_to_per_parameter(ckpt["optimizer"], state.model, layout)
+    if ckpt["perm"] is not None and state.augment is not None and ckpt.get("draws") is None:
+        ckpt["draws"] = state.augment.draw(len(ckpt["perm"]), state.gen)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,9 +153,10 @@ def load_checkpoint(path: Path) -> dict:
                             f"({found.group(1)}); it was not written by trainlab: {fix}") from None
     except Exception as exc:  # damaged bytes surface as any of a dozen errors from zipfile, pickle and torch
         raise TrainlabError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {first_line(exc)}); {fix}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in READS:
         found = ckpt.get("format", ckpt.get("version")) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise TrainlabError(f"{path}: checkpoint format {found!r}, this trainlab reads format {FORMAT}; {fix}")
+        raise TrainlabError(f"{path}: checkpoint format {found!r}, this trainlab reads formats "
+                            f"{', '.join(map(str, READS))}; {fix}")
     return ckpt
 
 

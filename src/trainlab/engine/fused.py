@@ -13,8 +13,11 @@ instead
   threshold_backward, sigmoid_backward, ...), each gradient written in place into its slice.
 It computes the same gradients (tests/test_fused.py compares them, the updates and a whole run with
 autograd's; bench/compare.py gives the 3-seed accuracies). `fused_applies` says when it
-applies (training.build then builds the optimizer over the flat parameter); anything else trains
-with `AutogradStep` (step.py). `TRAINLAB_FUSED=0` turns it off.
+applies (strategy.py then builds the optimizer over the flat parameter); anything else trains
+with `AutogradStep` (step.py). `TRAINLAB_STEP=autograd` turns it off. The optimizer's state_dict
+is torch's usual per-parameter one (`per_parameter_state_dict`): checkpoints do not depend on
+which step wrote them. It calls aten's backward kernels and torch's private fused optimizer
+kernels, so it runs only on the torch versions those were tested with (system/process_wide.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.engine.step import BatchStep, Feed
 from trainlab.optim import KerasRMSprop
+from trainlab.system.process_wide import aten_backward_ops, private_kernel
+
+# A dense stack's step made of matmuls smaller than this (multiply-adds, batch x in x out of its
+# biggest layer) runs faster on one thread than on two here: splitting a 50x784x30 matmul costs
+# more in synchronisation than it saves, and a second spinning thread loses the most when the
+# machine is shared (bench/profile_steps.py --only threads).
+SMALL_MATMUL = 2_000_000
 
 # activation module -> (forward on the pre-activation, in place where safe; backward from the saved tensor)
 # Each backward is the aten kernel autograd runs for that module, fed what autograd saves.
@@ -143,7 +154,7 @@ class _Dense:
         self.fwd, self.bwd, self.keeps = _ACTS[act] if act is not None else (None, None, None)
 
 
-class FusedDenseStep:
+class FusedDenseStep(BatchStep):
     """The hand-derived step of a dense stack on flat buffers (see the module's docstring).
 
     Each layer after the first reads its input from a buffer with a column of ones appended (one
@@ -151,13 +162,15 @@ class FusedDenseStep:
     and its weight-and-bias gradient one mm; the first layer reads the batch itself (addmm, and
     the bias gradient as a sum)."""
 
+    kind = "fused-dense"
+
     def __init__(self, model: nn.Module, plan: list[tuple[nn.Linear, type | None]], flat: nn.Parameter,
-                 optimizer: torch.optim.Optimizer, label_smoothing: float):
-        self.model, self.plan, self.flat, self.optimizer = model, plan, flat, optimizer
+                 optimizer: torch.optim.Optimizer, label_smoothing: float = 0.0, scheduler=None, feed: Feed | None = None):
+        super().__init__(optimizer, scheduler, feed)
+        self.model, self.plan, self.flat = model, plan, flat
         self.smoothing = label_smoothing
-        self.update = FlatUpdate(optimizer, flat)
+        self.apply_update = FlatUpdate(optimizer, flat)
         self.layers = [_Dense(lin, act) for lin, act in plan]
-        self.layout = LAYOUT
         self._hit: dict[int, torch.Tensor] = {}  # batch size -> the value added at the true class
         self._inputs: dict[int, list] = {}  # batch size -> per layer after the first: (input, its first in_f columns)
 
@@ -180,8 +193,8 @@ class FusedDenseStep:
         return bufs
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update on the batch; its logits and mean loss."""
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on the prepared batch; its logits and mean loss."""
         h = x.flatten(1)
         ins = [(h, h), *self._buffers(len(h), h)]  # per layer: (what its matmul reads, its first in_f columns)
         pre = [None] * len(self.layers)  # pre-activations kept for the backward (SiLU, GELU)
@@ -205,7 +218,7 @@ class FusedDenseStep:
         g = logp.exp_().mul_(1.0 / n) if not self.smoothing else logp.exp_().sub_(self.smoothing / k).mul_(1.0 / n)
         g.scatter_add_(1, y.unsqueeze(1), self._target(n, g.device))
         self._backward(g, ins, pre)
-        self.update()
+        self.apply_update()
         return logits, loss
 
     @staticmethod
@@ -228,6 +241,11 @@ class FusedDenseStep:
             else:
                 torch.mm(g.t(), ins[i][0], out=layer.grad_block if layer.bias is not None else layer.grad_w)
                 g = torch.mm(g, layer.weight)
+
+    def threads(self, batch_size: int) -> tuple[int, str] | None:
+        """One thread when the biggest matmul is small (SMALL_MATMUL): splitting it costs more than it saves."""
+        biggest = max(batch_size * lin.in_features * lin.out_features for lin, _ in self.plan)
+        return (1, "small dense stack") if biggest < SMALL_MATMUL else None
 
     def close(self) -> None:
         unflatten_parameters(self.model)
@@ -263,9 +281,9 @@ def _direct_update(optimizer: torch.optim.Optimizer):
     plain = not g.get("maximize") and not g.get("capturable") and not g.get("differentiable") and g.get("fused")
     if isinstance(optimizer, torch.optim.Adam) and plain and not g.get("amsgrad"):
         adamw = g.get("decoupled_weight_decay") or isinstance(optimizer, torch.optim.AdamW)
-        if hasattr(torch, "_fused_adamw_" if adamw else "_fused_adam_"):  # private kernels: looked up, not assumed
+        if private_kernel("_fused_adamw_" if adamw else "_fused_adam_") is not None:  # a tested torch that has it
             return _adamw if adamw else _adam
-    if isinstance(optimizer, torch.optim.SGD) and plain and hasattr(torch, "_fused_sgd_"):
+    if isinstance(optimizer, torch.optim.SGD) and plain and private_kernel("_fused_sgd_") is not None:
         return _sgd
     return None  # the optimizer's own step (FlatUpdate), as exact, a little slower
 
@@ -286,7 +304,7 @@ def _rmsprop(p, grad, st, group) -> None:
 def _adam(p, grad, st, group, kernel: str = "_fused_adam_") -> None:
     """torch.optim.Adam(fused=True)'s step on one tensor: the step count, then its fused kernel
     (torch's private `_fused_adam_`, found when the step runs rather than when trainlab imports)."""
-    kernel = getattr(torch, kernel)
+    kernel = private_kernel(kernel)
     st["step"].add_(1)
     beta1, beta2 = group["betas"]
     kernel([p], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]], amsgrad=False, lr=group["lr"],
@@ -301,52 +319,45 @@ def _adamw(p, grad, st, group) -> None:
 def _sgd(p, grad, st, group) -> None:
     """torch.optim.SGD(fused=True)'s step on one tensor after its first (which made the buffer)."""
     buf = [] if group["momentum"] == 0 else [st["momentum_buffer"]]
-    torch._fused_sgd_([p], [grad], buf, weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
+    private_kernel("_fused_sgd_")([p], [grad], buf, weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
                       dampening=group["dampening"], nesterov=group["nesterov"], maximize=False, is_first_step=False,
                       grad_scale=None, found_inf=None)
 
 
 def fused_applies(model: nn.Module, device: torch.device, enabled: bool = True) -> bool:
-    """Whether `training.build` fuses this model's step (asked before its optimizer is built)."""
+    """Whether the fused step can train this model (asked before its optimizer is built): a plain
+    dense stack of fp32 parameters on the CPU, on a torch whose aten backward kernels were tested."""
     return enabled and device.type == "cpu" and dense_plan(model) is not None and \
-        all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+        all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters()) and aten_backward_ops()
 
 
-def optimizer_params(model: nn.Module, fused: bool) -> list[nn.Parameter]:
-    """What to build the optimizer over: the one flat parameter when fused, else the model's own."""
-    return [flatten_parameters(model)] if fused else list(model.parameters())
-
-
-def adapt_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer, model: nn.Module,
-                          saved_layout: str | None = "concat", layout: str = LAYOUT) -> dict:
-    """A saved optimizer state_dict made to fit `optimizer` when one of them works on the flat
-    parameter (laid out as `saved_layout` / `layout` say) and the other on `model`'s parameters,
-    or both flat in different layouts: per-element state tensors are gathered or split through
-    the layouts' views; scalar state (Adam's step) is shared. Elementwise updates make all of them
-    the same optimizer, so a run resumes whichever step it was checkpointed with."""
+def flat_to_per_parameter(saved: dict, model: nn.Module, layout: str = LAYOUT) -> dict:
+    """An optimizer state_dict over the one flat parameter (laid out as `layout` says) as torch's usual
+    one over `model`'s parameters: per-element state tensors split through the layout's views,
+    scalar state (Adam's step) copied to each. Elementwise updates make the two the same optimizer."""
     params = list(model.parameters())
     groups = saved["param_groups"]
-    have = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
-    if len(groups) != 1 or len(have) != 1 or len(params) == 1:
+    if len(groups) != 1 or len(groups[0]["params"]) != 1 or len(params) == 1:
         return saved
-    saved_flat, flat = len(groups[0]["params"]) == 1, have == [1]
-    if (saved_flat, flat) == (False, False) or (saved_flat and flat and (saved_layout or "concat") == layout):
+    one = saved["state"].get(groups[0]["params"][0], {})
+    per: list[dict] = [{} for _ in params] if one else []
+    total = sum(p.numel() for p in params)
+    for key, value in one.items():
+        parts = parameter_views(model, value, layout) if _per_element(value, total) else [value] * len(params)
+        for d, part in zip(per, parts):
+            d[key] = part.clone(memory_format=torch.contiguous_format) if part is not value else _copy(value)
+    return {"state": dict(enumerate(per)), "param_groups": [{**groups[0], "params": list(range(len(params)))}]}
+
+
+def per_parameter_to_flat(saved: dict, model: nn.Module, layout: str = LAYOUT) -> dict:
+    """torch's per-parameter optimizer state_dict over `model`'s parameters as one over the flat
+    parameter (laid out as `layout` says): the inverse of `flat_to_per_parameter`."""
+    params = list(model.parameters())
+    groups = saved["param_groups"]
+    if len(groups) != 1 or len(groups[0]["params"]) != len(params) or len(params) == 1:
         return saved
-    state = saved["state"]
-    if saved_flat:  # the flat state as per-parameter tensors
-        one = state.get(groups[0]["params"][0], {})
-        per = [{} for _ in params] if one else []
-        total = sum(p.numel() for p in params)
-        for key, value in one.items():
-            parts = parameter_views(model, value, saved_layout or "concat") if _per_element(value, total) else \
-                [value] * len(params)
-            for d, part in zip(per, parts):
-                d[key] = part.clone(memory_format=torch.contiguous_format) if part is not value else _copy(value)
-    else:
-        per = [state.get(i, {}) for i in groups[0]["params"]]
-        per = per if per and all(per) else []
-    if not flat:
-        return {"state": dict(enumerate(per)), "param_groups": [{**groups[0], "params": list(range(len(params)))}]}
+    per = [saved["state"].get(i, {}) for i in groups[0]["params"]]
+    per = per if per and all(per) else []
     merged = {}
     for key, value in (per[0].items() if per else ()):
         if _per_element(value, params[0].numel()):
@@ -356,6 +367,13 @@ def adapt_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer, model: 
         else:
             merged[key] = _copy(value)
     return {"state": {0: merged} if merged else {}, "param_groups": [{**groups[0], "params": [0]}]}
+
+
+def per_parameter_state_dict(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Make the fused optimizer (over one flat parameter) save and load torch's usual per-parameter
+    state_dict, through torch's own optimizer hooks: checkpoints never see the flat layout."""
+    optimizer.register_state_dict_post_hook(lambda opt, sd: flat_to_per_parameter(sd, model))
+    optimizer.register_load_state_dict_pre_hook(lambda opt, sd: per_parameter_to_flat(sd, model))
 
 
 def _copy(value):

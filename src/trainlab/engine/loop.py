@@ -1,8 +1,8 @@
 """The training loop: zero_grad, forward, backward, step over batches sliced from device tensors.
 
-Reading order: `train_epoch` (one pass over the shuffled training split, one `Step` per batch,
-step.py), `fit` (epochs, validation and callbacks). Building the parts is training/build.py's job;
-saving them, checkpoint.py's and the runs package's.
+Reading order: `train_epoch` (one pass over the shuffled training split, one call of the run's
+`Step` per batch: step.py, chosen once by strategy.py), `fit` (epochs, validation and callbacks).
+Building the parts is training/build.py's job; saving them, checkpoint.py's and the runs package's.
 """
 
 from __future__ import annotations
@@ -12,49 +12,29 @@ import time
 
 import torch
 
-from trainlab.data.augment import make_augment
 from trainlab.engine.callbacks import Callback
+from trainlab.engine.inference import evaluate
 from trainlab.engine.state import TrainState
-from trainlab.engine.step import AutogradStep
 from trainlab.errors import Interrupted, TrainingDiverged
-from trainlab.inference import evaluate
-from trainlab.models import prefers_channels_last
 
 REPORT_EVERY = 0.1  # seconds between on_batch_end calls (and host syncs) unless a callback wants every batch
 
 
-def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[float, float]:
+def train_epoch(state: TrainState, callbacks: list[Callback]) -> tuple[float, float]:
     """One pass over the shuffled training split, from `state.step` on; the epoch's mean loss and accuracy."""
-    model, opt, data, r, group = state.model, state.optimizer, state.data, state.recipe, state.group
-    prep, n, bs = data.preprocess, len(data.x_train), r.batch_size
-    channels_last = prefers_channels_last(model)
+    train_step, group, bs = state.train_step, state.group, state.recipe.batch_size
+    n = len(state.data.x_train)
     per_batch = any(cb.per_batch for cb in callbacks)
-    update = state.fused or AutogradStep(state.ddp or model, opt, r.loss.label_smoothing, state.device,
-                                          state.precision)
-    model.train()
-    if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order and sums)
-        if group is not None:
-            group.sync_generator(state.gen)  # every rank draws the same order
-        state.perm = torch.randperm(n, generator=state.gen, device=state.gen.device).to(state.device)
-        state.loss_sum = torch.zeros((), device=state.device)
-        state.correct = torch.zeros((), dtype=torch.long, device=state.device)
-        state.step = 0
+    state.model.train()
+    if state.perm is None:  # a fresh epoch (a resumed one keeps its saved order, draws and sums)
+        start_epoch(state)
     next_report, last = 0.0, state.steps_per_epoch - 1
     for step in range(state.step, state.steps_per_epoch):
         idx = state.perm[step * bs:(step + 1) * bs]
-        if group is not None:
-            idx = group.shard(idx)  # this rank's slice of the global batch
-        # index_select is ~5x cheaper than x[idx] for row gathers on CPU (measured: 9 vs 41 us)
-        x = prep(data.x_train.index_select(0, idx), augment)  # uint8 rows -> normalised float batch
-        y = data.y_train.index_select(0, idx)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits, loss = update(x, y)  # forward, loss, backward, optimizer step (fused.py)
-        if state.scheduler is not None:
-            state.scheduler.step()
-        # running sums stay on the device: one host sync per report, not per step
-        state.loss_sum.add_(loss, alpha=len(y))
-        state.correct.add_((logits.argmax(1) == y).sum())
+        draws = None if state.draws is None else state.draws[step * bs:(step + 1) * bs]
+        if group is not None:  # this rank's slice of the global batch
+            idx, draws = group.shard(idx), None if draws is None else group.shard(draws)
+        loss = train_step(idx, draws)  # gather, prepare, forward, backward, update, running sums (step.py)
         state.step = step + 1
         now = time.perf_counter()
         report = group.report_now(step, last) if group is not None else (per_batch or now >= next_report or step == last)
@@ -74,9 +54,22 @@ def train_epoch(state: TrainState, augment, callbacks: list[Callback]) -> tuple[
             check_finite(state, _totals(state, True)[0])  # a stop is checkpointed: never from a diverged state
             raise Interrupted("stopped on request")
     loss, acc = (t / n for t in _totals(state, False)[:2])
-    state.perm = state.loss_sum = state.correct = None
+    train_step.sync()
+    state.perm = state.draws = None
     state.step = 0
     return loss, acc
+
+
+def start_epoch(state: TrainState) -> None:
+    """The epoch's order and augmentation draws from the run's generator, on the device; sums at zero."""
+    gen, n = state.gen, len(state.data.x_train)
+    if state.group is not None:
+        state.group.sync_generator(gen)  # every rank draws the same order
+    state.perm = torch.randperm(n, generator=gen, device=gen.device).to(state.device)
+    state.draws = None if state.augment is None else state.augment.draw(n, gen).to(state.device)
+    state.loss_sum.zero_()
+    state.correct.zero_()
+    state.step = 0
 
 
 def _totals(state: TrainState, stopping: bool) -> tuple[float, float, bool]:
@@ -112,13 +105,11 @@ def fit(state: TrainState, callbacks: list[Callback]) -> list[dict]:
     try:
         return _fit(state, callbacks)
     finally:
-        if state.fused is not None:  # the parameters get their own storage back (safetensors needs it)
-            state.fused.close()
+        state.train_step.close()  # e.g. the parameters get their own storage back (safetensors needs it)
 
 
 def _fit(state: TrainState, callbacks: list[Callback]) -> list[dict]:
     r, data = state.recipe, state.data
-    augment = make_augment(r.augment, state.gen)
     for cb in callbacks:
         cb.on_train_begin(state)
     for epoch in range(state.epoch, r.epochs):
@@ -129,8 +120,8 @@ def _fit(state: TrainState, callbacks: list[Callback]) -> list[dict]:
         for cb in callbacks:
             cb.on_epoch_begin(state, epoch)
         if state.perm is None:  # not a resumed, half-done epoch: record the lr it starts with
-            state.epoch_lr = state.optimizer.param_groups[0]["lr"]
-        loss, acc = train_epoch(state, augment, callbacks)
+            state.epoch_lr = float(state.optimizer.param_groups[0]["lr"])  # a device tensor under a CUDA graph
+        loss, acc = train_epoch(state, callbacks)
         logs = {"epoch": epoch + 1, "loss": loss, "acc": acc, "val_loss": None, "val_acc": None, "lr": state.epoch_lr}
         if data.x_val is not None:
             logs["val_loss"], logs["val_acc"] = evaluate(state.model, data.x_val, data.y_val, data.preprocess,

@@ -26,7 +26,7 @@ CPUs with native bf16, and on CUDA (as trainlab always did there); fp32 for ever
 fused dense step included. Evaluation and prediction on the CPU stay fp32 whatever the training
 precision, so `trainlab predict`, `evaluate` and the exported ONNX model compute the same numbers.
 
-`training.build.precision_setting` says what decides it (a resumed run's record, the recipe's own
+`engine.strategy.precision_setting` says what decides it (a resumed run's record, the recipe's own
 value, then `settings.precision`, TRAINLAB_PRECISION). The choice is recorded in run.json
 (`precision`, `precision_reason`) and a resume or rerun keeps it: the same seed,
 thread count and precision give bit-identical weights (autocast changes the arithmetic, so fp32
@@ -40,16 +40,18 @@ import contextlib
 import torch
 from torch import nn
 
-from trainlab.cpus import native_bf16
+from trainlab.system.cpus import native_bf16
 
-def resolve_precision(setting: str, model: nn.Module, device: torch.device, fused: bool = False) -> tuple[str, str]:
-    """The precision a run trains in for the recipe's `setting` (auto, fp32, bf16-mixed), and why."""
+
+def resolve_precision(setting: str, model: nn.Module, device: torch.device, fp32_step: str | None = None) -> tuple[str, str]:
+    """The precision a run trains in for the recipe's `setting` (auto, fp32, bf16-mixed), and why.
+    `fp32_step`: the name of a step strategy that computes in fp32 only (the fused dense step)."""
     if setting != "auto":
         return setting, "set"
     if device.type == "cuda":
         return "bf16-mixed", "auto: CUDA"
-    if device.type != "cpu" or fused:
-        return "fp32", "auto: the fused dense step is fp32" if fused else f"auto: {device.type}"
+    if device.type != "cpu" or fp32_step:
+        return "fp32", f"auto: the {fp32_step} step is fp32" if fp32_step else f"auto: {device.type}"
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return "fp32", "auto: not a conv net"
     if not native_bf16():
@@ -57,8 +59,9 @@ def resolve_precision(setting: str, model: nn.Module, device: torch.device, fuse
     return "bf16-mixed", "auto: conv net on a CPU with native bf16"
 
 
-def train_autocast(device: torch.device, precision: str):
-    """The context the training step's forward and loss run in."""
+def train_autocast(device: torch.device, precision: str, cache: bool = True):
+    """The context the training step's forward and loss run in (`cache=False` inside a CUDA graph:
+    autocast's cache of cast weights cannot outlive the capture)."""
     if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()

@@ -154,6 +154,7 @@ class RunRecord(BaseModel):
     processes: int = 1  # processes training it together (`--nproc N`, torchrun); each with `threads` threads
     precision: str | None = None  # the training step's arithmetic, fp32 or bf16-mixed (engine/precision.py)
     precision_reason: str | None = None  # why: the recipe set it, or what `auto` saw
+    train_step: str | None = None  # the step strategy that trained it: autograd, fused-dense or cuda-graph (engine/strategy.py)
     cpu: dict | None = None  # what chose `threads`: CPUs allowed, busy elsewhere, share, OpenMP wait policy (cpus.py)
     study: str | None = None  # the tuning study this run is a trial of (`trainlab tune`)
     trial: int | None = None  # its trial number in that study

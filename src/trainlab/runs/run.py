@@ -16,9 +16,9 @@ from trainlab.data.images import expand_inputs
 from trainlab.data.images import load_file as load_image_file
 from trainlab.data.preprocess import Preprocess
 from trainlab.data.registry import load_for_recipe
-from trainlab.engine.state import TensorData, prepare_data
+from trainlab.data.tensors import TensorData, prepare_data
+from trainlab.engine.inference import Predictions, as_batch, classify, predict_logits
 from trainlab.errors import RunNotFound, TrainlabError, first_line
-from trainlab.inference import Predictions, as_batch, classify, predict_logits
 from trainlab.metrics import EvalReport, classification_report
 from trainlab.models import build_model, place
 from trainlab.plots import plot_predictions

@@ -20,8 +20,8 @@ from trainlab.recipes import Recipe
 from trainlab.runs.events import EVENTS, EventLog
 from trainlab.runs.files import history_csv, new_run_id, now, open_index, read_recipe, save_weights, versions
 from trainlab.runs.record import (
-    RUN_HEARTBEAT_SECONDS,
     LOCK,
+    RUN_HEARTBEAT_SECONDS,
     DatasetInfo,
     ProcessInfo,
     RunLock,
@@ -30,6 +30,7 @@ from trainlab.runs.record import (
     resolve_run_dir,
 )
 from trainlab.settings import Settings
+from trainlab.system.signals import Interrupt
 from trainlab.version import __version__
 
 
@@ -88,7 +89,8 @@ class RunWriter(Callback):
 
     def on_train_begin(self, state: TrainState) -> None:
         live = dict(process=ProcessInfo.current(), heartbeat_at=now(), threads=torch.get_num_threads(),
-                    processes=state.group.world if state.group is not None else 1, precision=state.precision)
+                    processes=state.group.world if state.group is not None else 1, precision=state.precision,
+                    train_step=state.train_step.kind)
         if self.record is not None:  # resumed
             self.record = self.record.model_copy(update={"status": "running", "ended_at": None, "error": None,
                                                          "resumed_at": [*self.record.resumed_at, now()], **live})
@@ -145,8 +147,9 @@ class RunWriter(Callback):
 
     def on_exception(self, state, exc):
         """The record first (small, most likely to be written on a full disk), then what else can be saved."""
-        status = exc.status if isinstance(exc, StopRun) else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        error = first_line(exc, 500) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+        stopped_at_once = isinstance(exc, (KeyboardInterrupt, Interrupt))  # a second Ctrl-C, or one before training ran
+        status = exc.status if isinstance(exc, StopRun) else "interrupted" if stopped_at_once else "failed"
+        error = "interrupted" if stopped_at_once else first_line(exc, 500)
         if self.record is None or not self.run_dir.is_dir():  # nothing recorded yet, or the folder was deleted
             self.lock.release()
             self._remove_if_empty()

@@ -17,24 +17,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainlab.cpus import cpu_sample
 from trainlab.data.readers import Dataset
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.checkpoint import CHECKPOINT, load_checkpoint, restore
 from trainlab.engine.distributed import Group, local_device, teardown
 from trainlab.engine.distributed import setup as setup_group
-from trainlab.engine.distributed import wrap as wrap_ddp
+from trainlab.engine.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.engine.loop import fit
 from trainlab.engine.state import TrainState
 from trainlab.errors import StopRun, TrainlabError
-from trainlab.inference import calibrate_ood, loss_and_accuracy, predict_logits
 from trainlab.recipes import Recipe
 from trainlab.runs.files import final_metrics, open_runs_folder, read_recipe
 from trainlab.runs.record import OODThresholds, RunRecord, read_record, resolve_run_dir
 from trainlab.runs.run import Run
 from trainlab.runs.writer import RunWriter
-from trainlab.runtime import caller_state_kept, pick_device
 from trainlab.settings import Settings, load_settings
+from trainlab.system.cpus import cpu_sample
+from trainlab.system.devices import pick_device
+from trainlab.system.process_wide import caller_state_kept
 from trainlab.training.build import build, progress_callback, resolve_recipe, standard_callbacks
 from trainlab.training.threads import match_threads, training_threads
 
@@ -163,7 +163,7 @@ def run_training(start: Start, settings: Settings, where: torch.device, group: G
     main = group is None or group.is_main
     t0, sample = time.perf_counter(), cpu_sample()
     state = build(start.recipe, settings, where, session.model, session.dataset, session.progress != "none" and main,
-                  fuse=group is None, precision=start.precision)
+                  group=group, precision=start.precision)
     data_seconds = time.perf_counter() - t0
     with training_threads(state, settings, sample):  # restored when training ends
         writer = start.writer
@@ -172,7 +172,6 @@ def run_training(start: Start, settings: Settings, where: torch.device, group: G
         try:  # until training begins, a failure or Ctrl-C leaves no folder behind (only its lock so far)
             cbs = standard_callbacks(state, progress_callback(session.progress if main else "none", session.live_plot),
                                      session.callbacks, writer, session.checkpoint_every)
-            state.group, state.ddp = (group, wrap_ddp(state.model, state.device)) if group is not None else (None, None)
             if start.checkpoint is not None:
                 resume_state(state, cbs, writer, start.checkpoint)
             state.stop, state.run_dir = session.stop, writer and writer.run_dir
@@ -202,7 +201,7 @@ def resume_state(state: TrainState, cbs: list[Callback], writer: RunWriter | Non
     notes = match_threads(writer.record.threads) if writer is not None else []
     restore(load_checkpoint(checkpoint), state, cbs)  # CpuWatch's state, when it moved the count, wins
     state.notes += notes
-    if state.group is not None and not state.group.is_main and state.loss_sum is not None:
+    if state.group is not None and not state.group.is_main:
         state.loss_sum.zero_()
         state.correct.zero_()
 

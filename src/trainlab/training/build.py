@@ -1,5 +1,6 @@
 """Building what a run trains: the recipe resolved with its overrides, the data on the device, the
-model, optimizer and scheduler in a `TrainState`, and the callbacks every run gets."""
+model and its training step (with the optimizer and scheduler) in a `TrainState`, and the callbacks
+every run gets."""
 
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ from torch import nn
 
 from trainlab.data.readers import Dataset
 from trainlab.data.registry import input_spec, load_for_recipe
+from trainlab.data.tensors import prepare_data
 from trainlab.engine.callbacks import Callback, CpuWatch, EarlyStopping, ReduceLROnPlateau
 from trainlab.engine.checkpoint import Checkpointer
-from trainlab.engine.fused import FusedDenseStep, dense_plan, fused_applies, optimizer_params
-from trainlab.engine.precision import resolve_precision
+from trainlab.engine.distributed import wrap as wrap_ddp
 from trainlab.engine.progress import NotebookProgress, ProgressPrinter, in_notebook
-from trainlab.engine.state import TrainState, prepare_data
+from trainlab.engine.state import TrainState
+from trainlab.engine.strategy import build_step, precision_setting
 from trainlab.models import build_model, device_memory, place, size_note, summary_text
-from trainlab.optim import make_optimizer, make_scheduler
 from trainlab.recipes import Recipe, load_recipe, parse_set
 from trainlab.runs.writer import RunWriter
-from trainlab.runtime import seed_everything
 from trainlab.settings import Settings
+from trainlab.system.process_wide import seed_everything
 
 
 def resolve_recipe(recipe: str | Path | Recipe, overrides: dict | list[str] | None = None,
@@ -35,12 +36,12 @@ def resolve_recipe(recipe: str | Path | Recipe, overrides: dict | list[str] | No
 
 
 def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module | None = None,
-          dataset: Dataset | None = None, progress: bool = False, fuse: bool = True,
+          dataset: Dataset | None = None, progress: bool = False, group=None,
           precision: str | None = None) -> TrainState:
-    """Data on the device, the model (the recipe's, or yours), optimizer, scheduler, the loop's state.
-    A dense stack on the CPU gets the fused step (trainlab.engine.fused) unless `fuse` or settings.fused is off
-    or the recipe asks for bf16-mixed. `precision` (a resumed run's recorded one) overrides the recipe's
-    (trainlab.engine.precision)."""
+    """Data on the device, the model (the recipe's, or yours), its training step with the optimizer and
+    scheduler (engine/strategy.py chooses it once), the loop's state. `group`: the process group when
+    several processes train together (the model is wrapped in DistributedDataParallel). `precision`
+    (a resumed run's recorded one) overrides the recipe's (engine/precision.py)."""
     seed_everything(r.seed)
     ds = dataset or load_for_recipe(r.data, settings, progress=progress)
     data = prepare_data(ds, r, device)
@@ -49,31 +50,13 @@ def build(r: Recipe, settings: Settings, device: torch.device, model: nn.Module 
                                                       memory=device_memory(device))[0]
     notes = [n for n in [size_note(net), classes_note(r, data.classes, data.name) if model is None else None] if n]
     net = place(net, device)
-    setting, why = precision_setting(r, settings, precision)
-    fused = fuse and setting != "bf16-mixed" and fused_applies(net, device, settings.fused)
-    resolved, auto_why = resolve_precision(setting, net, device, fused)
-    params = optimizer_params(net, fused)
-    opt = make_optimizer(r.optimizer, params)
+    setting, why = precision_setting(r, settings.precision, precision)
     steps = math.ceil(len(data.x_train) / r.batch_size)
-    state = TrainState(r, net, opt, data, device, steps, scheduler=make_scheduler(r.schedule, opt, r.optimizer.lr, r.epochs * steps, steps),
-                       gen=torch.Generator(device="cpu").manual_seed(r.seed), notes=[*ds.notes, *notes],
-                       precision=resolved, precision_reason=why or auto_why)
-    if fused:  # from here to the `finally` in engine.loop.fit, the model's parameters are views into one flat buffer
-        state.fused = FusedDenseStep(net, dense_plan(net), params[0], opt, r.loss.label_smoothing)
-    return state
-
-
-def precision_setting(r: Recipe, settings: Settings, recorded: str | None) -> tuple[str, str | None]:
-    """What decides a run's precision, and why (None: `auto` says): a continued run's recorded one,
-    the recipe's own fp32 or bf16-mixed, then settings.precision (TRAINLAB_PRECISION, or the run a
-    rerun repeats) for recipes that say auto."""
-    if recorded:
-        return recorded, "as the run started"
-    if r.precision != "auto":
-        return r.precision, "set in the recipe"
-    if settings.precision:
-        return settings.precision, "settings.precision (TRAINLAB_PRECISION, or the run a rerun repeats)"
-    return "auto", None
+    ddp = wrap_ddp(net, device) if group is not None else None
+    step, resolved, reason = build_step(net, r, data, device, steps, wanted=settings.step, precision=setting,
+                                        precision_why=why, ddp=ddp, own_model=model is not None)
+    return TrainState(r, net, step, data, device, steps, gen=torch.Generator(device="cpu").manual_seed(r.seed),
+                      notes=[*ds.notes, *notes], group=group, ddp=ddp, precision=resolved, precision_reason=reason)
 
 
 def classes_note(r: Recipe, classes: list[str], dataset: str) -> str | None:

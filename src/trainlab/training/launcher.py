@@ -10,8 +10,7 @@ import subprocess
 import sys
 import time
 
-from trainlab.cpus import SHARE_VARIABLE
-from trainlab.settings import child_environment
+from trainlab.system.process_wide import SHARE_VARIABLE, child_environment
 
 
 def free_local_port() -> int:

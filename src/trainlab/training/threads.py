@@ -6,21 +6,16 @@ from contextlib import contextmanager
 
 import torch
 
-from trainlab.cpus import CpuSample, allowed_cpus, busy_elsewhere, plan_threads, wait_policy
 from trainlab.engine.state import TrainState
 from trainlab.settings import Settings
-
-# A dense stack's step made of matmuls smaller than this (multiply-adds, batch x in x out of its
-# biggest layer) runs faster on one thread than on two here: splitting a 50x784x30 matmul costs
-# more in synchronisation than it saves, and a second spinning thread loses the most when the
-# machine is shared (bench/profile_steps.py --only threads).
-SMALL_MATMUL = 2_000_000
+from trainlab.system.cpus import CpuSample, allowed_cpus, busy_elsewhere, plan_threads
+from trainlab.system.process_wide import wait_policy
 
 
 def pick_threads(state: TrainState, settings: Settings, since: CpuSample | None = None) -> tuple[int | None, dict]:
     """The intra-op thread count to train with, and what decided it (recorded in run.json as `cpu`):
     settings.threads when given; torch's own count when OMP_NUM_THREADS chose it or the model runs
-    on a GPU; one thread for a fused dense stack whose biggest matmul is under SMALL_MATMUL; else
+    on a GPU; the count the run's step asks for (the fused dense step: one thread for small matmuls); else
     `plan_threads`: this process's CPUs, shared between trainlab's concurrent processes, less those
     other programs keep busy now (measured since `since`)."""
     info = {"wait_policy": wait_policy(), "allowed": allowed_cpus()}
@@ -28,10 +23,9 @@ def pick_threads(state: TrainState, settings: Settings, since: CpuSample | None 
         return settings.threads, {**info, "reason": "TRAINLAB_THREADS"}
     if settings.omp_num_threads or state.device.type != "cpu":
         return None, {**info, "reason": "OMP_NUM_THREADS" if settings.omp_num_threads else f"device {state.device.type}"}
-    if state.fused is not None:
-        biggest = max(state.recipe.batch_size * lin.in_features * lin.out_features for lin, _ in state.fused.plan)
-        if biggest < SMALL_MATMUL:
-            return 1, {**info, "reason": "small dense stack"}
+    preferred = state.train_step.threads(state.recipe.batch_size)  # e.g. one thread for a small dense stack
+    if preferred is not None:
+        return preferred[0], {**info, "reason": preferred[1]}
     plan = plan_threads(settings.world_size if settings.world_size > 1 else None, busy_elsewhere(since))
     info.update(busy_elsewhere=plan.busy, share=plan.share, reason=plan.reason, adaptive=True)
     if plan.threads < plan.allowed // plan.share:

@@ -20,15 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlab.data.augment import make_augment
-from trainlab.errors import TrainlabError
+from trainlab.data.readers import Dataset
 from trainlab.engine.precision import train_autocast
+from trainlab.errors import TrainlabError
 from trainlab.optim import make_optimizer
 from trainlab.plots import plot_lr_find
-from trainlab.data.readers import Dataset
 from trainlab.recipes import Recipe
-from trainlab.runtime import pick_device
 from trainlab.settings import Settings, load_settings
+from trainlab.system.devices import pick_device
 from trainlab.training.build import build, resolve_recipe
 
 METHODS = ("valley", "steep", "minimum")
@@ -69,14 +68,15 @@ def find_lr(recipe: str | Path | Recipe = "mnist-mlp", *, start: float = 1e-7, e
     check_range(start, end, steps, method)
     settings = (settings or load_settings()).with_(data_dir=data_dir)
     r = resolve_recipe(recipe, overrides, {})
-    state = build(r, settings, pick_device(device), copy.deepcopy(model) if model is not None else None, dataset, fuse=False)
+    # the autograd step's model and data: the test drives its own optimizer through the LR range
+    state = build(r, settings.with_(step="autograd"), pick_device(device), copy.deepcopy(model) if model is not None else None,
+                  dataset)
     net = state.model
     opt = make_optimizer(r.optimizer.model_copy(update={"lr": start}), net.parameters())
-    augment = make_augment(r.augment, state.gen)
     lrs, losses, smoothed = [], [], []
     avg, best, stopped = 0.0, math.inf, f"reached the end of the range ({end:g})"
     net.train()
-    for i, (x, y) in enumerate(_batches(state, augment, steps)):
+    for i, (x, y) in enumerate(_batches(state, steps)):
         lr = start * (end / start) ** (i / max(steps - 1, 1))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -107,17 +107,17 @@ def check_range(start: float, end: float, steps: int, method: str) -> None:
         raise TrainlabError(f"--method {method!r}: use {', '.join(METHODS)}")
 
 
-def _batches(state, augment, steps: int):
+def _batches(state, steps: int):
     """`steps` shuffled training batches, normalised and augmented as in training (a new order each pass)."""
-    data, bs = state.data, state.recipe.batch_size
-    n, done = len(data.x_train), 0
+    feed, bs, gen = state.train_step.feed, state.recipe.batch_size, state.gen
+    n, done = len(state.data.x_train), 0
     while done < steps:
-        perm = torch.randperm(n, generator=state.gen, device=state.gen.device).to(state.device)
+        perm = torch.randperm(n, generator=gen, device=gen.device).to(state.device)
+        draws = None if feed.augment is None else feed.augment.draw(n, gen).to(state.device)
         for s in range(0, n, bs):
             if done == steps:
                 return
-            idx = perm[s:s + bs]
-            yield data.preprocess(data.x_train.index_select(0, idx), augment), data.y_train.index_select(0, idx)
+            yield feed.batch(perm[s:s + bs], None if draws is None else draws[s:s + bs])
             done += 1
 
 

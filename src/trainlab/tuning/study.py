@@ -16,8 +16,8 @@ import dataclasses
 import math
 import multiprocessing
 import os
-import signal
 import random
+import signal
 import threading
 import time
 import warnings
@@ -29,19 +29,20 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from trainlab.engine.callbacks import Callback
-from trainlab.cpus import prepare_process
+from trainlab.data.readers import Dataset
 from trainlab.data.registry import load_for_recipe
+from trainlab.engine.callbacks import Callback
 from trainlab.errors import Interrupted, Pruned, TrainlabError, first_line
 from trainlab.history import best_epoch
 from trainlab.plots import save_figure
-from trainlab.data.readers import Dataset
 from trainlab.recipes import Recipe, validate
 from trainlab.runs.files import open_runs_folder
 from trainlab.settings import Settings, load_settings
-from trainlab.tuning.space import Space, load_space, space_digest
-from trainlab.training.build import resolve_recipe
+from trainlab.system.process_wide import prepare_process
+from trainlab.system.signals import Interrupt, StopSignals
 from trainlab.training.api import train
+from trainlab.training.build import resolve_recipe
+from trainlab.tuning.space import Space, load_space, space_digest
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -303,7 +304,7 @@ class _Worker:
         except Pruned as exc:
             trial.set_user_attr("error", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
-        except (Interrupted, KeyboardInterrupt):
+        except (Interrupted, KeyboardInterrupt, Interrupt):
             trial.set_user_attr("interrupted", True)
             trial.study.stop()  # Interrupted is an Exception, which `catch` would otherwise pass over
             raise
@@ -339,13 +340,12 @@ def _process_main(worker: _Worker, opts: TuneOptions, report, jobs: int, parent:
     run: the trial under way ends after its current step, checkpointed, recorded as interrupted,
     and no new trial starts. Each trial's run plans its threads as one of `jobs` processes."""
     prepare_process(share=jobs)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    handler = StopSignals(armed=True)  # the one stop handler (system/signals.py): a trial stops after its step
+    handler.install()
     die_with_parent(parent)
     try:
-        dataclasses.replace(worker, stop=stop).run(opts, report)
-    except (Interrupted, KeyboardInterrupt):
+        dataclasses.replace(worker, stop=handler.stop).run(opts, report)
+    except (Interrupted, KeyboardInterrupt, Interrupt):
         pass
 
 
@@ -431,7 +431,7 @@ def _run_processes(worker: _Worker, opts: TuneOptions, report) -> list[str]:
                         os.kill(p.pid, signal.SIGINT)
             for p in procs:
                 p.join(timeout=0.2)
-    except KeyboardInterrupt:  # a second Ctrl-C: the workers got it too; let them record their trials, then stop
+    except (KeyboardInterrupt, Interrupt):  # a second Ctrl-C: the workers got it too; let them record their trials, then stop
         for p in procs:
             p.join(timeout=60)
         raise

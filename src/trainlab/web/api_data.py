@@ -3,12 +3,11 @@ images by loss, per-class precision, recall and F1)."""
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, HTTPException, Query
 
+from trainlab.analysis.evaluate import confusion_cell
 from trainlab.data.images import png_data_url
 from trainlab.data.registry import DATASETS
-from trainlab.evaluate import confusion_cell
 from trainlab.metrics import classification_report
 from trainlab.web.deps import DatasetsDep, RunDirDep, RunsDep
 

@@ -12,8 +12,8 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from trainlab.analysis.predict import predict_bytes, predict_pixels
 from trainlab.data.images import STYLES, png_data_url
-from trainlab.predict import predict_bytes, predict_pixels
 from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, MAX_UPLOAD_BYTES, LimiterDep, ModelsDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])

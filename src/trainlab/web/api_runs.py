@@ -188,7 +188,7 @@ def _regular(folder: Path, name: str) -> bool:
 @router.get("/report", response_class=HTMLResponse)
 def report(s: SettingsDep, runs: str = Query(..., max_length=4000, description="run ids, comma-separated")):
     """The self-contained HTML report of one run or several (`trainlab report`), as a download."""
-    from trainlab.report import build_report
+    from trainlab.analysis.report import build_report
     ids = [r for r in runs.split(",") if r][:20]
     for r in ids:
         checked_run_dir(r, s)

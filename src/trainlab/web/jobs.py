@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from trainlab.cpus import training_child_environment
 from trainlab.settings import Settings
+from trainlab.system.process_wide import training_child_environment
 
 JOB_STATES = ("queued", "starting", "running", "completed", "interrupted", "failed", "cancelled")
 

@@ -1,18 +1,18 @@
 """A dashboard job's process: reads {recipe, resume, check, settings} as JSON on stdin, trains (or,
 given `check`, checks a dataset's health), and writes one JSON object a line on stdout: {"run": id}
 when training begins (a check: {"progress": ...}), then {"end": status}.
-SIGINT and SIGTERM set the stop event, as Ctrl-C does in the CLI: the run stops after the current
-step, checkpointed, marked interrupted."""
+SIGINT and SIGTERM stop it as Ctrl-C stops the CLI (the one stop handler, system/signals.py): the
+run stops after the current step, checkpointed, marked interrupted; a second SIGINT stops at once."""
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
 
 from trainlab.engine.callbacks import Callback
 from trainlab.errors import StopRun, first_line
+from trainlab.system.signals import Interrupt, StopSignals
 
 
 class Announce(Callback):
@@ -28,15 +28,15 @@ def say(**msg) -> None:
 
 
 def main() -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    handler = StopSignals(armed=True)
+    handler.install()
+    stop = handler.stop
     say(ready=True)  # the server sends a Stop as SIGINT only from now on: before, it would be a KeyboardInterrupt
     try:
         order = json.loads(sys.stdin.read())
         from trainlab.recipes import validate
-        from trainlab.runtime import prepare_short_process
         from trainlab.settings import Settings
+        from trainlab.system.process_wide import prepare_short_process
         from trainlab.training.api import resume, train
         prepare_short_process()
         recipe = validate(order["recipe"]) if order.get("recipe") is not None else None
@@ -51,6 +51,8 @@ def main() -> int:
         say(end="completed", run_id=run.run_id)
     except StopRun as exc:
         say(end=exc.status, run_id=getattr(exc, "run_id", None))
+    except Interrupt:  # a second stop: at once, recorded as interrupted
+        say(end="interrupted")
     except Exception as exc:  # the worker reports, the server shows it
         say(end="failed", error=first_line(exc, 500))
     return 0
@@ -58,7 +60,7 @@ def main() -> int:
 
 def check(order: dict, settings, stop: threading.Event) -> int:
     """A data check: progress lines while it runs, then the report's file."""
-    from trainlab.health import check_data, save_report
+    from trainlab.data.health import check_data, save_report
     report = check_data(order["dataset"], split=order.get("split", "all"), folds=order.get("folds", 5), limit=order.get("limit"),
                         settings=settings, stop=stop, progress=lambda stage, done, total: say(
                             progress={"stage": stage, "done": done, "total": total}))

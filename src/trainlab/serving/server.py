@@ -1,7 +1,7 @@
 """`trainlab serve RUN`: the predict API alone, for one run, through torch or onnxruntime.
 
 Routes: `POST /api/v1/predict`, `GET /api/v1/models`, `GET /healthz`, and the Open Inference
-Protocol under `/v2` (api_v2.py: what KServe, Triton and their clients speak). With `--workers N` uvicorn
+Protocol under `/v2` (open_inference.py: what KServe, Triton and their clients speak). With `--workers N` uvicorn
 starts N processes, each building its app from the settings (`app_from_settings`)."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from fastapi import FastAPI
 from trainlab.errors import TrainlabError
 from trainlab.runs.record import read_record, resolve_run_dir
 from trainlab.runs.run import load_run
-from trainlab.settings import Settings, export_to_environment, load_settings
+from trainlab.serving import open_inference
+from trainlab.settings import Settings, load_settings
+from trainlab.system.process_wide import export_to_environment
 from trainlab.version import __version__
-from trainlab.web import api_predict, api_v2
+from trainlab.web import api_predict
 from trainlab.web.app import check_port, install_errors, install_guard, install_token, is_loopback
 from trainlab.web.deps import ServedModel, model_info
 from trainlab.web.finite_json import FiniteJSONResponse
@@ -31,7 +33,7 @@ def load_predictor(settings: Settings):
     if record.status != "completed":
         raise TrainlabError(f"run {record.run_id} is {record.status}; serve a completed run")
     if settings.serve_onnx:
-        from trainlab.export import OnnxRun, export_onnx
+        from trainlab.serving.export import OnnxRun, export_onnx
         if not (run_dir / "model.onnx").is_file():
             export_onnx(run_dir, settings=settings)
         predictor = OnnxRun(run_dir / "model.onnx")
@@ -49,7 +51,7 @@ def create_serve_app(settings: Settings, token: str | None = None) -> FastAPI:
     # predict changes nothing, so API clients need no extra header; Host and Origin are still checked
     install_guard(app, settings.serve_host or "127.0.0.1", settings.allowed_host_names, token, need_client_header=False)
     app.include_router(api_predict.router)
-    app.include_router(api_v2.router)  # the Open Inference Protocol (KServe V2)
+    app.include_router(open_inference.router)  # the Open Inference Protocol (KServe V2)
 
     @app.get("/healthz")
     def healthz():
@@ -80,5 +82,5 @@ def serve_run(settings: Settings, host: str = "127.0.0.1", port: int = 8000, wor
     export_to_environment(settings)
     if on_ready is not None:
         on_ready(token)
-    uvicorn.run("trainlab.web.serve:app_from_settings", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("trainlab.serving.server:app_from_settings", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False, timeout_keep_alive=30)

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainlab.data.preprocess import Preprocess
+from trainlab.engine.inference import Predictions, as_batch, input_stats, ood_warnings
 from trainlab.errors import TrainlabError, first_line
 from trainlab.fileio import umask, write_error
-from trainlab.inference import Predictions, as_batch, input_stats, ood_warnings
-from trainlab.data.graph_prep import PreparePhoto
-from trainlab.data.preprocess import Preprocess
 from trainlab.runs.record import OODThresholds, read_record, resolve_run_dir
 from trainlab.runs.run import Run, load_run
+from trainlab.serving.graph_prep import PreparePhoto
 from trainlab.settings import Settings, load_settings
 from trainlab.version import __version__
 
@@ -218,7 +218,7 @@ def check_photos(run: Run, settings: Settings, n: int = CHECK_PHOTOS) -> list[tu
 def verify_photos(path: Path, run: Run, files: list[tuple[str, bytes]]) -> tuple[float, int, int]:
     """(max |p_onnx - p_predict|, identical top-1 count, images) on image files: the graph gets each
     file's decoded pixels, `trainlab predict`'s path gets the file."""
-    from trainlab.predict import predict_bytes
+    from trainlab.analysis.predict import predict_bytes
     want = predict_bytes(run, files)
     good = set(want.files)
     sess = _session(path)
@@ -233,8 +233,8 @@ CARD_MARK = "library_name: onnx"
 def write_card(r: Run, folder: Path, settings: Settings) -> Path:
     """The model card, README.md beside the model (the Hub reads that name); a README.md that is not
     a trainlab card is left alone and the card goes to model-card.md."""
-    from trainlab.card import model_card
     from trainlab.fileio import atomic_write
+    from trainlab.serving.card import model_card
     path = folder / "README.md"
     if path.exists() and CARD_MARK not in path.read_text(errors="replace")[:200]:
         path = folder / "model-card.md"

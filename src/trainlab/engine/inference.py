@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.data.preprocess import Preprocess
 from trainlab.errors import TrainlabError
 from trainlab.models import prefers_channels_last
-from trainlab.data.preprocess import Preprocess
 
 
 def autocast(device: torch.device):

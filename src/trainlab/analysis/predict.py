@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainlab.errors import TrainlabError
 from trainlab.data.images import STYLES, load_file, open_image, prepare_image
-from trainlab.inference import Predictions, as_batch
+from trainlab.engine.inference import Predictions, as_batch
+from trainlab.errors import TrainlabError
 from trainlab.plots import plot_model_view, plot_predictions
 from trainlab.runs.run import Run
 from trainlab.settings import Settings

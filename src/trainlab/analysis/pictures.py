@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
+from trainlab.data.readers import Dataset
 from trainlab.data.registry import load_dataset
 from trainlab.errors import TrainlabError
 from trainlab.plots import plot_image, plot_samples
-from trainlab.data.readers import Dataset
 from trainlab.settings import Settings
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.card import model_card
 from trainlab.data.images import png_data_url
 from trainlab.errors import TrainlabError
 from trainlab.fileio import atomic_write
@@ -23,6 +22,7 @@ from trainlab.recipes import differing_keys, flatten_recipe
 from trainlab.runs.files import read_history, read_recipe
 from trainlab.runs.record import read_record, resolve_run_dir
 from trainlab.runs.run import load_run
+from trainlab.serving.card import model_card
 from trainlab.settings import Settings, load_settings
 
 MISTAKES = 12
@@ -69,7 +69,7 @@ def _environment(record) -> str:
     cpu = record.cpu or {}
     items = {"trainlab": record.versions.get("trainlab"), "torch": record.versions.get("torch"),
              "python": record.versions.get("python"), "machine": record.versions.get("platform"), "device": record.device, "seed": record.seed,
-             "threads": record.threads, "precision": record.precision, "processes": record.processes, "CPUs allowed": cpu.get("allowed"),
+             "threads": record.threads, "precision": record.precision, "training step": record.train_step, "processes": record.processes, "CPUs allowed": cpu.get("allowed"),
              "busy elsewhere": cpu.get("busy_elsewhere"), "OpenMP wait policy": cpu.get("wait_policy"),
              "started": record.started_at, "ended": record.ended_at,
              "train seconds": f"{record.metrics.train_seconds:.1f}" if record.metrics and record.metrics.train_seconds else None}

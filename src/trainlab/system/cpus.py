@@ -21,62 +21,22 @@ fix is the thread count, not the wait policy:
   load (the thread count changes the arithmetic's order; the wait policy only timing).
 - Training processes keep libgomp's spinning default (fastest idle); the servers (dashboard,
   `trainlab serve`), whose torch work comes in bursts beside training jobs, sleep at once:
-  `prepare_process("server")` sets OMP_WAIT_POLICY=PASSIVE before torch loads, unless you set a
+  `process_wide.prepare_process("server")` sets OMP_WAIT_POLICY=PASSIVE before torch loads, unless you set a
   wait policy yourself.
 
-Only this module and settings.py touch the environment: this one writes OpenMP's variables, which
-must be in place before torch is imported, before any Settings object can exist.
+The environment this depends on (OpenMP's wait policy, TRAINLAB_CPU_SHARE) is read and written in
+process_wide.py, the one place for process-wide changes.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-SERVER_POLICY = "PASSIVE"
-SHARE_VARIABLE = "TRAINLAB_CPU_SHARE"  # set for its children by a trainlab launcher: how many of them run at once
-SERVER_COMMANDS = {"dashboard", "serve"}
-_set_here: set[str] = set()  # the wait-policy variables this process set for itself (not passed to training children)
-
-
-def prepare_process(role: str = "train", share: int | None = None) -> str:
-    """Call before torch is imported. A "server" process gets OMP_WAIT_POLICY=PASSIVE (unless a
-    wait policy is set already, or torch is loaded and it is too late); `share` is how many
-    trainlab processes like this one run at once (written for the children this one starts).
-    Returns the wait policy in force."""
-    if share is not None:
-        os.environ[SHARE_VARIABLE] = str(max(1, share))
-    chosen = any(os.environ.get(v) for v in WAIT_VARIABLES)
-    if role == "server" and not chosen and "torch" not in sys.modules:
-        os.environ["OMP_WAIT_POLICY"] = SERVER_POLICY
-        _set_here.add("OMP_WAIT_POLICY")
-    return wait_policy()
-
-
-def training_child_environment(share: int) -> dict[str, str]:
-    """The environment for a training process this one starts (a dashboard job): its CPU share,
-    and without the wait policy this process set for itself as a server."""
-    env = {k: v for k, v in os.environ.items() if k not in _set_here}
-    env[SHARE_VARIABLE] = str(max(1, share))
-    return env
-
-
-def role_of(argv: list[str]) -> str:
-    """The role of a `trainlab ...` command line: "server" for the long-running servers."""
-    return "server" if len(argv) > 1 and argv[1] in SERVER_COMMANDS else "train"
-
-
-def wait_policy() -> str:
-    """The OpenMP wait policy of this process as run.json records it: 'spin (default)' or the
-    variables that set another."""
-    given = {v: os.environ[v] for v in WAIT_VARIABLES if os.environ.get(v)}
-    return ", ".join(f"{k}={v}" for k, v in given.items()) or "spin (default)"
-
+from trainlab.system.process_wide import cpu_share
 
 # ---------------------------------------------------------------------------------------------
 # What this process may use, and what others use now
@@ -175,10 +135,7 @@ def plan_threads(share: int | None = None, busy: float | None = None) -> ThreadP
     programs kept busy since this process started (at least 0.1 s)."""
     allowed = allowed_cpus()
     if share is None:
-        try:
-            share = max(1, int(os.environ.get(SHARE_VARIABLE, "1")))
-        except ValueError:
-            share = 1
+        share = cpu_share()
     busy = busy_elsewhere() if busy is None else busy
     mine = max(1, allowed // share)
     # trainlab's siblings are among the "others"; only load beyond theirs takes from this share

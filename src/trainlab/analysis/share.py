@@ -157,7 +157,7 @@ def to_mlflow(runs: list[str | os.PathLike], uri: str, settings: Settings | None
 
 
 def _log_report(client, rid: str, run_dir: Path, settings: Settings) -> None:
-    from trainlab.report import write_report
+    from trainlab.analysis.report import write_report
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = write_report([run_dir], Path(tmp) / "report.html", settings)
