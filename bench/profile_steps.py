@@ -105,10 +105,10 @@ else:
 xs = [torch.rand(r.batch_size, *shape) for _ in range(16)]
 ys = [torch.randint(0, 10, (r.batch_size,)) for _ in range(16)]
 for i in range(200):
-    step(xs[i % 16], ys[i % 16])
+    step.update(xs[i % 16], ys[i % 16])
 t = time.perf_counter()
 for i in range(2000):
-    step(xs[i % 16], ys[i % 16])
+    step.update(xs[i % 16], ys[i % 16])
 print((time.perf_counter() - t) / 2000)
 """
 
@@ -132,10 +132,10 @@ step = AutogradStep(net, make_optimizer(r.optimizer, net.parameters()), 0.0, tor
 xs = [torch.rand(r.batch_size, *shape).contiguous(memory_format=torch.channels_last) for _ in range(8)]
 ys = [torch.randint(0, 10, (r.batch_size,)) for _ in range(8)]
 for i in range(20):
-    step(xs[i % 8], ys[i % 8])
+    step.update(xs[i % 8], ys[i % 8])
 t = time.perf_counter()
 for i in range(100):
-    step(xs[i % 8], ys[i % 8])
+    step.update(xs[i % 8], ys[i % 8])
 print((time.perf_counter() - t) / 100)
 """
 

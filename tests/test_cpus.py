@@ -15,8 +15,8 @@ import pytest
 import torch
 from conftest import MNIST_TINY
 
-from trainlab.system import cpus, process_wide
 from trainlab.engine.callbacks import CpuWatch
+from trainlab.system import cpus, process_wide
 
 WIDE = {**MNIST_TINY, "name": "wide", "model": {"layers": [{"type": "dense", "units": 128, "activation": "relu"},
                                                            {"type": "dense", "units": 10, "activation": "softmax"}]},

@@ -81,6 +81,73 @@ def test_export_and_predict_of_a_gpu_trained_run(tmp_path, data_dir):
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.98  # bf16 on the GPU against fp32 onnxruntime
 
 
+class _Graphs(object):
+    """A callback that notes which step trained and the batch sizes it captured."""
+
+    def __init__(self):
+        import trainlab
+        outer = self
+
+        class Seen(trainlab.Callback):
+            def on_train_end(self, state):
+                outer.kind = state.train_step.kind
+                outer.captured = sorted(getattr(state.train_step, "graphs", {}))
+        self.callback = Seen()
+
+
+@cuda
+@pytest.mark.parametrize("recipe", [MNIST_TINY, CNN_TINY], ids=["dense", "cnn"])
+def test_the_captured_step_trains_every_batch_and_learns_as_autograd(tmp_path, data_dir, recipe, monkeypatch):
+    import trainlab
+    from trainlab.recipes import validate
+    r = validate({**recipe, "epochs": 5, "batch_size": 128})  # 1,000-odd images: a shorter last batch every epoch
+    seen = _Graphs()
+    graphed = trainlab.train(r, settings=_settings(tmp_path / "g", data_dir), device="cuda", progress="none",
+                             callbacks=[seen.callback])
+    n, bs = len(graphed.data.x_train), r.batch_size
+    assert seen.kind == "cuda-graph" and n % bs and seen.captured == sorted({bs, n % bs})  # both sizes replayed
+    assert json.loads((graphed.run_dir / "run.json").read_text())["train_step"] == "cuda-graph"
+    monkeypatch.setenv("TRAINLAB_STEP", "autograd")
+    eager = trainlab.train(r, settings=_settings(tmp_path / "e", data_dir), device="cuda", progress="none")
+    assert abs(graphed.metrics["test_acc"] - eager.metrics["test_acc"]) < 0.05
+    assert abs(graphed.history[-1]["loss"] - eager.history[-1]["loss"]) < 0.1 * eager.history[0]["loss"]
+
+
+@cuda
+def test_a_captured_run_stopped_mid_epoch_resumes_bit_identically(tmp_path, data_dir):
+    import threading
+
+    from helpers import StopAt
+
+    import trainlab
+    from trainlab.errors import StopRun
+    from trainlab.recipes import validate
+    r = validate({**CNN_TINY, "epochs": 4, "batch_size": 64, "schedule": {"name": "onecycle"},
+                  "augment": {"flip": True, "translate": 2}})
+    ref = trainlab.train(r, settings=_settings(tmp_path / "a", data_dir), device="cuda", progress="none")
+    stop = threading.Event()
+    with pytest.raises(StopRun) as info:
+        trainlab.train(r, settings=_settings(tmp_path / "b", data_dir), device="cuda", progress="none", stop=stop,
+                       callbacks=[StopAt(2, 5, stop)])
+    p = subprocess.run([sys.executable, "-m", "trainlab", "train", "--resume", info.value.run_id, "--device", "cuda",
+                        "--quiet", "--json", "--runs-dir", str(tmp_path / "b" / "runs"), "--data-dir", str(data_dir)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-1500:]
+    done = tmp_path / "b" / "runs" / info.value.run_id
+    assert (ref.run_dir / "model.safetensors").read_bytes() == (done / "model.safetensors").read_bytes()
+
+
+@cuda
+def test_a_plateau_callback_lowers_the_rate_of_a_captured_step(tmp_path, data_dir):
+    import trainlab
+    from trainlab.recipes import validate
+    r = validate({**MNIST_TINY, "epochs": 6, "optimizer": {"name": "sgd", "lr": 0.05},
+                  "callbacks": {"reduce_lr": {"monitor": "val_loss", "patience": 0, "factor": 0.5}}})
+    run = trainlab.train(r, settings=_settings(tmp_path, data_dir), device="cuda", progress="none")
+    lrs = [h["lr"] for h in run.history]
+    assert lrs[0] == pytest.approx(0.05) and lrs == sorted(lrs, reverse=True)
+
+
 @two_gpus
 def test_two_gpus_train_as_one_with_nccl(tmp_path, data_dir):
     path = tmp_path / "ddp.yaml"

@@ -97,7 +97,8 @@ def test_the_photo_preparation_as_tensors_is_pils_pixel_for_pixel():
     `trainlab predict` does to a file) for each style, on photos of every size and layout."""
     import torch
 
-    from trainlab.data import graph_prep, handwriting, images
+    from trainlab.data import handwriting, images
+    from trainlab.serving import graph_prep
     rng = np.random.default_rng(0)
     drawn, _ = handwriting.drawn_digits(1, seed=3)
     ink = np.asarray(images.open_image(drawn[7]))

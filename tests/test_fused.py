@@ -11,8 +11,15 @@ from torch import nn
 
 import trainlab
 from trainlab.engine.callbacks import Callback
-from trainlab.engine.fused import (FusedDenseStep, dense_plan, flat_to_per_parameter, flatten_parameters, fused_applies,
-                                   per_parameter_state_dict, per_parameter_to_flat)
+from trainlab.engine.fused import (
+    FusedDenseStep,
+    dense_plan,
+    flat_to_per_parameter,
+    flatten_parameters,
+    fused_applies,
+    per_parameter_state_dict,
+    per_parameter_to_flat,
+)
 from trainlab.engine.step import AutogradStep
 from trainlab.models import build_model
 from trainlab.optim import make_optimizer

@@ -11,7 +11,6 @@ from helpers import StopAt
 from torch import nn
 
 import trainlab
-from trainlab.system import cpus
 from trainlab.engine import precision as precision_mod
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.precision import resolve_precision
@@ -19,6 +18,7 @@ from trainlab.errors import Interrupted, TrainlabError
 from trainlab.recipes import RecipeError
 from trainlab.runs.record import read_record
 from trainlab.settings import load_settings
+from trainlab.system import cpus
 
 CONV = {"data.flatten": False, "model.layers": [
     {"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"},

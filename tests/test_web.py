@@ -289,3 +289,26 @@ def test_models_list_drawing_models_first_and_trials_after_your_runs(tmp_path):
     found = DashboardModels(settings, RunCache(settings)).servable()
     assert [m["run_id"] for m in found] == ["r-draw", "r-mnist", "r-trial", "r-fashion"]
     assert found[2]["study"] == "walk" and found[0]["dataset"] == "mnist"
+
+
+def test_a_worker_that_floods_stderr_does_not_deadlock_its_job(tmp_path):
+    # the worker writes 1 MB to stderr before its first stdout line: read one after the other, the
+    # server waited on stdout while the worker waited for stderr's full 64 kB pipe to drain
+    from trainlab.settings import load_settings
+    from trainlab.web.jobs import JobQueue
+    script = tmp_path / "noisy_worker.py"
+    script.write_text("import json, sys\nsys.stdin.read()\nsys.stderr.write('x' * (1 << 20) + '\\nlast words\\n')\n"
+                      "sys.stderr.flush()\nprint(json.dumps({'ready': True}), flush=True)\n"
+                      "print(json.dumps({'end': 'failed', 'error': 'as planned'}), flush=True)\nsys.exit(3)\n")
+    queue = JobQueue(load_settings(runs_dir=tmp_path / "runs"))
+    queue.worker_command = [sys.executable, str(script)]
+    try:
+        job = queue.submit("noisy", recipe={"name": "x"})
+        wait_for(lambda: job.state not in ("queued", "starting", "running"), timeout=60)
+        assert job.state == "failed" and job.error == "as planned"
+        queue.worker_command = [sys.executable, "-c", "import sys; sys.stderr.write('e' * 200000 + '\\nboom\\n'); sys.exit(1)"]
+        crashed = queue.submit("crash", recipe={"name": "y"})
+        wait_for(lambda: crashed.state not in ("queued", "starting", "running"), timeout=60)
+        assert crashed.state == "failed" and crashed.error.endswith("boom")
+    finally:
+        queue.close()

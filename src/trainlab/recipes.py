@@ -238,7 +238,7 @@ class Recipe(Strict):
     precision: Literal["auto", "fp32", "bf16-mixed"] = Field(
         "auto", description="the training step's arithmetic: fp32, or bf16-mixed (bf16 convolutions and matmuls, fp32 "
                             "weights, gradients and optimizer, as Lightning's bf16-mixed); auto: bf16-mixed on CUDA and for "
-                            "conv nets on CPUs with native bf16, else fp32 (trainlab.precision)")
+                            "conv nets on CPUs with native bf16, else fp32 (trainlab.engine.precision)")
 
     @model_validator(mode="after")
     def _check(self):

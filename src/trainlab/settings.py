@@ -19,7 +19,7 @@ reads environment variables.
 | serve_run | TRAINLAB_SERVE_RUN | set by `trainlab serve` for its worker processes |
 | serve_onnx | TRAINLAB_SERVE_ONNX | false (serve through torch) |
 | serve_timeout | TRAINLAB_SERVE_TIMEOUT | 10 seconds per predict request |
-| step | TRAINLAB_STEP | auto: the fused dense step for dense stacks on the CPU, a captured CUDA graph on a GPU, else autograd (engine/steps.py) |
+| step | TRAINLAB_STEP | auto: the fused dense step for dense stacks on the CPU, a captured CUDA graph on a GPU, else autograd (engine/strategy.py) |
 | precision | TRAINLAB_PRECISION | unset: each recipe's `precision` (auto picks per model and CPU); fp32 or bf16-mixed for the recipes that say auto |
 | threads | TRAINLAB_THREADS | chosen per run from the free CPUs (cpus.py) |
 | omp_num_threads | OMP_NUM_THREADS | unset; when set, torch's own count is kept |
@@ -91,7 +91,7 @@ class Settings(BaseSettings):
 
     step: Literal["auto", "autograd", "fused-dense", "cuda-graph"] = Field(
         "auto", validation_alias="TRAINLAB_STEP",
-        description="how a training step runs (engine/steps.py): auto picks per model and device; autograd always works")
+        description="how a training step runs (engine/strategy.py): auto picks per model and device; autograd always works")
     precision: Literal["fp32", "bf16-mixed"] | None = Field(
         None, validation_alias="TRAINLAB_PRECISION",
         description="the training precision of recipes whose `precision` is auto (engine/precision.py); unset: auto decides")

@@ -81,12 +81,6 @@ def parse_idx(data: bytes, path: Path | str, expect_ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims).astype(np.uint8 if data[2] == 0x08 else dtype)
 
 
-def read_idx_file(path: Path, expect_ndim: int) -> tuple[np.ndarray, bytes]:
-    """(array, decompressed bytes) of one IDX file, gzipped or not."""
-    content = read_maybe_gzip(path)
-    return parse_idx(content, path, expect_ndim), content
-
-
 # ---------------------------------------------------------------------------------------------
 # CIFAR-10 python archive
 # ---------------------------------------------------------------------------------------------

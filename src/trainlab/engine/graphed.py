@@ -31,6 +31,7 @@ captured again.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections import Counter
 
 import torch
@@ -157,14 +158,16 @@ class GraphedStep(BatchStep):
             g["lr"] = float(g["lr"])
         rates = [groups[0]["lr"]]
         total = getattr(self.scheduler, "total_steps", None)
-        for _ in range(max(0, (total or 10**7) - self.scheduler.last_epoch)):
-            try:
-                self.scheduler.step()
-            except ValueError:  # OneCycleLR past its last step
-                break
-            rates.append(groups[0]["lr"])
-            if total is None and len(rates) > 10**6:
-                break
+        with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": a dry run, put back below
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(max(0, (total or 10**7) - self.scheduler.last_epoch)):
+                try:
+                    self.scheduler.step()
+                except ValueError:  # OneCycleLR past its last step
+                    break
+                rates.append(groups[0]["lr"])
+                if total is None and len(rates) > 10**6:
+                    break
         self.scheduler.load_state_dict(saved)
         for g in groups:
             g["lr"] = lr_tensor

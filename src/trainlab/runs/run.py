@@ -26,6 +26,7 @@ from trainlab.recipes import Recipe
 from trainlab.runs.files import read_history, read_recipe
 from trainlab.runs.record import Metrics, OODThresholds, read_record, resolve_run_dir
 from trainlab.settings import Settings, load_settings
+from trainlab.system.process_wide import caller_state_kept
 
 
 @dataclass
@@ -128,7 +129,8 @@ def load_run(run: str | os.PathLike, settings: Settings | None = None, device: s
     if model is None:
         if record.custom_model:
             raise TrainlabError(f"run {run_dir.name} trained a custom model ({record.custom_model}); pass model= to load it")
-        model, _ = build_model(recipe.model, prep.input_shape, len(classes))
+        with caller_state_kept():  # the initial weights draw from the caller's generators; they are replaced below
+            model, _ = build_model(recipe.model, prep.input_shape, len(classes))
     try:
         model.load_state_dict(load_file(weights))
     except Exception as exc:  # safetensors' header errors and torch's shape mismatches

@@ -9,7 +9,7 @@ test-time flip and softmax inside, so that a deployer cannot get them wrong:
 - `prepare="full"` (`model-full.onnx`): one decoded photo of any size, uint8 (H, W, C) with C = 1,
   3 or 4, with the whole preparation `trainlab predict` applies to a file (the digit recipe's ink
   estimate, crop, fit and centre of mass; Fashion-MNIST's; or the plain resize) written as tensor
-  operations (data/graph_prep.py). Checked against `trainlab predict` on drawn and photographed
+  operations (serving/graph_prep.py). Checked against `trainlab predict` on drawn and photographed
   images (top-1 agreement >= 99.5%).
 
 Class names, the preparation style, the preprocessing and the recipe are in the model's metadata.

@@ -21,7 +21,6 @@ import math
 import torch
 from torch import nn
 
-SUPPORT = {"bilinear": 1.0, "lanczos": 3.0}
 SMALL = 64  # the paper estimate works on the photo at most 64 px long (as images._ink does)
 
 

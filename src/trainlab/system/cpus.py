@@ -1,7 +1,7 @@
 """CPU threads on a machine that is never idle: how many this process may really use, how many of
 those other programs keep busy, and how a run's thread count follows them.
 
-Measured on this 2-core machine (bench/under_load.py; README "Speed on a busy machine"): torch's
+Measured on this 2-core machine (bench/under_load.py; docs/speed.md "Speed on a busy machine"): torch's
 OpenMP threads meet at a barrier after every parallel operation. With libgomp's default policy a
 thread that arrives first spins there; when a sibling is descheduled because another program holds
 its core, the spinner burns the time the sibling needs and each barrier costs a scheduler time

@@ -28,6 +28,7 @@ from trainlab.plots import plot_lr_find
 from trainlab.recipes import Recipe
 from trainlab.settings import Settings, load_settings
 from trainlab.system.devices import pick_device
+from trainlab.system.process_wide import caller_state_kept
 from trainlab.training.build import build, resolve_recipe
 
 METHODS = ("valley", "steep", "minimum")
@@ -68,10 +69,19 @@ def find_lr(recipe: str | Path | Recipe = "mnist-mlp", *, start: float = 1e-7, e
     check_range(start, end, steps, method)
     settings = (settings or load_settings()).with_(data_dir=data_dir)
     r = resolve_recipe(recipe, overrides, {})
-    # the autograd step's model and data: the test drives its own optimizer through the LR range
-    state = build(r, settings.with_(step="autograd"), pick_device(device), copy.deepcopy(model) if model is not None else None,
-                  dataset)
-    net = state.model
+    with caller_state_kept():  # the test seeds and draws; the caller's generators and threads are put back after
+        # the autograd step's model and data: the test drives its own optimizer through the LR range
+        state = build(r, settings.with_(step="autograd"), pick_device(device),
+                      copy.deepcopy(model) if model is not None else None, dataset)
+        lrs, losses, smoothed, stopped = _range_test(state, start, end, steps, beta, diverge)
+    if len(lrs) < 10:
+        raise TrainlabError(f"the loss diverged after {len(lrs)} steps, at lr {lrs[-1]:.2e}; start lower (--start)")
+    return LRFinding(r, lrs, losses, smoothed, suggest(lrs, smoothed), method, stopped)
+
+
+def _range_test(state, start: float, end: float, steps: int, beta: float, diverge: float):
+    """Train `steps` batches with the LR growing exponentially; (lrs, losses, smoothed losses, why it stopped)."""
+    r, net = state.recipe, state.model
     opt = make_optimizer(r.optimizer.model_copy(update={"lr": start}), net.parameters())
     lrs, losses, smoothed = [], [], []
     avg, best, stopped = 0.0, math.inf, f"reached the end of the range ({end:g})"
@@ -93,9 +103,7 @@ def find_lr(recipe: str | Path | Recipe = "mnist-mlp", *, start: float = 1e-7, e
             stopped = f"the loss diverged at lr {lr:.2e}"
             break
         best = min(best, smooth)
-    if len(lrs) < 10:
-        raise TrainlabError(f"the loss diverged after {len(lrs)} steps, at lr {lrs[-1]:.2e}; start lower (--start)")
-    return LRFinding(r, lrs, losses, smoothed, suggest(lrs, smoothed), method, stopped)
+    return lrs, losses, smoothed, stopped
 
 
 def check_range(start: float, end: float, steps: int, method: str) -> None:

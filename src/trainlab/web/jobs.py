@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from trainlab.settings import Settings
@@ -57,6 +58,7 @@ class JobQueue:
         self.lock = threading.Condition()
         self.closed = False
         self.threads: list[threading.Thread] = []  # started with the first job, not by the constructor
+        self.worker_command = [sys.executable, "-m", "trainlab.web.worker"]  # reads the order on stdin (worker.py)
 
     def _start_workers(self) -> None:
         """Called with the lock held."""
@@ -152,22 +154,31 @@ class JobQueue:
                 job.state = "cancelled"
                 return
         order = {"recipe": job.recipe, "resume": job.resume, "check": job.check, "settings": self.settings.model_dump(mode="json")}
-        process = subprocess.Popen([sys.executable, "-m", "trainlab.web.worker"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        process = subprocess.Popen(self.worker_command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, errors="replace",
                                    env=training_child_environment(self.workers))
         with self.lock:
             job.process = process
-        process.stdin.write(json.dumps(order))
-        process.stdin.close()
+        # stderr is drained beside stdout: a worker that fills the stderr pipe (64 kB) while this
+        # thread waits on stdout would block both for good; only its last lines are kept
+        err: deque[str] = deque(maxlen=20)
+        drain = threading.Thread(target=lambda: err.extend(process.stderr), daemon=True)
+        drain.start()
+        try:
+            process.stdin.write(json.dumps(order))
+            process.stdin.close()
+        except (BrokenPipeError, OSError):  # the worker died at once: its stderr says why
+            pass
         for line in process.stdout:  # one JSON object a line: {"run": id}, then how it ended
             try:
                 msg = json.loads(line)
             except ValueError:
                 continue
             self._on_message(job, msg)
-        err = process.stderr.read()
-        if process.wait() != 0:
-            tail = err.strip().splitlines()[-1:] or [f"exit code {process.returncode}"]
+        code = process.wait()
+        drain.join(timeout=5)
+        if code != 0:
+            tail = [line.strip() for line in err if line.strip()][-1:] or [f"exit code {process.returncode}"]
             with self.lock:
                 if job.state in ("starting", "running"):
                     job.state, job.error = "failed", f"the training process ended: {tail[0][:300]}"
