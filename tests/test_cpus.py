@@ -124,7 +124,7 @@ def test_dashboard_jobs_start_as_one_of_the_servers_workers(monkeypatch, tmp_pat
         def __init__(self, args, env=None, **kw):
             seen["env"] = env
             self.stdin, self.stdout, self.stderr, self.returncode = SimpleNamespace(write=lambda s: None, close=lambda: None), [], \
-                SimpleNamespace(read=lambda: ""), 0
+                [], 0
 
         def wait(self):
             return 0

@@ -108,7 +108,6 @@ def test_ctrl_c_saves_marks_interrupted_and_prints_the_resume_command(reference,
     proc = subprocess.Popen(_cmd(*[a for a in ARGS if a != "--quiet"], runs=runs, data_dir=data_dir),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: runs.is_dir() and any((d / "checkpoint.pt").is_file() for d in runs.iterdir()))
-    time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

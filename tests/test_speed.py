@@ -40,7 +40,7 @@ def test_conv_nets_train_on_nhwc_batches_and_save_and_reload_to_the_same_predict
     class Layout(trainlab.Callback):  # what the step really feeds the model
         def on_train_begin(self, state):
             x, _ = state.train_step.feed.batch(torch.arange(4, device=state.device))
-            layouts.append(x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+            layouts.append(x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
     run = trainlab.train("mnist-fast", overrides={"data.limit_train": 1000, "data.limit_test": 300}, data_dir=data_dir,
                          runs_dir=tmp_path, progress="none", callbacks=[Layout()])
     trainlab.train("mnist-mlp", epochs=1, overrides={"data.limit_train": 500, "data.limit_test": 100}, data_dir=data_dir,

@@ -241,10 +241,15 @@ def test_a_worker_killed_mid_trial_leaves_a_usable_study(tree_study):
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert "was killed by signal 9" in out and "Traceback" not in out + err
-    time.sleep(6.5)  # the grace period of a 1-second heartbeat (6 s); `tune show` judges by the study's own heartbeat
-    rep = _show(w, "killed")
+    # `tune show` fails a trial silent for its study's own grace period (6 s for a 1-second heartbeat)
+    deadline = time.monotonic() + 60
+    while True:
+        rep = _show(w, "killed")
+        killed = next(t for t in rep["trials"] if t["run_id"] == victim["run_id"])
+        if killed["state"] != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     states = {t["number"]: t["state"] for t in rep["trials"]}
-    killed = next(t for t in rep["trials"] if t["run_id"] == victim["run_id"])
     assert killed["state"] == "fail", states  # not "running" forever
     assert "running" not in states.values() and list(states.values()).count("complete") >= 2
     status = json.loads(trainlab_here("runs", "show", victim["run_id"], "--json", env=w["env"], cwd=w["root"]).stdout)

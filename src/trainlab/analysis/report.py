@@ -33,6 +33,13 @@ def _vendor(name: str) -> str:
     return resources.files("trainlab.web").joinpath("static", "vendor", name).read_text()
 
 
+def inline_json(value) -> str:
+    """JSON safe inside a <script> element: every '<', '>' and '&' as a \\u escape, so no text
+    from a run (a recipe named `<!--<script>`) can end the element or open a comment in it."""
+    text = json.dumps(value, allow_nan=False, default=lambda v: None)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _esc(v) -> str:
     return html.escape(str(v))
 
@@ -114,7 +121,7 @@ def build_report(runs: list[str | os.PathLike], settings: Settings | None = None
              + "</table>")
     sections, series = zip(*(_run_section(i, d, settings) for i, d in enumerate(dirs)))
     title = title or (f"trainlab report: {dirs[0].name}" if len(dirs) == 1 else f"trainlab report: {len(dirs)} runs compared")
-    data = json.dumps(list(series), allow_nan=False, default=lambda v: None).replace("</", "<\\/")
+    data = inline_json(list(series))
     return TEMPLATE.format(title=_esc(title), uplot_css=_vendor("uPlot.min.css"), uplot_js=_vendor("uPlot.iife.min.js"),
                            settings_title="Settings that differ" if len(dirs) > 1 else "Recipe", settings=table,
                            sections="".join(sections), data=data)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from trainlab.cli.app import app
-from trainlab.cli.common import DataDirOpt, JsonOpt, RunsDirOpt, fail, prepare_for_work, settings_for
+from trainlab.cli.common import DataDirOpt, JsonOpt, RunsDirOpt, check_output, fail, prepare_for_work, settings_for
 
 
 @app.command()
@@ -20,6 +20,7 @@ def evaluate(run: Annotated[str, typer.Argument(help="A run id or run folder.")]
              data_dir: DataDirOpt = None, runs_dir: RunsDirOpt = None, json_out: JsonOpt = False) -> None:
     """Evaluate a saved run: loss, accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes."""
     from trainlab.analysis.evaluate import evaluate_run
+    check_output(out, "--out", folder=True)
     prepare_for_work()
     report, files, warnings = evaluate_run(run, split=split, out_dir=out, settings=settings_for(data_dir, runs_dir),
                                            pictures=not no_pictures)
@@ -39,6 +40,7 @@ def plot(runs: Annotated[list[str], typer.Argument(help="One or more run ids or 
          title: Annotated[Optional[str], typer.Option(help="Figure title.")] = None,
          runs_dir: RunsDirOpt = None) -> None:
     """Learning curves (accuracy and loss, train vs validation); several runs overlay in one figure."""
+    check_output(out, "--out")
     from trainlab.runs.curves import plot_runs
     typer.echo(f"wrote {plot_runs(runs, settings_for(runs_dir=runs_dir), out, title)}")
 
@@ -71,15 +73,16 @@ def predict(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     """Predict the class of image files (prepared as the run's training data was) or test-set items.
     Each input that cannot be read is named on stderr; exit status 1 when some failed, 2 when all did."""
     from trainlab.analysis.predict import check_style, plot_results, predict_inputs, write_model_views
-    from trainlab.runs.run import load_run
+    from trainlab.runs.run import check_usable, load_run
     check_style(style)
     if not inputs and not test_index:
         fail("give image files or folders, or --test-index N")
-    if show is not None and show.exists() and not show.is_dir():
-        fail(f"--show {show}: is a file; give a folder for the pictures")
+    check_output(show, "--show", folder=True)
+    check_output(plot, "--plot")
     prepare_for_work()
     settings = settings_for(data_dir, runs_dir)
     r = load_run(run, settings)
+    check_usable(r)  # a failed or diverged run: one line, exit 2 (not NaN)
     results, indices = predict_inputs(r, inputs, test_index, style, settings)
     failed = 0
     for preds in results:
@@ -99,6 +102,7 @@ def report(runs: Annotated[list[str], typer.Argument(help="One or more run ids (
            runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None) -> None:
     """One self-contained HTML report (opens offline): recipes and what differs, interactive learning curves,
     per-class test metrics, the confusion matrix, the highest-loss mistakes, the environment, the model card."""
+    check_output(out, "--out")
     prepare_for_work()
     from trainlab.analysis.report import write_report
     path = write_report(runs, out, settings_for(data_dir, runs_dir))

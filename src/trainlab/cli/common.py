@@ -61,6 +61,21 @@ def prepare_for_work(server: bool = False) -> None:
         prepare_short_process()
 
 
+def check_output(path: Path | None, flag: str, folder: bool = False) -> None:
+    """An output path the user named: its folder must exist (trainlab makes no folders you did not
+    ask for, as `export --out` refuses too); a file option must not name a folder, a folder option
+    not a file. One line, exit 2, nothing written."""
+    if path is None:
+        return
+    parent = path.expanduser().parent
+    if not parent.is_dir():
+        fail(f"{flag} {path}: the folder {parent} does not exist; create it first or give another path")
+    if folder and path.exists() and not path.is_dir():
+        fail(f"{flag} {path}: is a file; give a folder")
+    if not folder and path.is_dir():
+        fail(f"{flag} {path}: is a folder; give a file name")
+
+
 def fmt(v, digits=4) -> str:
     return "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from trainlab.cli.app import datasets_app
-from trainlab.cli.common import DataDirOpt, JsonOpt, prepare_for_work, settings_for
+from trainlab.cli.common import DataDirOpt, JsonOpt, check_output, prepare_for_work, settings_for
 
 
 @datasets_app.command("show")
@@ -23,6 +23,7 @@ def data_show(dataset: Annotated[str, typer.Argument(help="mnist, fashion-mnist,
     """A grid of the first N images with their class names, or one image with a colour bar."""
     from trainlab.analysis.pictures import class_table, show_samples
     settings = settings_for(data_dir)
+    check_output(out, "--out")
     if not classes or out is not None or index is not None:  # --classes alone prints the table, writes no picture
         out = out or Path("samples.png" if index is None else f"sample-{index}.png")
         typer.echo(f"wrote {show_samples(dataset, split, n, index, out, settings=settings)}")
@@ -61,6 +62,7 @@ def data_check(dataset: Annotated[str, typer.Argument(help="mnist, fashion-mnist
     train/test leaks, outliers, class imbalance and unreadable files. --json: one finding a line."""
     prepare_for_work()
     from trainlab.data.health import check_data, write_picture
+    check_output(picture, "--picture")
     settings = settings_for(data_dir)
     progress = None if json_out else (lambda stage, done, total: typer.echo(f"{stage} {done}/{total}", err=True)
                                       if stage == "training" and done < total else None)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from trainlab.cli.app import runs_app
-from trainlab.cli.common import DataDirOpt, DbOpt, JsonOpt, RunsDirOpt, fail, fmt, prepare_for_work, settings_for
+from trainlab.cli.common import DataDirOpt, DbOpt, JsonOpt, RunsDirOpt, check_output, fail, fmt, prepare_for_work, settings_for
 
 
 def _age(iso: str | None) -> str:
@@ -90,6 +90,7 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
     from trainlab.history import hidden_note
     from trainlab.plots import plot_history
     from trainlab.runs.admin import compare_runs, metric_rows
+    check_output(out, "--out")
     settings = settings_for(runs_dir=runs_dir, db=db)
     records, curves, diff = compare_runs(runs, settings)
     width = max([len(k) for k in diff] + [14])
@@ -135,11 +136,14 @@ def runs_export(runs: Annotated[list[str], typer.Argument(help="Run ids.")],
     if tensorboard:
         folders = share.to_tensorboard(runs, tensorboard, settings)
         typer.echo(f"wrote TensorBoard event files for {len(folders)} run{'s' if len(folders) != 1 else ''} under {tensorboard} "
-                   f"(tensorboard --logdir {tensorboard})")
+                   f"(tensorboard --logdir {tensorboard}); exporting again replaces them")
     if mlflow:
         for run_id, mlflow_id in share.to_mlflow(runs, mlflow, settings, experiment):
             typer.echo(f"{run_id}: " + (f"MLflow run {mlflow_id} in experiment {experiment!r} at {mlflow}" if mlflow_id
                                         else f"already in MLflow experiment {experiment!r}; skipped"))
+        where = share.mlflow_artifact_location(mlflow, experiment)
+        if where:
+            typer.echo(f"artifacts (weights, ONNX, report) are in {where}")
 
 
 @runs_app.command("rm")

@@ -28,12 +28,18 @@ def dashboard(host: Annotated[str, typer.Option(help="Interface to listen on; an
     from trainlab.web.app import is_loopback, serve
     settings = settings_for(data_dir, runs_dir, db)
 
+    given = token or settings.token  # yours: never printed (it may be a secret from elsewhere)
+
     def ready(tok: str | None) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        url = f"http://{shown}:{port}/" + (f"?token={tok}" if tok else "")
+        generated = tok if tok and not given else None
+        url = f"http://{shown}:{port}/" + (f"?token={generated}" if generated else "")
         typer.echo(f"trainlab dashboard on {url}  (runs: {settings.runs_dir}; Ctrl-C stops)")
-        if tok and not is_loopback(host):
-            typer.echo(f"token: {tok}  (every request needs it; the link above sets it in the browser)")
+        if generated and not is_loopback(host):
+            typer.echo(f"token: {generated}  (every request needs it; the link above sets it in the browser)")
+        elif given:
+            typer.echo(f"token: the one you gave ({_masked(given)}); open {url}?token=<token> once, or send "
+                       f"Authorization: Bearer <token>")
         if not no_browser:
             import webbrowser
             threading.Timer(1.0, lambda: webbrowser.open(url)).start()
@@ -78,7 +84,8 @@ def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
           timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a predict request may take.")] = 10.0,
           allow_host: Annotated[Optional[list[str]], typer.Option(help="Another Host name to answer for (repeatable; * for any).")] = None,
           runs_dir: RunsDirOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Serve one run's predict API: POST /api/v1/predict, GET /api/v1/models, GET /healthz."""
+    """Serve one run's predict API (POST /api/v1/predict, GET /api/v1/models, GET /healthz) and the Open
+    Inference Protocol (KServe V2: /v2, /v2/models/RUN/infer) that tritonclient and KServe speak."""
     prepare_for_work(server=True)
     from trainlab.serving.server import serve_run
     from trainlab.web.app import is_loopback
@@ -87,10 +94,19 @@ def serve(run: Annotated[str, typer.Argument(help="A run id or run folder.")],
     if allow_host:
         settings = settings.with_(allow_hosts=",".join([*settings.allowed_host_names, *allow_host]))
 
+    given = settings.token  # --token or TRAINLAB_TOKEN: yours, never printed
+
     def ready(tok: str | None) -> None:
         typer.echo(f"serving {run} ({'onnxruntime' if onnx else 'torch'}, {workers} worker{'s' if workers > 1 else ''}) on "
-                   f"http://{host}:{port}/api/v1/predict  (Ctrl-C stops)")
-        if tok and not is_loopback(host):
+                   f"http://{host}:{port}/api/v1/predict and /v2  (Ctrl-C stops)")
+        if tok and not given and not is_loopback(host):
             typer.echo(f"token: {tok}  (send Authorization: Bearer <token>)")
+        elif given:
+            typer.echo(f"token: the one you gave ({_masked(given)}); send Authorization: Bearer <token>")
 
     serve_run(settings, host, port, workers, on_ready=ready)
+
+
+def _masked(token: str) -> str:
+    """A token you gave, as much of it as tells which one it is: never enough to use it."""
+    return f"{token[:2]}…{len(token)} characters" if len(token) >= 12 else f"{len(token)} characters"

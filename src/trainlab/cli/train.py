@@ -15,6 +15,7 @@ from trainlab.cli.common import (
     JsonOpt,
     RunsDirOpt,
     SetOpt,
+    check_output,
     fail,
     options,
     prepare_for_work,
@@ -112,6 +113,7 @@ def lr_find(recipe: Annotated[str, typer.Argument(help="A preset name or a recip
     """The learning-rate range test: suggest a learning rate for a recipe and plot the loss against it."""
     from trainlab.tuning.lrfind import check_range, find_lr
     check_range(start, end, steps, method)
+    check_output(out, "--out")
     prepare_for_work()
     settings = settings_for(data_dir, runs_dir)
     found = find_lr(recipe, start=start, end=end, steps=steps, method=method, overrides=set_, settings=settings,

@@ -15,6 +15,7 @@ from trainlab.cli.common import (
     JsonOpt,
     RunsDirOpt,
     SetOpt,
+    check_output,
     fail,
     fmt,
     prepare_for_work,
@@ -145,6 +146,7 @@ def tune_list(storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt
 def tune_plot(study: str, out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default <runs>/studies).")] = None,
               storage: StorageOpt = None, runs_dir: RunsDirOpt = None, db: DbOpt = None) -> None:
     """Optuna's plots of a study: optimisation history, intermediate values, parallel coordinates, importances."""
+    check_output(out, "--out", folder=True)
     from trainlab.tuning.study import plot_study, storage_url
     settings = settings_for(runs_dir=runs_dir, db=db)
     for path in plot_study(study, storage_url(settings, storage), out or settings.runs_dir / "studies"):

@@ -12,13 +12,20 @@ A corrections file (`corrections.yaml`) names its dataset and lists decisions ab
 `Dataset.files`). `relabel` gives it another class (a class name), `exclude` leaves it out,
 `keep` records that it was looked at and is right. The last decision about an image wins.
 A recipe's `data.corrections: PATH` applies a file when the data is loaded; the run records its
-path and sha256.
+path and sha256, and `trainlab evaluate` says so when the file has changed since.
+
+An image tree is named by its folder, which two trees can share: the file also records the tree's
+`fingerprint` (its classes and files), so a file made for one tree is refused for another of the
+same name. Decisions are added under a lock (`update_corrections`): writers in parallel (the
+dashboard's buttons, several `trainlab data fix`) never lose one another's decisions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from trainlab.data.readers import Dataset
-from trainlab.errors import DataError
-from trainlab.fileio import atomic_write, load_yaml
+from trainlab.errors import DataError, TrainlabError
+from trainlab.fileio import atomic_write, load_yaml, read_regular
 
 ACTIONS = ("keep", "relabel", "exclude")
 SPLITS = ("train", "test")
@@ -59,6 +66,7 @@ class Correction:
 class Corrections:
     dataset: str
     items: list[Correction] = field(default_factory=list)
+    fingerprint: str | None = None  # an image tree's (dataset_fingerprint); None for a built-in dataset
 
     def decisions(self) -> dict[tuple[str, int | str], Correction]:
         """The last decision about each image."""
@@ -69,7 +77,8 @@ class Corrections:
 
     def to_yaml(self) -> str:
         import yaml
-        return yaml.safe_dump({"dataset": self.dataset, "corrections": [c.to_dict() for c in self.items]}, sort_keys=False,
+        head = {"dataset": self.dataset, **({"fingerprint": self.fingerprint} if self.fingerprint else {})}
+        return yaml.safe_dump({**head, "corrections": [c.to_dict() for c in self.items]}, sort_keys=False,
                               default_flow_style=None, width=200)
 
 
@@ -103,12 +112,12 @@ def _correction(raw, where: str) -> Correction:
 def read_corrections(path: str | os.PathLike) -> Corrections:
     """A corrections file, validated: one-line errors naming the entry and key."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such corrections file; write one with `trainlab data fix {path} --dataset NAME ...`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read it ({exc})") from None
+    if not path.exists() and not path.is_symlink():
+        raise DataError(f"{path}: no such corrections file; write one with `trainlab data fix {path} --dataset NAME ...`")
+    try:  # a regular file of at most 16 MB (a million decisions), whatever the recipe that names it says
+        text = read_regular(path, "give the corrections file `trainlab data fix` wrote")
+    except TrainlabError as exc:
+        raise DataError(str(exc)) from None
     try:
         raw = load_yaml(text, str(path)) or {}
     except Exception as exc:  # yaml's own errors span lines
@@ -118,15 +127,49 @@ def read_corrections(path: str | os.PathLike) -> Corrections:
     items = raw.get("corrections") or []
     if not isinstance(items, list):
         raise DataError(f"{path}: corrections is a list of entries")
-    return Corrections(raw["dataset"], [_correction(c, f"{path}: corrections.{i}") for i, c in enumerate(items)])
+    fingerprint = raw.get("fingerprint")
+    return Corrections(raw["dataset"], [_correction(c, f"{path}: corrections.{i}") for i, c in enumerate(items)],
+                       str(fingerprint) if fingerprint is not None else None)
 
 
 def write_corrections(corr: Corrections, path: str | os.PathLike) -> Path:
     return atomic_write(path, corr.to_yaml())
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock for the read-modify-write of one corrections file (flock on `.NAME.lock`
+    beside it: released by the kernel whatever happens to the holder)."""
+    import fcntl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update_corrections(path: str | os.PathLike, ds: Dataset, added: list[Correction]) -> Corrections:
+    """Add decisions to the file at `path` (made for `ds` when it does not exist), under its lock:
+    read what is there now, add, check against the dataset, write atomically. Writers in parallel
+    each keep their decisions; a decision that does not fit the dataset writes nothing."""
+    path = Path(path)
+    try:
+        with _locked(path):
+            corr = read_corrections(path) if path.exists() else Corrections(dataset_key(ds), [], dataset_fingerprint(ds))
+            corr.fingerprint = corr.fingerprint or dataset_fingerprint(ds)
+            for c in added:
+                corr.add(c)
+            check_against(corr, ds, str(path))
+            write_corrections(corr, path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    return corr
+
+
 def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hashlib.sha256(read_regular(path, "give the corrections file `trainlab data fix` wrote").encode()).hexdigest()
 
 
 def dataset_key(ds: Dataset) -> str:
@@ -134,11 +177,25 @@ def dataset_key(ds: Dataset) -> str:
     return ds.name
 
 
+def dataset_fingerprint(ds: Dataset) -> str | None:
+    """An image tree's identity beyond its folder name: a short hash of its classes and each split's
+    files; None for a built-in dataset (its name says it all)."""
+    if not ds.files:
+        return None
+    h = hashlib.sha256(json.dumps({"classes": list(ds.classes), "files": {k: list(v) for k, v in sorted(ds.files.items())}},
+                                  sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
 def check_against(corr: Corrections, ds: Dataset, where: str = "corrections") -> None:
     """Every entry names an image and a class this dataset has; one line for the first that does not."""
     if corr.dataset != dataset_key(ds):
         raise DataError(f"{where}: the file corrects '{corr.dataset}', not '{dataset_key(ds)}'; use a corrections file made for "
                         f"{dataset_key(ds)}")
+    mine = dataset_fingerprint(ds)
+    if corr.fingerprint and mine and corr.fingerprint != mine:
+        raise DataError(f"{where}: the file corrects another image tree named '{corr.dataset}' (fingerprint "
+                        f"{corr.fingerprint}, this one is {mine}); use a corrections file made for this tree")
     for c in corr.items:
         n = len(ds.x_train if c.split == "train" else ds.x_test)
         if c.index is not None and c.index >= n:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.data.corrections import Correction, Corrections, check_against, read_corrections, write_corrections
+from trainlab.data.corrections import Correction, read_corrections, update_corrections
 from trainlab.data.readers import Dataset
 from trainlab.data.registry import load_dataset
 from trainlab.errors import TrainlabError
@@ -39,6 +39,7 @@ KINDS = ("label", "leak", "duplicate", "outlier", "balance", "unreadable")
 FAST = {"mnist": "mnist-fast", "fashion-mnist": "fashion-fast", "cifar10": "cifar10-fast"}
 HASH_BITS = 4  # pHash distance of a duplicate candidate
 SAME_THUMB = 0.985  # thumbnail correlation that confirms a duplicate (see _thumbs)
+MIN_LIMIT = 20  # images a split: fewer cannot be cross-fitted in folds
 MIN_STEPS = 300  # each fold trains for at least this many steps (a small tree, a --limit look), 30 epochs at most
 WEAK = 0.8  # below this out-of-sample accuracy the summary says the label findings are unreliable
 
@@ -294,12 +295,14 @@ def check_data(data: str | Dataset = "mnist", *, split: str = "all", recipe: str
         raise TrainlabError(f"--folds {folds}: use 2-20")
     if top is not None and top < 1:
         raise TrainlabError(f"--top {top}: give at least 1")
+    if limit is not None and limit < MIN_LIMIT:  # 0 is no "no limit": leave the option out for all images
+        raise TrainlabError(f"--limit {limit}: give at least {MIN_LIMIT} images a split, or leave it out to check all")
     settings = settings or load_settings()
     say = progress or (lambda *a: None)
     t0 = time.perf_counter()
     say("loading", 0, 1)
     ds = data if isinstance(data, Dataset) else load_dataset(data, settings=settings, skip_unreadable=True)
-    if limit:
+    if limit is not None:
         ds = Dataset(ds.name, ds.classes, ds.x_train[:limit], ds.y_train[:limit], ds.x_test[:limit], ds.y_test[:limit],
                      ds.source, dict(ds.info), list(ds.notes), {k: v[:limit] for k, v in ds.files.items()})
     x, y, where = _pool(ds, split)
@@ -360,7 +363,6 @@ def fix_data(path, *, dataset: str | None = None, relabel: list[str] = (), exclu
     if not (relabel or exclude or keep):
         raise TrainlabError("nothing to do: give --relabel SPLIT:INDEX=LABEL, --exclude SPLIT:INDEX or --keep SPLIT:INDEX")
     ds = load_dataset(dataset or corr.dataset, settings=settings, skip_unreadable=True)
-    corr = corr or Corrections(ds.name)
     added = []
     for text in relabel:
         where, eq, label = text.rpartition("=")
@@ -372,10 +374,7 @@ def fix_data(path, *, dataset: str | None = None, relabel: list[str] = (), exclu
         for text in items:
             split, index, file = _target(text, f"--{action}", ds)
             added.append(Correction(split, action, index, file))
-    for c in added:
-        corr.add(c)
-    check_against(corr, ds, str(path))
-    write_corrections(corr, path)
+    update_corrections(path, ds, added)  # under the file's lock: parallel writers never lose a decision
     return path, added
 
 

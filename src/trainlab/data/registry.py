@@ -22,6 +22,7 @@ from trainlab.data.readers import Dataset, parse_idx, read_cifar10_archive, read
 from trainlab.data.trees import load_image_tree
 from trainlab.errors import DataError, first_line
 from trainlab.settings import Settings, load_settings
+from trainlab.system.process_wide import quiet_loggers
 
 # ---------------------------------------------------------------------------------------------
 # Registry of the built-in datasets
@@ -138,10 +139,19 @@ def fetch(spec: DatasetSpec, remote: RemoteFile, settings: Settings, progress: b
     mirror in turn, and verify it; a file that fails verification is deleted."""
     import pooch  # only when a download is needed
 
-    pooch.get_logger().setLevel("ERROR")  # its retry notices; the error below names every attempt
     target = settings.cache_dir / "datasets" / spec.name
     known = None if remote.decompress else f"{remote.algorithm}:{remote.digest}"  # IDX: checked after gunzip
     errors = []
+    with quiet_loggers("pooch"):  # its retry notices; the error below names every attempt
+        found = _fetch_from_mirrors(pooch, spec, remote, target, known, settings, progress, errors)
+    if found is not None:
+        return found
+    raise DataError(f"{spec.name}: could not download {remote.name}; tried {len(errors)} mirror(s): "
+                    f"{' | '.join(errors)}. Fix: {_fixes(spec, search_dirs(spec, settings), settings)}")
+
+
+def _fetch_from_mirrors(pooch, spec, remote, target: Path, known, settings: Settings, progress: bool,
+                        errors: list[str]) -> Path | None:
     for mirror in spec.mirrors:
         fetcher = pooch.create(path=target, base_url=mirror, registry={remote.name: known}, retry_if_failed=1)
         downloader = pooch.HTTPDownloader(timeout=settings.download_timeout, progressbar=progress and _has_tqdm())
@@ -156,8 +166,7 @@ def fetch(spec: DatasetSpec, remote: RemoteFile, settings: Settings, progress: b
         except DataError as exc:
             path.unlink(missing_ok=True)
             errors.append(f"{mirror}{remote.name}: {exc}")
-    raise DataError(f"{spec.name}: could not download {remote.name}; tried {len(errors)} mirror(s): "
-                    f"{' | '.join(errors)}. Fix: {_fixes(spec, search_dirs(spec, settings), settings)}")
+    return None
 
 
 def _reason(exc: Exception) -> str:

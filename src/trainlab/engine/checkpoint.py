@@ -25,7 +25,7 @@ from trainlab.engine.callbacks import Callback
 from trainlab.engine.fused import flat_to_per_parameter
 from trainlab.engine.state import TrainState
 from trainlab.errors import Interrupted, TrainlabError, first_line
-from trainlab.fileio import atomic_write
+from trainlab.fileio import NotRegularFile, atomic_write, open_inside
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 3  # 2: weights_only, callbacks by key; 3: optimizer state per parameter always, the epoch's augmentation draws
@@ -142,7 +142,10 @@ def load_checkpoint(path: Path) -> dict:
     """A checkpoint's payload, read without running any code from the file."""
     fix = "delete it and resume from the start with `trainlab train RECIPE --seed N`, or remove the run (`trainlab runs rm`)"
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with open_inside(path.parent, path.name) as fh:  # a regular file inside the run folder, no link followed
+            ckpt = torch.load(fh, map_location="cpu", weights_only=True)
+    except NotRegularFile as exc:
+        raise TrainlabError(f"{path}: {exc.why}; {fix}") from None
     except FileNotFoundError:
         raise TrainlabError(f"{path}: no checkpoint; the run stopped before its first one") from None
     except pickle.UnpicklingError as exc:

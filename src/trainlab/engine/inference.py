@@ -141,7 +141,12 @@ class Predictions:
 def as_batch(images, shape: tuple[int, int, int]) -> torch.Tensor:
     """uint8 arrays in the dataset's format -> (N, C, H, W); accepts (H, W), (N, H, W), NHWC or NCHW."""
     c, h, w = shape
-    x = torch.as_tensor(np.asarray(images))
+    arr = np.asarray(images)
+    if arr.dtype == object or arr.dtype.kind not in "iufb" or (arr.dtype.kind == "f" and arr.size and not np.all(np.mod(arr, 1) == 0)):
+        raise TrainlabError(f"predict: give uint8 pixels 0-255 (got {arr.dtype} values)")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):  # a wider type is refused, never wrapped (300 is not 44)
+        raise TrainlabError(f"predict: pixel values run {arr.min()}..{arr.max()}; give 0-255")
+    x = torch.as_tensor(arr)
     if x.ndim == 2 or (x.ndim == 3 and tuple(x.shape) in ((h, w, c), (c, h, w))):
         x = x[None]
     if x.ndim == 3 and c == 1:

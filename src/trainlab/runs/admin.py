@@ -23,6 +23,9 @@ def reindex(settings: Settings) -> tuple[list[str], list[str]]:
         run_dir = info_path.parent
         try:
             record, recipe = read_record(run_dir), read_recipe(run_dir)
+            if record.run_id != run_dir.name:  # the index finds a run by its id: the folder must be named so
+                raise TrainlabError(f"{run_dir}: its run.json names run {record.run_id!r}, not its folder's name; "
+                                    f"rename the folder to {record.run_id} to index it")
             if record.run_id in known:
                 continue
             history = read_history(run_dir / "history.csv")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from trainlab.errors import TrainlabError
+from trainlab.fileio import open_inside
 
 EVENTS = "events.jsonl"
 
@@ -30,10 +31,13 @@ class EventLog:
         event = {"id": self.next_id, "t": round(time.time(), 3), "type": type_, **fields}
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except FileNotFoundError:
             raise TrainlabError(f"the run folder {self.path.parent} was removed while the run was writing to it; "
                                 f"the run is lost (train it again)") from None
+        except OSError as exc:  # ELOOP: a link put in the run's place; never written through
+            raise TrainlabError(f"{self.path}: cannot append to it ({exc.strerror}); it must be a plain file of the "
+                                f"run folder") from None
         try:
             os.write(fd, line)
         finally:
@@ -43,27 +47,43 @@ class EventLog:
 
 def _last_id(path: Path) -> int:
     """The id of the last complete event in an existing log (a resumed run continues the numbering)."""
-    if not path.is_file():
+    try:
+        with _open(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
         return 0
-    events, _ = read_events(path, max(0, path.stat().st_size - 65536))
+    events, _ = read_events(path, max(0, size - 65536))
     return events[-1]["id"] if events else 0
 
 
-def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
-    """The complete events after byte `offset`, and the offset to continue from."""
+READ_CHUNK = 4 << 20  # the most one read takes: a follower reads a long log in steps, never all at once
+
+
+def _open(path: Path):
+    """The log opened the safe way (a regular file inside its run folder, no link followed)."""
+    return open_inside(path.parent, path.name)
+
+
+def read_events(path: Path, offset: int = 0, limit: int = READ_CHUNK) -> tuple[list[dict], int]:
+    """The complete events in the `limit` bytes after byte `offset`, and the offset to continue from.
+    A log that is not a regular file inside its folder (a link to /dev/zero) reads as empty."""
     try:
-        with open(path, "rb") as fh:
+        with _open(path) as fh:
             fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
+            data = fh.read(limit)
+    except FileNotFoundError:  # missing, or not a plain file (fileio.NotRegularFile)
         return [], offset
+    if len(data) == limit and b"\n" not in data:  # a single line longer than any event: skip past it
+        return [], offset + len(data)
     end = data.rfind(b"\n") + 1  # a line still being written stays for next time
     events = []
     for line in data[:end].splitlines():
         try:
-            events.append(json.loads(line))
-        except ValueError:  # a partial first line when starting mid-file
+            event = json.loads(line)
+        except (ValueError, RecursionError):  # a partial first line when starting mid-file
             continue
+        if isinstance(event, dict) and isinstance(event.get("id"), int) and isinstance(event.get("type"), str):
+            events.append(event)  # what trainlab writes; anything else in a hand-edited log is passed over
     return events, offset + end
 
 
@@ -74,8 +94,8 @@ def offset_after(path: Path, last_id: int) -> int:
         return 0
     offset = 0
     try:
-        with open(path, "rb") as fh:
-            for line in fh:
+        with _open(path) as fh:
+            while line := fh.readline(1 << 20):  # at most 1 MB a line: an event is ~150 bytes
                 if not line.endswith(b"\n"):
                     break
                 offset += len(line)
@@ -92,7 +112,8 @@ def offset_after(path: Path, last_id: int) -> int:
 def last_events(path: Path, tail_bytes: int = 8192) -> dict[str, dict]:
     """The last event of each type in the log's tail (the latest progress of a live run), by type."""
     try:
-        size = path.stat().st_size
+        with _open(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
     except OSError:
         return {}
     events, _ = read_events(path, max(0, size - tail_bytes))

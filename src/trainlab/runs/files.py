@@ -22,7 +22,7 @@ from safetensors.torch import save
 from torch import nn
 
 from trainlab.errors import TrainlabError, first_line
-from trainlab.fileio import atomic_write, load_yaml, read_text
+from trainlab.fileio import atomic_write, load_yaml, read_inside, read_text_inside
 from trainlab.history import HISTORY_COLUMNS, best_epoch
 from trainlab.recipes import Recipe, validate
 from trainlab.runs.record import Metrics
@@ -34,7 +34,7 @@ def read_recipe(run_dir: Path) -> Recipe:
     """recipe.yaml of a run folder, validated; a broken one is one line naming the file and the fix."""
     path, fix = run_dir / "recipe.yaml", f"the run folder is damaged: remove it with `trainlab runs rm {run_dir.name}`"
     try:
-        data = load_yaml(read_text(path, fix), str(path))
+        data = load_yaml(read_text_inside(run_dir, "recipe.yaml", fix), str(path))
     except yaml.YAMLError as exc:
         raise TrainlabError(f"{path}: not valid YAML ({first_line(exc)}); {fix}") from None
     return validate(data if isinstance(data, dict) else {}, where=f"run {run_dir.name}")
@@ -68,14 +68,17 @@ def history_csv(history: list[dict]) -> str:
 
 
 def read_history(path: Path) -> list[dict]:
+    """history.csv of a run folder (read the safe way, bounded); [] when there is none yet."""
+    fix = f"remove the run with `trainlab runs rm {path.parent.name}`"
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        return [{k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in r.items()} for r in rows]
+        text = read_inside(path.parent, path.name, fix).decode("utf-8", errors="replace")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        return [{k: (None if v in ("", None) else (int(v) if k == "epoch" else float(v))) for k, v in r.items()
+                 if k in HISTORY_COLUMNS} for r in rows]
     except FileNotFoundError:
         return []
-    except (OSError, ValueError, TypeError) as exc:
-        raise TrainlabError(f"{path}: unreadable history ({exc}); remove the run with `trainlab runs rm {path.parent.name}`") from None
+    except (OSError, ValueError, TypeError, csv.Error) as exc:
+        raise TrainlabError(f"{path}: unreadable history ({first_line(exc, 200)}); {fix}") from None
 
 
 def versions() -> dict:

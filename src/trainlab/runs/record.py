@@ -14,7 +14,7 @@ from typing import Literal, get_args
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from trainlab.errors import RunNotFound, TrainlabError, WriteError
-from trainlab.fileio import atomic_write, overwrite_in_place, read_json_object
+from trainlab.fileio import atomic_write, overwrite_in_place, read_text_inside
 from trainlab.settings import Settings
 
 Status = Literal["running", "completed", "failed", "interrupted", "pruned"]  # what run.json records
@@ -126,7 +126,7 @@ class RunRecord(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    run_id: str
+    run_id: str = Field(pattern=RUN_ID_RE.pattern)  # used in paths (exports, the index): a run folder may come from anywhere
     recipe: str
     recipe_digest: str
     status: Status
@@ -168,8 +168,8 @@ class RunRecord(BaseModel):
             return self.status
         if self.run_dir is not None:  # the index can lag behind run.json (a full disk at the end)
             try:
-                on_disk = json.loads(Path(self.run_dir, "run.json").read_text()).get("status")
-            except (OSError, ValueError, AttributeError):
+                on_disk = json.loads(read_text_inside(self.run_dir, "run.json", "")).get("status")
+            except (OSError, ValueError, AttributeError, TrainlabError, RecursionError):
                 on_disk = None
             if on_disk in ("completed", "failed", "interrupted", "pruned"):
                 return on_disk
@@ -211,7 +211,11 @@ class RunLock:
 
     def acquire(self, run_id: str) -> "RunLock":
         import fcntl
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # never through a link: a run folder may come from anywhere
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as exc:
+            raise TrainlabError(f"{self.path}: cannot lock the run ({exc.strerror}); it must be a plain file of the "
+                                f"run folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -233,7 +237,14 @@ class RunLock:
 def read_record(run_dir: Path) -> RunRecord:
     """run.json of a run folder, validated; a broken one is one line naming the file and the fix."""
     fix = f"the run folder is damaged: remove it with `trainlab runs rm {run_dir.name}`"
-    data = read_json_object(run_dir / "run.json", fix)
+    try:  # the safe way: a regular file inside the folder (a run folder may come from anywhere), bounded
+        data = json.loads(read_text_inside(run_dir, "run.json", fix))
+    except json.JSONDecodeError as exc:
+        raise TrainlabError(f"{run_dir / 'run.json'}: not valid JSON ({exc}); {fix}") from None
+    except RecursionError:
+        raise TrainlabError(f"{run_dir / 'run.json'}: nested too deeply to be a run record; {fix}") from None
+    if not isinstance(data, dict):
+        raise TrainlabError(f"{run_dir / 'run.json'}: holds a JSON {type(data).__name__}, not an object; {fix}")
     try:
         return RunRecord.model_validate(data).model_copy(update={"run_dir": str(run_dir)})
     except ValidationError as exc:

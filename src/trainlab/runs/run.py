@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from trainlab.data.images import expand_inputs
@@ -19,6 +19,7 @@ from trainlab.data.registry import load_for_recipe
 from trainlab.data.tensors import TensorData, prepare_data
 from trainlab.engine.inference import Predictions, as_batch, classify, predict_logits
 from trainlab.errors import RunNotFound, TrainlabError, first_line
+from trainlab.fileio import read_inside
 from trainlab.metrics import EvalReport, classification_report
 from trainlab.models import build_model, place
 from trainlab.plots import plot_predictions
@@ -112,6 +113,38 @@ class Run:
                         self.recipe.eval_batch_size, self.recipe.tta)
 
 
+def check_usable(run: "Run") -> None:
+    """Refuse a run whose model cannot give meaningful answers, as `trainlab serve` does: a failed run,
+    or weights that hold NaN or infinity (a diverged run). Predict and evaluate call it first."""
+    bad = next((name for name, p in run.model.state_dict().items()
+                if p.is_floating_point() and not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise TrainlabError(f"run {run.run_id}: its weights hold NaN or infinity ({bad}): it diverged; "
+                            f"train it again with a lower learning rate")
+    status = None
+    if run.run_dir is not None:
+        try:
+            status = read_record(run.run_dir).status
+        except TrainlabError:
+            status = None
+    if status == "failed":
+        raise TrainlabError(f"run {run.run_id} failed; evaluate or predict with a completed run "
+                            f"(trainlab runs --status completed)")
+
+
+MAX_WEIGHTS = 8 << 30  # bytes: the biggest model.safetensors read (a trainlab model of 2 GB of parameters, four times over)
+
+
+def read_weights(run_dir: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    """A run's weights, read the safe way (a regular file inside the run folder, no link followed)."""
+    fix = f"remove the run with `trainlab runs rm {run_dir.name}`"
+    try:
+        data = read_inside(run_dir, name, fix, limit=MAX_WEIGHTS)
+    except FileNotFoundError:
+        raise RunNotFound(f"run {run_dir.name} has no {name}; it did not finish") from None
+    return load_safetensors(data)
+
+
 def load_run(run: str | os.PathLike, settings: Settings | None = None, device: str = "cpu",
              model: nn.Module | None = None, *, runs_dir: str | os.PathLike | None = None,
              data_dir: str | os.PathLike | None = None) -> Run:
@@ -124,7 +157,7 @@ def load_run(run: str | os.PathLike, settings: Settings | None = None, device: s
         raise TrainlabError(f"run {run_dir.name} stopped before its data was recorded; remove it with `trainlab runs rm {run_dir.name}`")
     prep, classes = Preprocess.from_dict(record.preprocess), record.dataset.classes
     weights = run_dir / "model.safetensors"
-    if not weights.is_file():
+    if not weights.is_file() and not weights.is_symlink():
         raise RunNotFound(f"run {run_dir.name} has no model.safetensors (status {record.status}); it did not finish")
     if model is None:
         if record.custom_model:
@@ -132,7 +165,9 @@ def load_run(run: str | os.PathLike, settings: Settings | None = None, device: s
         with caller_state_kept():  # the initial weights draw from the caller's generators; they are replaced below
             model, _ = build_model(recipe.model, prep.input_shape, len(classes))
     try:
-        model.load_state_dict(load_file(weights))
+        model.load_state_dict(read_weights(run_dir))
+    except TrainlabError:
+        raise
     except Exception as exc:  # safetensors' header errors and torch's shape mismatches
         raise TrainlabError(f"{weights}: cannot load these weights into the run's model ({first_line(exc)}); "
                             f"the file is truncated or from another model: remove the run with `trainlab runs rm {run_dir.name}`") from None

@@ -252,7 +252,7 @@ class Store:
         if sort not in sortable:
             raise TrainlabError(f"--sort {sort!r}: use one of {', '.join(sorted(sortable))}")
         # not stored as columns: worked out from the record (RunRecord.live_status, RunRecord.study)
-        computed = status in ("stale", "missing") or study is not None
+        computed = status in ("stale", "missing", "running") or study is not None
         q = select(runs_table)
         if recipe:
             q = q.where(runs_table.c.recipe == recipe)
@@ -270,7 +270,7 @@ class Store:
             for r in conn.execute(select(tags_table)):
                 tags.setdefault(r.run_id, []).append(r.tag)
         records = [_to_record(r, sorted(tags.get(r["id"], []))) for r in rows]
-        if status in ("stale", "missing"):
+        if status in ("stale", "missing", "running"):  # a "running" record whose process died is stale, not running
             records = [r for r in records if r.live_status() == status]
         if study is not None:
             records = [r for r in records if r.study == study]

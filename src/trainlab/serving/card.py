@@ -38,9 +38,14 @@ def header(run: Run, record: RunRecord, report: EvalReport) -> dict:
                 "metrics": metrics}]}]}
 
 
+def cell(text: str) -> str:
+    """Text as one Markdown table cell: a '|' (a class named 'cat|dog') escaped, lines joined."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
 def _per_class(report: EvalReport) -> list[str]:
     rows = ["| class | precision | recall | F1 | test images |", "|---|---|---|---|---|"]
-    rows += [f"| {c.name} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} | {c.support} |" for c in report.per_class]
+    rows += [f"| {cell(c.name)} | {c.precision:.4f} | {c.recall:.4f} | {c.f1:.4f} | {c.support} |" for c in report.per_class]
     return rows
 
 

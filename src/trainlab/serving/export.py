@@ -36,7 +36,7 @@ from torch import nn
 from trainlab.data.preprocess import Preprocess
 from trainlab.engine.inference import Predictions, as_batch, input_stats, ood_warnings
 from trainlab.errors import TrainlabError, first_line
-from trainlab.fileio import umask, write_error
+from trainlab.fileio import remove_stale_temps, temp_prefix, umask, write_error
 from trainlab.runs.record import OODThresholds, read_record, resolve_run_dir
 from trainlab.runs.run import Run, load_run
 from trainlab.serving.graph_prep import PreparePhoto
@@ -174,6 +174,23 @@ def photo_array(data: bytes, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr)
 
 
+def photo_pixels(item, name: str = "image") -> np.ndarray:
+    """A decoded photo given as an array, checked as a photo file would be: uint8 values (0-255; a
+    wider type is refused, not wrapped: 300 is not 44), (H, W) or (H, W, 1 | 3 | 4), at least 1x1."""
+    a = np.asarray(item)
+    if a.dtype.kind not in "iub" and not (a.dtype.kind == "f" and a.size and np.all(np.mod(a, 1) == 0)):
+        raise TrainlabError(f"{name}: give uint8 pixels 0-255 (got {a.dtype} values)")
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise TrainlabError(f"{name}: pixel values run {a.min()}..{a.max()}; give 0-255")
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise TrainlabError(f"{name}: shape {tuple(a.shape)}; give a photo (H, W) or (H, W, C) with 1, 3 or 4 channels")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise TrainlabError(f"{name}: an empty image ({a.shape[0]}x{a.shape[1]})")
+    return np.ascontiguousarray(a.astype(np.uint8))
+
+
 def verify(path: Path, run: Run, x: torch.Tensor) -> tuple[float, int]:
     """(max |p_onnx - p_torch|, identical top-1 count) on uint8 images (N, C, H, W); torch's side is
     `Run.predict`, the path `trainlab predict` takes (its own normalisation, channels_last, TTA)."""
@@ -278,8 +295,9 @@ def export_onnx(run: str | os.PathLike | Run, out: str | os.PathLike | None = No
     if not dest.parent.is_dir():
         raise TrainlabError(f"--out {dest}: the folder {dest.parent} does not exist")
     t0 = time.perf_counter()
+    remove_stale_temps(dest.parent, dest.name)  # what a killed export left (kill -9 mid-export)
     try:
-        fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
     except OSError as exc:
         raise write_error(dest, exc, 0) from None
     os.close(fd)
@@ -380,8 +398,7 @@ class OnnxRun:
             elif isinstance(item, bytes):
                 arr, name = photo_array(item), f"[{i}]"
             else:
-                a = np.asarray(item, dtype=np.uint8)
-                arr, name = np.ascontiguousarray(a[..., None] if a.ndim == 2 else a), f"[{i}]"
+                arr, name = photo_pixels(item, f"[{i}]"), f"[{i}]"
             probs.append(self.session.run(None, {"image": arr})[0][0])
             names.append(name)
         p = np.stack(probs) if probs else np.zeros((0, len(self.classes)))

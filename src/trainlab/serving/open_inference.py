@@ -26,8 +26,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from trainlab.version import __version__
-from trainlab.web.api_predict import _read, _timed
-from trainlab.web.deps import MAX_PIXEL_IMAGES, LimiterDep, ModelsDep, SettingsDep
+from trainlab.web.deps import MAX_PIXEL_IMAGES, LimiterDep, ServedDep, SettingsDep, run_model
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 HEADER = "inference-header-content-length"
@@ -118,13 +117,13 @@ def live():
 
 
 @router.get("/health/ready", response_model=Ready, response_model_exclude_none=True)
-def ready(served: ModelsDep):
+def ready(served: ServedDep):
     return {"ready": served.predictor is not None}
 
 
 @router.get("/models/{name}", response_model=ModelMetadata)
 @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata)
-def model_metadata(name: str, served: ModelsDep, version: str | None = None):
+def model_metadata(name: str, served: ServedDep, version: str | None = None):
     model = _model(served, name, version)
     platform = "onnxruntime_onnx" if served.info.get("backend") == "onnxruntime" else "pytorch"
     return {"name": served.info["run_id"], "versions": ["1"], "platform": platform,
@@ -135,14 +134,15 @@ def model_metadata(name: str, served: ModelsDep, version: str | None = None):
 
 @router.get("/models/{name}/ready", response_model=Ready, response_model_exclude_none=True)
 @router.get("/models/{name}/versions/{version}/ready", response_model=Ready, response_model_exclude_none=True)
-def model_ready(name: str, served: ModelsDep, version: str | None = None):
+def model_ready(name: str, served: ServedDep, version: str | None = None):
     _model(served, name, version)
     return {"ready": True}
 
 
 def _parse(raw: bytes, header_length: str | None) -> tuple[InferRequest, bytes]:
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(raw):
+        plain = header_length.isascii() and header_length.isdigit() and len(header_length) <= 12  # not '²', not 5,000 digits
+        if not plain or int(header_length) > len(raw):
             raise HTTPException(400, f"Inference-Header-Content-Length {header_length[:20]!r}: a byte count within the body")
         head, rest = raw[:int(header_length)], raw[int(header_length):]
     else:
@@ -174,9 +174,12 @@ def _images(req: InferRequest, rest: bytes, model) -> np.ndarray:
                                      f"{len(rest)} came after the header")
         return np.frombuffer(rest[:size], dtype=np.uint8).reshape(t.shape)
     try:
-        arr = np.asarray(t.data if t.data is not None else [], dtype=np.int64)
+        arr = np.asarray(t.data if t.data is not None else [])
+        if arr.size and arr.dtype.kind not in "iu":  # UINT8 is whole numbers: 1.5, true or "7" are refused, never cast
+            raise ValueError
+        arr = arr.astype(np.int64)
     except (ValueError, TypeError, OverflowError):
-        raise HTTPException(400, "input images: data must be whole numbers 0-255") from None
+        raise HTTPException(400, "input images: data must be whole numbers 0-255 (UINT8)") from None
     if arr.size != count or (arr.size and (arr.min() < 0 or arr.max() > 255)):
         raise HTTPException(400, f"input images: {arr.size} values 0-255 are needed for shape {t.shape}")
     return arr.astype(np.uint8).reshape(t.shape)
@@ -215,9 +218,9 @@ def _respond(name: str, req: InferRequest, probs: np.ndarray, classes: list[str]
 
 @router.post("/models/{name}/infer", response_model=InferResponse)
 @router.post("/models/{name}/versions/{version}/infer", response_model=InferResponse)
-async def infer(name: str, request: Request, served: ModelsDep, s: SettingsDep, limiter: LimiterDep, version: str | None = None):
+async def infer(name: str, request: Request, served: ServedDep, s: SettingsDep, limiter: LimiterDep, version: str | None = None):
     model = _model(served, name, version)
-    req, rest = _parse(await _read(request), request.headers.get(HEADER))
+    req, rest = _parse(await request.body(), request.headers.get(HEADER))  # the guard bounded the body
     images = _images(req, rest, model)
-    preds = await _timed(limiter, s.serve_timeout, lambda: model.predict(images if images.ndim == 4 else images[..., None]))
+    preds = await run_model(limiter, s.serve_timeout, lambda: model.predict(images if images.ndim == 4 else images[..., None]))
     return _respond(served.info["run_id"], req, np.asarray(preds.probs, dtype=np.float32), model.classes)

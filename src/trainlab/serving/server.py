@@ -18,9 +18,10 @@ from trainlab.settings import Settings, load_settings
 from trainlab.system.process_wide import export_to_environment
 from trainlab.version import __version__
 from trainlab.web import api_predict
-from trainlab.web.app import check_port, install_errors, install_guard, install_token, is_loopback
+from trainlab.web.app import check_port, install_errors, install_guard, is_loopback
 from trainlab.web.deps import ServedModel, model_info
 from trainlab.web.finite_json import FiniteJSONResponse
+from trainlab.web.schemas import ServeHealth
 
 
 def load_predictor(settings: Settings):
@@ -47,13 +48,13 @@ def create_serve_app(settings: Settings, token: str | None = None) -> FastAPI:
     app = FastAPI(title=f"trainlab serve {info['run_id']}", version=__version__, default_response_class=FiniteJSONResponse)
     app.state.settings, app.state.models = settings, ServedModel(predictor, info)
     install_errors(app)
-    install_token(app, token, printed_link=False)
-    # predict changes nothing, so API clients need no extra header; Host and Origin are still checked
-    install_guard(app, settings.serve_host or "127.0.0.1", settings.allowed_host_names, token, need_client_header=False)
+    # predict changes nothing, so API clients need no extra header; Host, Origin and the token are still checked
+    install_guard(app, settings.serve_host or "127.0.0.1", settings.allowed_host_names, token, need_client_header=False,
+                  printed_link=False)
     app.include_router(api_predict.router)
     app.include_router(open_inference.router)  # the Open Inference Protocol (KServe V2)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=ServeHealth)
     def healthz():
         return {"ok": True, "version": __version__, "run_id": info["run_id"], "backend": info["backend"]}
 

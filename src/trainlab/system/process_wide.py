@@ -11,6 +11,7 @@ tuning worker (`prepare_short_process`, `prepare_process`).
 |---|---|---|---|
 | `seed_everything`, `caller_state_kept` | train(), resume(), lr-find | any | - |
 | `quiet_loggers` (pooch, MLflow, alembic) | downloads, `runs export --mlflow` | any | - |
+| `environment`: variables set and put back (MLflow's HTTP retries) | `runs export --mlflow` | any | - |
 | `keep_freed_memory`: glibc `mallopt` | the CLI and workers | any | musl, macOS: nothing |
 | `skip_dynamo_import`: a monkeypatch of `torch.optim.Optimizer` | the CLI and workers | TESTED_TORCH | torch imports torch._dynamo as usual (2.2 s) |
 | `eager_optimizer_step`: torch's Adam/AdamW/SGD step without its dynamo wrapper (optim.py) | every run | TESTED_TORCH | torch's own `step()` |
@@ -103,6 +104,22 @@ def caller_state_kept() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Environment variables set for the body (a library read at call time: MLflow's HTTP retries),
+    then put back as they were."""
+    was = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in was.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager

@@ -9,17 +9,19 @@ from trainlab.analysis.evaluate import confusion_cell
 from trainlab.data.images import png_data_url
 from trainlab.data.registry import DATASETS
 from trainlab.metrics import classification_report
+from trainlab.runs.run import check_usable
 from trainlab.web.deps import DatasetsDep, RunDirDep, RunsDep
+from trainlab.web.schemas import Cell, DatasetNames, ErrorsReport, Samples
 
 router = APIRouter(prefix="/api/v1", tags=["data"])
 
 
-@router.get("/datasets")
+@router.get("/datasets", response_model=DatasetNames)
 def datasets():
     return {"datasets": sorted(DATASETS)}
 
 
-@router.get("/datasets/{name}/samples")
+@router.get("/datasets/{name}/samples", response_model=Samples)
 def samples(name: str, datasets: DatasetsDep, split: str = Query("train", pattern="^(train|test)$"),
             n: int = Query(40, ge=1, le=200), start: int = Query(0, ge=0)):
     if name not in DATASETS:
@@ -31,16 +33,17 @@ def samples(name: str, datasets: DatasetsDep, split: str = Query("train", patter
     return {"dataset": name, "split": split, "size": len(x), "classes": ds.classes, "items": items}
 
 
-@router.get("/runs/{run_id}/errors")
+@router.get("/runs/{run_id}/errors", response_model=ErrorsReport)
 def errors(run_id: str, folder: RunDirDep, cache: RunsDep):
     """The test-set report: confusion matrix, per-class precision/recall/F1, most confused pairs."""
     run = cache.run(run_id)
+    check_usable(run)
     logits, y, _ = cache.test_logits(run_id)
     report = classification_report(logits, y, run.classes, "test")
     return {"run_id": run_id, "classes": run.classes, **report.to_dict()}
 
 
-@router.get("/runs/{run_id}/errors/cell")
+@router.get("/runs/{run_id}/errors/cell", response_model=Cell)
 def cell(run_id: str, folder: RunDirDep, cache: RunsDep, true: int = Query(..., ge=0), pred: int = Query(..., ge=0),
          limit: int = Query(48, ge=1, le=200)):
     """The test images of one confusion-matrix cell, highest loss first."""

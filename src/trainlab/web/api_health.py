@@ -11,13 +11,14 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from trainlab.data.corrections import Correction, Corrections, check_against, read_corrections, write_corrections
+from trainlab.data.corrections import Correction, dataset_fingerprint, read_corrections, update_corrections
 from trainlab.data.images import png_data_url
 from trainlab.data.registry import DATASETS
 from trainlab.errors import TrainlabError
-from trainlab.fileio import safe_name
+from trainlab.fileio import open_inside, safe_name
 from trainlab.web.api_train import check_paths
 from trainlab.web.deps import DataRootsDep, DatasetsDep, JobsDep, SettingsDep
+from trainlab.web.schemas import CheckStatus, Decided, DecisionList, JobAnswer
 
 router = APIRouter(prefix="/api/v1/health", tags=["data health"])
 SHOWN = 60  # findings of each kind sent with their images
@@ -43,12 +44,14 @@ def _checked_dataset(name: str, s, roots) -> None:
     check_paths({"data.name": name}, s, roots)
 
 
-def corrections_path(settings, dataset: str) -> Path:
-    """Where the page keeps a dataset's decisions: <runs>/corrections/<name>.yaml."""
-    return settings.runs_dir / "corrections" / f"{safe_name(Path(dataset).name)}.yaml"
+def corrections_path(settings, dataset: str, ds=None) -> Path:
+    """Where the page keeps a dataset's decisions: <runs>/corrections/<name>.yaml for a built-in
+    dataset, <name>-<fingerprint>.yaml for an image tree (two trees may share a folder name)."""
+    mark = dataset_fingerprint(ds) if ds is not None else None
+    return settings.runs_dir / "corrections" / f"{safe_name(Path(dataset).name)}{f'-{mark}' if mark else ''}.yaml"
 
 
-@router.post("/checks", status_code=202)
+@router.post("/checks", status_code=202, response_model=JobAnswer)
 def start_check(body: CheckRequest, s: SettingsDep, roots: DataRootsDep, queue: JobsDep):
     _checked_dataset(body.dataset, s, roots)
     job = queue.submit(f"check {Path(body.dataset).name}", check=body.model_dump())
@@ -63,7 +66,7 @@ def _image(ds, split: str, index: int | None, file: str | None) -> str | None:
     return png_data_url(x[i], 84)
 
 
-@router.get("/checks/{job_id}")
+@router.get("/checks/{job_id}", response_model=CheckStatus)
 def check_status(job_id: int, queue: JobsDep, datasets: DatasetsDep, s: SettingsDep):
     job = queue.get(job_id)
     if job is None or job.kind != "check":
@@ -82,22 +85,25 @@ def check_status(job_id: int, queue: JobsDep, datasets: DatasetsDep, s: Settings
                 if t.get("split") in ("train", "test"):
                     t["image"] = _image(ds, t["split"], t.get("index"), t.get("file"))
         report["issues"] = [i for i in report["issues"] if "image" in i or i.get("members") or i["kind"] in ("balance", "unreadable")]
-        report["corrections"] = str(corrections_path(s, job.check["dataset"]))
+        report["corrections"] = str(corrections_path(s, job.check["dataset"], ds))
         report["requested"] = job.check["dataset"]  # what decisions name: a built-in name or the tree's path
         out["report"] = report
     return out
 
 
-@router.get("/corrections")
-def list_corrections(s: SettingsDep, roots: DataRootsDep, dataset: str = Query(..., max_length=500)):
+@router.get("/corrections", response_model=DecisionList)
+def list_corrections(s: SettingsDep, roots: DataRootsDep, datasets: DatasetsDep, dataset: str = Query(..., max_length=500)):
     _checked_dataset(dataset, s, roots)
-    path = corrections_path(s, dataset)
-    if not path.is_file():
+    path = corrections_path(s, dataset, datasets.get(dataset))
+    try:
+        with open_inside(path.parent, path.name):  # the page's own file, never through a link
+            pass
+    except FileNotFoundError:
         return {"path": str(path), "decisions": []}
     return {"path": str(path), "decisions": [c.to_dict() for c in read_corrections(path).decisions().values()]}
 
 
-@router.post("/corrections")
+@router.post("/corrections", response_model=Decided)
 def decide(body: Decision, s: SettingsDep, roots: DataRootsDep, datasets: DatasetsDep):
     """One decision about one image, appended to the dataset's corrections file (checked first:
     an unknown index, a label not in the classes, a file for another dataset are one line, 422)."""
@@ -107,9 +113,9 @@ def decide(body: Decision, s: SettingsDep, roots: DataRootsDep, datasets: Datase
     if body.action == "relabel" and not body.label:
         raise TrainlabError("relabel needs label: the new class")
     ds = datasets.get(body.dataset)
-    path = corrections_path(s, body.dataset)
-    corr = read_corrections(path) if path.is_file() else Corrections(ds.name)
-    corr.add(Correction(body.split, body.action, body.index, body.file, body.label if body.action == "relabel" else None))
-    check_against(corr, ds, path.name)
-    write_corrections(corr, path)
+    path = corrections_path(s, body.dataset, ds)
+    if path.is_symlink():
+        raise HTTPException(409, f"{path.name}: a symbolic link; the page writes only its own files")
+    decision = Correction(body.split, body.action, body.index, body.file, body.label if body.action == "relabel" else None)
+    corr = update_corrections(path, ds, [decision])  # under the file's lock: parallel clicks each keep theirs
     return {"path": str(path), "decisions": len(corr.decisions())}

@@ -5,16 +5,15 @@ completed run."""
 
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 
-import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from trainlab.analysis.predict import predict_bytes, predict_pixels
 from trainlab.data.images import STYLES, png_data_url
-from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, MAX_UPLOAD_BYTES, LimiterDep, ModelsDep, SettingsDep
+from trainlab.web.deps import MAX_FILES, MAX_PIXEL_IMAGES, LimiterDep, ModelsDep, SettingsDep, run_model
+from trainlab.web.schemas import ModelList, Predictions
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
@@ -24,7 +23,7 @@ class PixelRequest(BaseModel):
     top_k: int = Field(3, ge=1, le=100)
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList)
 def models(served: ModelsDep):
     found = served.servable()
     return {"models": found, "default": found[0]["run_id"] if found else None}
@@ -40,17 +39,15 @@ def _answer(run_id: str, run, preds, top_k: int) -> dict:
             "failures": [{"file": f, "error": e} for f, e in preds.failures]}
 
 
-@router.post("/predict")
+@router.post("/predict", response_model=Predictions)
 async def predict(request: Request, served: ModelsDep, s: SettingsDep, limiter: LimiterDep, run: str | None = Query(None), top_k: int = Query(3, ge=1, le=100),
                   style: str | None = Query(None, description=f"one of {', '.join(STYLES)}")):
-    """Multipart image files (field `file`, repeatable), or JSON {"pixels": [...]}: top-k classes."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"the request is {int(length):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
+    """Multipart image files (field `file`, repeatable), or JSON {"pixels": [...]}: top-k classes.
+    (The request guard has bounded the body: MAX_UPLOAD_BYTES.)"""
     model = served.get(run)
-    timed = partial(_timed, limiter, s.serve_timeout)
+    timed = partial(run_model, limiter, s.serve_timeout)
     if request.headers.get("content-type", "").startswith("application/json"):
-        body = PixelRequest.model_validate_json(await _read(request))
+        body = PixelRequest.model_validate_json(await request.body())
         n = image_count(body.pixels, model.preprocess.shape)
         if n > MAX_PIXEL_IMAGES:
             raise HTTPException(413, f"{n} images in one request; the limit is {MAX_PIXEL_IMAGES}")
@@ -60,8 +57,6 @@ async def predict(request: Request, served: ModelsDep, s: SettingsDep, limiter: 
     if not files:
         raise HTTPException(422, "send image files in the multipart field 'file', or JSON {\"pixels\": [...]}")
     data = [(f.filename or f"upload-{i}", await f.read()) for i, f in enumerate(files)]
-    if sum(len(b) for _, b in data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"the files are over {MAX_UPLOAD_BYTES:,} bytes together")
     answer = await timed(lambda: _answer(model.run_id, model, predict_bytes(model, data, style), top_k))
     if not answer["results"]:  # nothing could be read: an error, as the CLI's exit 2
         first = answer["failures"][0] if answer["failures"] else {"file": "?", "error": "no image"}
@@ -81,21 +76,3 @@ def image_count(pixels: list, shape: tuple[int, int, int]) -> int:
     if len(dims) <= 2 or len(dims) == 3 and tuple(dims) in ((h, w, c), (c, h, w)):
         return 1
     return dims[0]
-
-
-async def _timed(limiter: anyio.CapacityLimiter, limit: float, work):
-    """Run the model off the event loop on the app's bounded set of threads, within the server's
-    request timeout (504 past it)."""
-    try:
-        return await asyncio.wait_for(anyio.to_thread.run_sync(work, limiter=limiter), limit)
-    except asyncio.TimeoutError:
-        raise HTTPException(504, f"the prediction took over {limit:g} s (TRAINLAB_SERVE_TIMEOUT)") from None
-
-
-async def _read(request: Request) -> bytes:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, f"the request is over the {MAX_UPLOAD_BYTES:,}-byte limit")
-    return body

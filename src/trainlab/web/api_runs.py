@@ -21,8 +21,9 @@ from trainlab.runs.files import read_history, read_recipe
 from trainlab.runs.record import ENDED, LIVE_STATUSES, Metrics, read_record
 from trainlab.runs.writer import check_resumable
 from trainlab.training.build import summarize
-from trainlab.web.deps import IndexDep, JobsDep, RunDirDep, SettingsDep, checked_run_dir
+from trainlab.web.deps import IndexDep, JobsDep, ReportsDep, RunDirDep, SettingsDep, checked_run_dir
 from trainlab.web.finite_json import finite
+from trainlab.web.schemas import Comparison, JobAnswer, RunDetail, RunsPage, Stopping
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 FILES = {"model.safetensors", "best.safetensors", "recipe.yaml", "run.json", "history.csv", "metrics.json", "curves.png",
@@ -44,15 +45,16 @@ def _row(record, runs_dir: Path) -> dict:
     return d
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=RunsPage)
 def list_runs(s: SettingsDep, index: IndexDep, recipe: str | None = None, status: str | None = None,
               tag: str | None = None, sort: str = "started_at", limit: int = Query(500, ge=1, le=5000)):
     if status is not None and status not in LIVE_STATUSES:
         raise HTTPException(422, f"status {status[:40]!r}: use one of {', '.join(LIVE_STATUSES)}")
-    return {"runs": [_row(r, s.runs_dir) for r in index.list(recipe, status, sort, limit, tag)]}
+    rows = index.list(recipe, status, sort, None, tag)
+    return {"runs": [_row(r, s.runs_dir) for r in rows[:limit]], "total": len(rows), "offset": 0, "limit": limit}
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=RunDetail)
 def get_run(run_id: str, folder: RunDirDep, s: SettingsDep, jobs: JobsDep):
     record, recipe = read_record(folder), read_recipe(folder)
     try:
@@ -128,7 +130,7 @@ def run_events(folder: RunDirDep, request: Request, last_id: int = Query(0, ge=0
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/runs/{run_id}/stop")
+@router.post("/runs/{run_id}/stop", response_model=Stopping)
 def stop(run_id: str, folder: RunDirDep, s: SettingsDep, jobs: JobsDep):
     """Stop a live run as Ctrl-C does: one started from the page, or one training in a terminal here."""
     job = jobs.for_run(run_id)
@@ -139,7 +141,7 @@ def stop(run_id: str, folder: RunDirDep, s: SettingsDep, jobs: JobsDep):
     return {"run_id": run_id, "stopping": True}
 
 
-@router.post("/runs/{run_id}/resume")
+@router.post("/runs/{run_id}/resume", response_model=JobAnswer)
 def resume(run_id: str, folder: RunDirDep, jobs: JobsDep):
     """Continue an interrupted or failed run from its last checkpoint, as a job."""
     try:
@@ -185,18 +187,25 @@ def _regular(folder: Path, name: str) -> bool:
         return False
 
 
+MAX_REPORT_RUNS = 20
+
+
 @router.get("/report", response_class=HTMLResponse)
-def report(s: SettingsDep, runs: str = Query(..., max_length=4000, description="run ids, comma-separated")):
-    """The self-contained HTML report of one run or several (`trainlab report`), as a download."""
+def report(s: SettingsDep, reports: ReportsDep, runs: str = Query(..., max_length=4000, description="run ids, comma-separated")):
+    """The self-contained HTML report of one run or several (`trainlab report`), as a download;
+    at most MAX_REPORT_RUNS runs, built one at a time and kept (ReportCache)."""
     from trainlab.analysis.report import build_report
-    ids = [r for r in runs.split(",") if r][:20]
+    ids = list(dict.fromkeys(r for r in runs.split(",") if r))
+    if not ids or len(ids) > MAX_REPORT_RUNS:
+        raise HTTPException(422, f"runs: give 1 to {MAX_REPORT_RUNS} run ids, comma-separated ({len(ids)} given)")
     for r in ids:
         checked_run_dir(r, s)
     name = f"report-{ids[0]}.html" if len(ids) == 1 else f"report-{len(ids)}-runs.html"
-    return HTMLResponse(build_report(ids, s), headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    html = reports.get(ids, lambda: build_report(ids, s))
+    return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.get("/compare")
+@router.get("/compare", response_model=Comparison)
 def compare(s: SettingsDep, runs: str = Query(..., description="run ids, comma-separated")):
     ids = [r for r in runs.split(",") if r]
     for r in ids:

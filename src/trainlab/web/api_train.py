@@ -14,6 +14,7 @@ from trainlab.errors import TrainlabError
 from trainlab.fileio import load_yaml
 from trainlab.recipes import Recipe, apply_overrides, load_recipe, preset_names, recipe_dict, validate
 from trainlab.web.deps import DataRootsDep, JobsDep, SettingsDep
+from trainlab.web.schemas import JSON, JobAnswer, JobInfo, JobList, PresetDetail, PresetList, Validated
 
 router = APIRouter(prefix="/api/v1", tags=["train"])
 MAX_RECIPE_CHARS = 100_000
@@ -25,7 +26,7 @@ class TrainRequest(BaseModel):
     overrides: dict = Field(default_factory=dict, description="{'optimizer.lr': 0.01, ...}")
 
 
-@router.get("/presets")
+@router.get("/presets", response_model=PresetList)
 def presets():
     out = []
     for name in preset_names():
@@ -34,14 +35,14 @@ def presets():
     return {"presets": out}
 
 
-@router.get("/presets/{name}")
+@router.get("/presets/{name}", response_model=PresetDetail)
 def preset(name: str):
     if name not in preset_names():
         raise HTTPException(404, f"no preset {name[:60]!r}; use one of {', '.join(preset_names())}")
     return {"name": name, "recipe": load_recipe(name).to_dict(), "yaml": load_recipe(name).to_yaml()}
 
 
-@router.get("/schema")
+@router.get("/schema", response_model=JSON)
 def schema():
     """The recipe's JSON Schema (pydantic's): the Train page builds its form from it."""
     return Recipe.model_json_schema()
@@ -91,14 +92,14 @@ def check_paths(values: dict[str, str | None], settings, roots: tuple[str, ...])
                                      f"or an absolute path inside the data folders: {where}")
 
 
-@router.post("/validate")
+@router.post("/validate", response_model=Validated)
 def check(body: TrainRequest, s: SettingsDep, roots: DataRootsDep):
     r = resolve(body)
     check_data_paths(r, s, roots)
     return {"ok": True, "recipe": r.to_dict()}
 
 
-@router.post("/train", status_code=202)
+@router.post("/train", status_code=202, response_model=JobAnswer)
 def start(body: TrainRequest, s: SettingsDep, roots: DataRootsDep, queue: JobsDep):
     r = resolve(body)
     check_data_paths(r, s, roots)
@@ -106,12 +107,12 @@ def start(body: TrainRequest, s: SettingsDep, roots: DataRootsDep, queue: JobsDe
     return {"job": job.to_dict()}
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=JobList)
 def jobs(queue: JobsDep):
     return {"jobs": [j.to_dict() for j in queue.list()]}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=JobInfo)
 def job(job_id: int, queue: JobsDep):
     found = queue.get(job_id)
     if found is None:
@@ -119,7 +120,7 @@ def job(job_id: int, queue: JobsDep):
     return found.to_dict()
 
 
-@router.post("/jobs/{job_id}/stop")
+@router.post("/jobs/{job_id}/stop", response_model=JobInfo)
 def stop_job(job_id: int, queue: JobsDep):
     found = queue.get(job_id)
     if found is None:

@@ -21,13 +21,13 @@ from trainlab.runs.files import open_runs_folder
 from trainlab.settings import Settings
 from trainlab.version import __version__
 from trainlab.web import api_data, api_health, api_predict, api_runs, api_train
-from trainlab.web.deps import MAX_UPLOAD_BYTES, DashboardModels, DatasetCache, RunCache
+from trainlab.web.deps import MAX_UPLOAD_BYTES, DashboardModels, DatasetCache, ReportCache, RunCache
 from trainlab.web.finite_json import FiniteJSONResponse
-from trainlab.web.guard import RequestGuard, allowed_hosts, bearer
+from trainlab.web.guard import RequestGuard, allowed_hosts
 from trainlab.web.jobs import JobQueue
+from trainlab.web.schemas import Health
 
 STATIC = resources.files("trainlab.web").joinpath("static")
-COOKIE = "trainlab_token"
 
 
 def is_loopback(host: str) -> bool:
@@ -67,33 +67,14 @@ def install_errors(app: FastAPI) -> None:
     app.add_exception_handler(Exception, lambda r, e: _error(500, f"internal error: {type(e).__name__}: {first_line(e)}"))
 
 
-def install_token(app: FastAPI, token: str | None, printed_link: bool = True) -> None:
-    """With a token, every request must carry it: `Authorization: Bearer T` (any case of "Bearer"),
-    the cookie the page sets, or `?token=T` (the link printed at start; EventSource cannot send
-    headers). Compared in constant time."""
-    if not token:
-        return
-    how = ("open the link printed at start (…/?token=…) or send Authorization: Bearer <token>" if printed_link
-           else "send Authorization: Bearer <token> (the token given with --token or TRAINLAB_TOKEN)")
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        given = bearer(headers) or request.cookies.get(COOKIE) or request.query_params.get("token", "")
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            return _error(401, f"this server needs its token: {how}")
-        response = await call_next(request)
-        if request.query_params.get("token"):
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-        return response
-
-
 def install_guard(app: FastAPI, host: str, allow_hosts: list[str] | tuple[str, ...], token: str | None,
-                  need_client_header: bool) -> None:
-    """The Host allow-list, the cross-site refusal and the streamed body limit (guard.py). Added
-    last, so it runs first: before the token check and every route."""
+                  need_client_header: bool, printed_link: bool = True) -> None:
+    """The Host allow-list, the cross-site refusal, the streamed body limit and the token (guard.py),
+    in front of every route."""
+    hint = ("open the link printed at start (…/?token=…) or send Authorization: Bearer <token>" if printed_link
+            else "send Authorization: Bearer <token> (the token given with --token or TRAINLAB_TOKEN)")
     app.add_middleware(RequestGuard, hosts=allowed_hosts(host, allow_hosts), token=token,
-                       need_client_header=need_client_header, max_body=MAX_UPLOAD_BYTES)
+                       need_client_header=need_client_header, max_body=MAX_UPLOAD_BYTES, token_hint=hint)
 
 
 def create_app(settings: Settings, token: str | None = None, workers: int = 1, host: str = "127.0.0.1",
@@ -115,13 +96,13 @@ def create_app(settings: Settings, token: str | None = None, workers: int = 1, h
     app.state.runs, app.state.jobs = RunCache(settings), JobQueue(settings, workers)
     app.state.models = DashboardModels(settings, app.state.runs)
     app.state.data_roots, app.state.datasets = tuple(data_roots), DatasetCache(settings)
+    app.state.reports = ReportCache(settings)
     install_errors(app)
-    install_token(app, token)
     install_guard(app, host, allow_hosts, token, need_client_header=True)
     for module in (api_runs, api_train, api_data, api_health, api_predict):
         app.include_router(module.router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     def healthz():
         return {"ok": True, "version": __version__, "runs_dir": str(settings.runs_dir)}
 

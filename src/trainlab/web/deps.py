@@ -5,10 +5,12 @@ Each lives on its app's state, never in a module global."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import anyio
 import torch
@@ -18,11 +20,12 @@ from trainlab.data.registry import load_dataset
 from trainlab.errors import TrainlabError
 from trainlab.runs.files import open_index
 from trainlab.runs.record import RUN_ID_RE, Metrics, resolve_run_dir
-from trainlab.runs.run import Run, load_run
+from trainlab.runs.run import Run, check_usable, load_run
+from trainlab.runs.store import Store
 from trainlab.settings import Settings
 from trainlab.web.jobs import JobQueue
 
-MAX_UPLOAD_BYTES = 8 << 20  # per request
+MAX_UPLOAD_BYTES = 8 << 20  # per request: the request guard counts every body as it streams in (guard.py)
 MAX_FILES = 64  # per predict request
 MAX_PIXEL_IMAGES = 256  # images per JSON pixels request
 INFERENCE_THREADS = 4  # models run at most this many at once: more only adds threads, memory and queueing
@@ -88,7 +91,9 @@ class DashboardModels:
             if not found:
                 raise HTTPException(404, "no completed run to predict with; train one first (trainlab train mnist-draw)")
             run_id = found[0]["run_id"]
-        return self.cache.run(checked_run_dir(run_id, self.settings).name)
+        run = self.cache.run(checked_run_dir(run_id, self.settings).name)
+        check_usable(run)  # a failed or diverged run answers nothing (422), as `trainlab serve` refuses it
+        return run
 
 
 class ServedModel:
@@ -112,6 +117,33 @@ def model_info(record) -> dict:
             "started_at": record.started_at, "study": record.study}
 
 
+class ModelSource(Protocol):
+    """What a predict route predicts with: `DashboardModels` (any completed run) or `ServedModel` (one)."""
+
+    def servable(self) -> list[dict]: ...
+
+    def get(self, run_id: str | None) -> Predictor: ...
+
+
+class Predictor(Protocol):
+    """A run's model as the predict routes use it: `runs.run.Run` or `serving.export.OnnxRun`."""
+
+    run_id: str
+    classes: list[str]
+    preprocess: object
+
+    def predict(self, images) -> object: ...
+
+
+async def run_model(limiter: anyio.CapacityLimiter, limit: float, work):
+    """Run a model off the event loop on the app's bounded set of threads, within the server's
+    request timeout (504 past it)."""
+    try:
+        return await asyncio.wait_for(anyio.to_thread.run_sync(work, limiter=limiter), limit)
+    except asyncio.TimeoutError:
+        raise HTTPException(504, f"the prediction took over {limit:g} s (TRAINLAB_SERVE_TIMEOUT)") from None
+
+
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -124,7 +156,7 @@ def get_jobs(request: Request) -> JobQueue:
     return request.app.state.jobs
 
 
-def get_models(request: Request):
+def get_models(request: Request) -> ModelSource:
     """The app's models to predict with (DashboardModels, or ServedModel under `trainlab serve`)."""
     return request.app.state.models
 
@@ -137,6 +169,10 @@ def get_datasets(request: Request) -> "DatasetCache":
     return request.app.state.datasets
 
 
+def get_reports(request: Request) -> ReportCache:
+    return request.app.state.reports
+
+
 def get_limiter(request: Request) -> anyio.CapacityLimiter:
     """The app's bound on models running at once (made on first use: it needs the event loop's thread)."""
     state = request.app.state
@@ -145,7 +181,7 @@ def get_limiter(request: Request) -> anyio.CapacityLimiter:
     return state.limiter
 
 
-def get_index(settings: Annotated[Settings, Depends(get_settings)]):
+def get_index(settings: Annotated[Settings, Depends(get_settings)]) -> Store:
     return open_index(settings)
 
 
@@ -165,6 +201,42 @@ def checked_run_dir(run_id: str, settings: Settings) -> Path:
 def get_run_dir(run_id: str, settings: Annotated[Settings, Depends(get_settings)]) -> Path:
     """The `{run_id}` path parameter as a checked run folder."""
     return checked_run_dir(run_id, settings)
+
+
+class ReportCache:
+    """Built HTML reports, the last few, keyed by their runs and those runs' files' modification times
+    (a report is seconds of CPU for many runs): asked again, it is answered from here; one is built
+    at a time, so a flood of requests costs one build each, queued."""
+
+    def __init__(self, settings: Settings, size: int = 8):
+        self.settings, self.size = settings, size
+        self.built: OrderedDict[tuple, str] = OrderedDict()
+        self.lock, self.building = threading.Lock(), threading.Lock()
+
+    def key(self, ids: list[str]) -> tuple:
+        stamps = []
+        for r in ids:
+            folder = self.settings.runs_dir / r
+            for name in ("run.json", "history.csv", "model.safetensors"):
+                try:
+                    stamps.append((r, name, os.lstat(folder / name).st_mtime_ns))
+                except OSError:
+                    stamps.append((r, name, None))
+        return tuple(stamps)
+
+    def get(self, ids: list[str], build) -> str:
+        key = self.key(ids)
+        with self.building:
+            with self.lock:
+                if key in self.built:
+                    self.built.move_to_end(key)
+                    return self.built[key]
+            html = build()
+            with self.lock:
+                self.built[key] = html
+                while len(self.built) > self.size:
+                    self.built.popitem(last=False)
+            return html
 
 
 class DatasetCache:
@@ -191,9 +263,11 @@ class DatasetCache:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RunsDep = Annotated[RunCache, Depends(get_runs)]
 JobsDep = Annotated[JobQueue, Depends(get_jobs)]
-ModelsDep = Annotated[object, Depends(get_models)]
-DataRootsDep = Annotated[tuple, Depends(get_data_roots)]
+ModelsDep = Annotated[ModelSource, Depends(get_models)]
+ServedDep = Annotated[ServedModel, Depends(get_models)]  # `trainlab serve`'s one run (the Open Inference Protocol routes)
+DataRootsDep = Annotated[tuple[str, ...], Depends(get_data_roots)]
 DatasetsDep = Annotated[DatasetCache, Depends(get_datasets)]
+ReportsDep = Annotated[ReportCache, Depends(get_reports)]
 LimiterDep = Annotated[anyio.CapacityLimiter, Depends(get_limiter)]
-IndexDep = Annotated[object, Depends(get_index)]
+IndexDep = Annotated[Store, Depends(get_index)]
 RunDirDep = Annotated[Path, Depends(get_run_dir)]
