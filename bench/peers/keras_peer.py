@@ -145,7 +145,8 @@ def main() -> None:
     if cb_cfg.get("reduce_lr"):
         r = cb_cfg["reduce_lr"]
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor(r["monitor"]), factor=r["factor"], patience=r["patience"],
-                                                     min_lr=r["min_lr"]))
+                                                     min_lr=r["min_lr"], min_delta=r.get("min_delta", 1e-4),
+                                                     cooldown=r.get("cooldown", 0)))
     kw = {}
     if isinstance(d["validation"], float):
         kw["validation_split"] = d["validation"]
@@ -159,7 +160,17 @@ def main() -> None:
         probs = 0.5 * (probs + model.predict(x_test[:, :, ::-1], batch_size=256, verbose=0))
     acc = float((probs.argmax(1) == y_test).mean())
     print(json.dumps({"train_seconds": train_seconds, "test_acc": acc, "n_train": n_fit, "epochs": epochs,
-                      "versions": f"keras {keras.__version__}, tensorflow {__import__('tensorflow').__version__}"}))
+                      "versions": f"keras {keras.__version__}, {backend_version()}"}))
+
+
+def backend_version() -> str:
+    """The backend Keras ran on (TensorFlow on the CPU benches, JAX on the GPU check) and its version."""
+    name = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(name, name)
+    try:
+        return f"{name} {__import__(module).__version__}"
+    except ImportError:
+        return name
 
 
 if __name__ == "__main__":
