@@ -230,17 +230,15 @@ def plot_predictions(images: np.ndarray, probs: np.ndarray, classes: list[str], 
 
 
 def plot_live(points: list[tuple[float, float, float]], history: list[dict], title: str = "") -> bytes:
-    """PNG bytes of a live training chart: running loss and accuracy per reported batch (x in epochs),
+    """PNG bytes of a live training chart: the training loss and accuracy smoothed across epochs
+    (history.LiveCurve: one continuous curve, no restart at epoch boundaries), x in epochs, and
     validation loss and accuracy per epoch as markers."""
     fig = _figure(figsize=(10, 3.2))
     loss_ax, acc_ax = fig.subplots(1, 2)
     if points:
-        # a break at each epoch start: the running means restart there, so no line joins the epochs
-        broken = [q for i, p in enumerate(points)
-                  for q in ([(np.nan, np.nan, np.nan)] if i and int(p[0] - 1e-9) != int(points[i - 1][0] - 1e-9) else []) + [p]]
-        x, loss, acc = zip(*broken)
-        loss_ax.plot(x, loss, lw=1, label="train (running)")
-        acc_ax.plot(x, acc, lw=1, label="train (running)")
+        x, loss, acc = zip(*points)
+        loss_ax.plot(x, loss, lw=1, label="train (smoothed)")
+        acc_ax.plot(x, acc, lw=1, label="train (smoothed)")
     vals = [h for h in history if h.get("val_loss") is not None]
     if vals:
         loss_ax.plot([h["epoch"] for h in vals], [h["val_loss"] for h in vals], "o", label="validation")

@@ -105,7 +105,7 @@ def _run_section(i: int, run_dir: Path, settings: Settings) -> tuple[str, dict]:
     except TrainlabError as exc:  # a run without weights or data: its curves and settings still compare
         parts.append(f'<p class="note">no test metrics: {_esc(exc)}</p>')
     parts += ["<h3>Environment</h3>", _environment(record), "</section>"]
-    return "".join(parts), {"name": f"{record.recipe} ({record.run_id[-6:]})", "color": color, "history": history}
+    return "".join(parts), {"name": record.run_id, "color": color, "history": history}
 
 
 def build_report(runs: list[str | os.PathLike], settings: Settings | None = None, title: str | None = None) -> str:
@@ -116,7 +116,7 @@ def build_report(runs: list[str | os.PathLike], settings: Settings | None = None
     dirs = [resolve_run_dir(r, settings) for r in runs]
     flat = [flatten_recipe(read_recipe(d).to_dict()) for d in dirs]
     keys = differing_keys(flat) if len(dirs) > 1 else [k for k in flat[0] if k not in ("description",)]
-    table = ("<table><tr><th>setting</th>" + "".join(f"<th>{_esc(d.name[-22:])}</th>" for d in dirs) + "</tr>" +
+    table = ("<table><tr><th>setting</th>" + "".join(f"<th>{_esc(d.name)}</th>" for d in dirs) + "</tr>" +
              "".join(f"<tr><td>{_esc(k)}</td>" + "".join(f"<td>{_esc(f.get(k))}</td>" for f in flat) + "</tr>" for k in keys)
              + "</table>")
     sections, series = zip(*(_run_section(i, d, settings) for i, d in enumerate(dirs)))
@@ -142,12 +142,15 @@ TEMPLATE = """<!doctype html>
 <title>{title}</title>
 <style>{uplot_css}</style>
 <style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1180px; padding: 0 16px; color: #222; }}
+body {{ font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1180px; padding: 0 16px; color: #222; overflow-wrap: anywhere; }}
+section, .two > * {{ max-width: 100%; overflow-x: auto; }}
+@media (max-width: 600px) {{ body {{ margin: 10px auto; padding: 0 8px; }} }}
 h1 {{ font-size: 22px; }} h2 {{ font-size: 18px; margin-top: 32px; border-top: 1px solid #ddd; padding-top: 16px; }}
 small {{ color: #777; font-weight: normal; }} table {{ border-collapse: collapse; margin: 6px 0 12px; }}
 td, th {{ border: 1px solid #e3e3e3; padding: 3px 8px; text-align: left; font-size: 13px; }}
 .cm td {{ text-align: center; min-width: 26px; }} .two {{ display: flex; gap: 28px; flex-wrap: wrap; }}
-.charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 12px; }}
+.charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(min(520px, 100%), 1fr)); gap: 12px; }}
+.chart {{ min-width: 0; overflow: hidden; }}
 .gallery {{ display: flex; flex-wrap: wrap; gap: 10px; }} figure {{ margin: 0; font-size: 12px; text-align: center; }}
 figure img {{ width: 84px; height: 84px; image-rendering: pixelated; background: #000; }}
 pre {{ white-space: pre-wrap; background: #f7f7f7; padding: 10px; font-size: 12px; }} .note {{ color: #a33; }}
@@ -168,7 +171,7 @@ const charts = [["val_acc", "Validation accuracy"], ["val_loss", "Validation los
 for (const [key, title, el] of charts) {{  // sized once all four are in the grid
   const series = [{{label: "epoch"}}, ...runs.map(r => ({{label: r.name, stroke: r.color, width: 1.5, spanGaps: true, points: {{show: true, size: 6, fill: r.color}}}}))];
   const data = [x, ...runs.map(r => x.map(i => (r.history[i - 1] || {{}})[key] ?? null))];
-  new uPlot({{title, width: Math.max(360, el.clientWidth || 540), height: 260, series, scales: {{x: {{time: false}}}},
+  new uPlot({{title, width: Math.max(200, el.clientWidth || 540), height: 260, series, scales: {{x: {{time: false}}}},
              axes: [{{label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]}}, {{}}]}}, data, el);
 }}
 </script></body></html>

@@ -9,6 +9,8 @@ console script runs."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import get_args
 
 import typer
 from typer.core import TyperGroup
@@ -27,6 +29,7 @@ class TrainlabCommand(TyperGroup):
     """The root command: one-line errors and exit statuses around click's own processing."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        plain_metavars(self)
         handler = begin_command()
         try:  # click's own errors come back here (standalone_mode=False), to be said in one line
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -56,6 +59,30 @@ class TrainlabCommand(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+METAVARS = {int: "N", float: "NUMBER", str: "TEXT", Path: "PATH"}
+
+
+def plain_metavars(command) -> None:
+    """Help that names what to type (`--epochs N`, `--set TEXT`, `--data-dir PATH`) instead of Python's
+    types (`<int>`, `<list[str]>`, `<bool>`): every option without a metavar of its own gets one."""
+    from typer.core import TyperOption
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)
+    params = list(getattr(command, "params", []))
+    if hasattr(command, "get_help_option"):  # --help is made on first use and kept: make it now, without a type
+        help_opt = command.get_help_option(typer.Context(command))
+        params += [help_opt] if help_opt is not None else []
+    for param in params:
+        if isinstance(param, TyperOption) and param.metavar is None and param.is_flag:
+            param.metavar = ""  # a flag takes no value: nothing to show
+        elif isinstance(param, TyperOption) and param.metavar is None:
+            desc = param.type_descriptor
+            base = get_args(desc.annotation)[0] if desc.is_list and get_args(desc.annotation) else desc.annotation
+            if desc.is_choice:
+                continue
+            param.metavar = METAVARS.get(base, "PATH" if desc.is_path else "VALUE")
+
+
 def _interrupted_exit(handler: StopSignals):
     typer.echo("interrupted", err=True)
     sys.exit(handler.exit_status)
@@ -82,3 +109,16 @@ class _RunByDefault(TyperGroup):
 tune_app = typer.Typer(cls=_RunByDefault, no_args_is_help=True,
                        help="Search hyperparameters with Optuna (`trainlab tune RECIPE --space SPACE`) and look at studies.")
 app.add_typer(tune_app, name="tune")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from trainlab.version import __version__
+        typer.echo(f"trainlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print trainlab's version and exit.")) -> None:
+    """Train, evaluate and use image classifiers on MNIST, Fashion-MNIST, CIFAR-10 and image trees."""

@@ -43,7 +43,10 @@ def datasets_list(data_dir: DataDirOpt = None, json_out: JsonOpt = False) -> Non
         return
     for r in rows:
         where = sorted({str(Path(p).parent) for p in r["files"].values() if p})
-        state = f"found in {', '.join(where)}" if r["available"] else "missing (trainlab datasets fetch " + r["name"] + ")"
+        if r.get("uses_copy"):
+            state = f"its image-tree copy {r['image_tree_copy']} (the archive is not here; JPEG, a little lossy)"
+        else:
+            state = f"found in {', '.join(where)}" if r["available"] else "missing (trainlab datasets fetch " + r["name"] + ")"
         typer.echo(f"{r['name']:<14} {r['title']:<30} {'x'.join(map(str, r['shape'])):<8} {len(r['classes'])} classes  {state}")
     typer.echo("Any folder or .zip of images laid out as <split>/<class>/* or <class>/* also works as data.name.")
 
@@ -75,7 +78,7 @@ def data_check(dataset: Annotated[str, typer.Argument(help="mnist, fashion-mnist
             typer.echo(json.dumps(item))
         return
     typer.echo(report.summary())
-    for line in report.lines(per_kind=10):
+    for line in report.lines(per_kind=10, more="--json lists them all"):
         typer.echo(line)
     if picture:
         typer.echo(f"wrote {picture}")

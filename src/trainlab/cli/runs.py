@@ -46,8 +46,10 @@ def runs_list(ctx: typer.Context,
                           for r in rows]))
         return
     from rich.console import Console
-    from rich.table import Table
-    table = Table("id", "recipe", "status", "epochs", "val acc at best", "test acc", "train s", "age", "tags")
+    from rich.table import Column, Table
+    longest = max([len(r.run_id) for r in rows] + [2])
+    table = Table(Column("id", no_wrap=True, min_width=longest), "recipe", "status", "epochs", "val acc at best", "test acc",
+                  "train s", "age", "tags")
     for r in rows:
         m = r.metrics or Metrics()
         table.add_row(r.run_id, r.recipe, r.live_status(), str(r.epochs), fmt(m.val_acc_at_best), fmt(m.test_acc),
@@ -93,13 +95,21 @@ def runs_compare(runs: Annotated[list[str], typer.Argument(help="Two or more run
     check_output(out, "--out")
     settings = settings_for(runs_dir=runs_dir, db=db)
     records, curves, diff = compare_runs(runs, settings)
-    width = max([len(k) for k in diff] + [14])
-    typer.echo(f"{'':<{width}}  " + "  ".join(f"{r.run_id[-22:]:>22}" for r in records))
+    labels = [chr(ord("A") + i) if i < 26 else f"R{i + 1}" for i in range(len(records))]
+    for label, r in zip(labels, records):  # whole ids, to read and copy; the columns below use the letters
+        typer.echo(f"{label}  {r.run_id}")
+    typer.echo("")
+    width = max([len(k) for k in [*diff, *metric_rows(records)]] + [14])
+    cell = max([12, *(len(fmt(v)) for values in diff.values() for v in values)])
+    cell = min(cell, 40)
+    typer.echo(f"{'':<{width}}  " + "  ".join(f"{label:>{cell}}" for label in labels))
+    if not diff:
+        typer.echo("(the recipes are the same)")
     for k, values in diff.items():
-        typer.echo(f"{k:<{width}}  " + "  ".join(f"{str(v)[:22]:>22}" for v in values))
+        typer.echo(f"{k:<{width}}  " + "  ".join(f"{fmt(v)[:cell]:>{cell}}" for v in values))
     typer.echo("")
     for k, values in metric_rows(records).items():
-        typer.echo(f"{k:<{width}}  " + "  ".join(f"{fmt(v):>22}" for v in values))
+        typer.echo(f"{k:<{width}}  " + "  ".join(f"{fmt(v):>{cell}}" for v in values))
     for line in hidden_note([r.run_id for r in records], [c.history for c in curves]):
         typer.echo(f"note: {line}")
     typer.echo(f"\nwrote {plot_history(curves, out or settings.runs_dir / 'compare.png')}")

@@ -48,8 +48,11 @@ def _print_study(rep, show_trials: bool = True) -> None:
     typer.echo(f"storage: {rep.storage}")
     if show_trials and rep.trials:
         from rich.console import Console
-        from rich.table import Table
-        table = Table("trial", "state", rep.objective, "test acc", "epochs run", "seconds", *rep.space.params, "run", "why")
+        from rich.table import Column, Table
+        longest = max([len(t.run_id or "") for t in rep.trials] + [3])
+        run_column = Column("run", no_wrap=True, min_width=longest)  # whole ids: to read and copy
+        table = Table("trial", "state", rep.objective, "test acc", "epochs run", "seconds", *rep.space.params, run_column,
+                      Column("why", overflow="fold"))
         for t in rep.trials:
             table.add_row(str(t.number), t.state, fmt(t.value), fmt(t.test_acc), str(t.epochs or ""), fmt(t.seconds, 1),
                           *[_short(t.params.get(k)) for k in rep.space.params], t.run_id or "",
@@ -89,6 +92,9 @@ def tune_run(recipe: Annotated[str, typer.Argument(help="The recipe to start fro
     settings = settings_for(data_dir, runs_dir, db)
     said = (lambda exc: (f"\ninterrupted; the study keeps its finished trials. Continue with the same command "
                          f"(or `trainlab tune show {study or '<study>'}`)", True))
+    if timeout is not None:
+        typer.echo(f"note: --timeout {timeout:g}: no new trial starts after {timeout:g} s; the trials under way finish "
+                   f"first (Ctrl-C stops them after their current step)")
     # armed from the start: between trials too, a Ctrl-C lets the study record the trial under way
     with stoppable(said, armed_from_start=True) as stop:
         prepare_for_work()

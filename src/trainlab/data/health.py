@@ -83,13 +83,14 @@ class HealthReport:
                      "most label findings are then their mistakes, not the labels': add images or give a stronger --recipe")
         return line
 
-    def lines(self, per_kind: int = 10) -> list[str]:
+    def lines(self, per_kind: int = 10, more: str = "report.of(KIND) lists them all") -> list[str]:
+        """One line per finding, `per_kind` of each kind; `more` says where the rest are (the CLI: --json)."""
         out = []
         for k in KINDS:
             found = self.of(k)
             out += [describe(i) for i in found[:per_kind]]
             if len(found) > per_kind:
-                out.append(f"           ... {len(found) - per_kind} more {k} findings (--json lists them all)")
+                out.append(f"           ... {len(found) - per_kind} more {k} findings ({more})")
         return out
 
     def to_dict(self) -> dict:
@@ -161,6 +162,16 @@ def _cleanlab():
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
     return find_label_issues, get_label_quality_scores
+
+
+def _range_text(value: float, lo: float, hi: float) -> str:
+    """'0.0296 below 0.0304' rather than '0.03 outside 0.03..0.28': as many digits as tell the value
+    from the bound it crossed."""
+    bound, side = (lo, "below") if value < lo else (hi, "above")
+    digits = 2
+    while digits < 8 and f"{value:.{digits}f}" == f"{bound:.{digits}f}":
+        digits += 1
+    return f"{value:.{digits}f} {side} {bound:.{digits}f} (the usual range {lo:.{digits}f}..{hi:.{digits}f})"
 
 
 def _item(kind: str, at: tuple[str, int], files: dict, **more) -> dict:
@@ -255,9 +266,9 @@ def outlier_issues(x, probs, where, files, skip: set[int]) -> list[dict]:
         if top[i] < low:
             reasons.append(f"top probability {top[i]:.2f} (below {low:.2f}, the 0.2nd percentile)")
         if not m_lo <= mean[i] <= m_hi:
-            reasons.append(f"pixel mean {mean[i]:.2f} outside {m_lo:.2f}..{m_hi:.2f}")
+            reasons.append(f"pixel mean {_range_text(mean[i], m_lo, m_hi)}")
         if not s_lo <= std[i] <= s_hi:
-            reasons.append(f"pixel spread {std[i]:.2f} outside {s_lo:.2f}..{s_hi:.2f}")
+            reasons.append(f"pixel spread {_range_text(std[i], s_lo, s_hi)}")
         if reasons and int(i) not in skip:
             out.append(_item("outlier", where[i], files, score=float(top[i]), reason="; ".join(reasons)))
     return out

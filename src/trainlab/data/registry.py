@@ -100,6 +100,15 @@ def search_dirs(spec: DatasetSpec, settings: Settings) -> list[Path]:
     return dirs
 
 
+TREE_COPIES = {"cifar10": "cifar10-jpeg.zip"}  # a dataset's image-tree copy, used when its archive is not here
+
+
+def image_tree_copy(spec: DatasetSpec, settings: Settings) -> Path | None:
+    """A built-in dataset's image-tree copy (`cifar10-jpeg.zip`) in the data folders, or None."""
+    name = TREE_COPIES.get(spec.name)
+    return _find_file(search_dirs(spec, settings), name) if name else None
+
+
 def _find_file(dirs: list[Path], name: str) -> Path | None:
     for d in dirs:
         for candidate in (d / name, d / name.removesuffix(".gz")):
@@ -261,6 +270,12 @@ def load_dataset(name: str, *, source: str | None = None, settings: Settings | N
     spec = DATASETS[name]
     if source:
         return _load_from_source(spec, source, test_fraction, split_seed, settings.cache_dir)
+    copy = image_tree_copy(spec, settings)
+    if copy is not None and not all(_find_file(search_dirs(spec, settings), f.name) for f in spec.files):
+        ds = _load_from_source(spec, str(copy), test_fraction, split_seed, settings.cache_dir)
+        ds.notes = [*ds.notes, f"note: {spec.name} from its image-tree copy {copy} (the {spec.files[0].name} archive is "
+                               f"not here); JPEG is lossy, so accuracies run a little below the original pixels'"]
+        return ds
     paths = locate(spec, settings, download=download, progress=progress)
     if spec.kind == "idx":
         return load_idx_dataset(spec, paths, verify=verify)
@@ -315,9 +330,11 @@ def dataset_status(name: str, settings: Settings) -> dict:
     spec = DATASETS[name]
     dirs = search_dirs(spec, settings)
     files = {f.name: _find_file(dirs, f.name) for f in spec.files}
+    copy = image_tree_copy(spec, settings)
     return {"name": name, "title": spec.title, "classes": list(spec.classes), "shape": list(spec.shape),
-            "license": spec.license, "available": all(files.values()),
-            "files": {k: (str(v) if v else None) for k, v in files.items()}}
+            "license": spec.license, "available": all(files.values()) or copy is not None,
+            "files": {k: (str(v) if v else None) for k, v in files.items()},
+            "image_tree_copy": str(copy) if copy else None, "uses_copy": copy is not None and not all(files.values())}
 
 
 def verify_dataset(name: str, settings: Settings) -> list[str]:

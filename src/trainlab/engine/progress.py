@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from trainlab.engine.callbacks import Callback
+from trainlab.history import LiveCurve
 
 
 def in_notebook() -> bool:
@@ -54,7 +55,7 @@ class ProgressPrinter(Callback):
         r, d = state.recipe, state.data
         n_val = 0 if d.x_val is None else len(d.x_val)
         self._line(f"Training {r.name} on {d.name}: {len(d.x_train)} train, {n_val} val, {len(d.x_test)} test examples; "
-                   f"{state.steps_per_epoch} steps/epoch, {r.epochs} epochs, batch {r.batch_size}, device {state.device}"
+                   f"{state.steps_per_epoch} steps/epoch, {r.epochs} epoch{'s' * (r.epochs != 1)}, batch {r.batch_size}, device {state.device}"
                    + (f" ({state.precision})" if state.precision != "fp32" else "")
                    + (f", {state.group.world} processes" if state.group is not None else ""))
         for note in state.notes:  # what data loading and model building noticed
@@ -103,15 +104,17 @@ class ProgressPrinter(Callback):
 
 class NotebookProgress(Callback):
     """Progress in a Jupyter cell: an HTML progress bar ("Training... (37.2%)") and, with
-    `live_plot`, a loss and accuracy chart (running per-batch values, validation per epoch) that
-    is redrawn every `plot_every` reported batches and at every epoch end. Both are display
-    outputs updated in place, so the saved notebook keeps the final bar and chart as static output."""
+    `live_plot`, a loss and accuracy chart (the training curve smoothed across epochs, as the
+    dashboard draws it: history.LiveCurve; validation per epoch) that is redrawn every
+    `plot_every` reported batches and at every epoch end. Both are display outputs updated in
+    place, so the saved notebook keeps the final bar and chart as static output."""
 
     def __init__(self, live_plot: bool = True, plot_every: int = 30):
         from IPython.display import HTML, display
         self._HTML, self._display = HTML, display
         self.live_plot, self.plot_every = live_plot, plot_every
-        self.points: list[tuple[float, float, float]] = []  # (epoch + fraction, running loss, running acc)
+        self.points: list[tuple[float, float, float]] = []  # (epoch + fraction, smoothed loss, smoothed acc)
+        self.curve = LiveCurve()
         self.lines: list[str] = []
         self._bar = self._chart = None
         self._reports = 0
@@ -119,7 +122,7 @@ class NotebookProgress(Callback):
     def on_train_begin(self, state):
         r, d = state.recipe, state.data
         head = (f"Training {r.name} on {d.name}: {len(d.x_train)} train, {0 if d.x_val is None else len(d.x_val)} val, "
-                f"{len(d.x_test)} test; {r.epochs} epochs of {state.steps_per_epoch} steps, batch {r.batch_size}, {state.device}")
+                f"{len(d.x_test)} test; {r.epochs} epoch{'s' * (r.epochs != 1)} of {state.steps_per_epoch} steps, batch {r.batch_size}, {state.device}")
         self.lines = [head, *state.notes]
         self._bar = self._display(self._HTML(self._html(0.0, "")), display_id=True)
         if self.live_plot:
@@ -139,7 +142,9 @@ class NotebookProgress(Callback):
 
     def on_batch_end(self, state, batch, logs):
         done = (state.epoch * state.steps_per_epoch + batch + 1) / (state.recipe.epochs * state.steps_per_epoch)
-        self.points.append((state.epoch + (batch + 1) / state.steps_per_epoch, logs["loss"], logs["acc"]))
+        n = len(state.data.x_train)
+        loss, acc = self.curve.update(state.epoch, min((batch + 1) * state.recipe.batch_size, n), n, logs["loss"], logs["acc"])
+        self.points.append((state.epoch + (batch + 1) / state.steps_per_epoch, loss, acc))
         self._bar.update(self._HTML(self._html(done, f"epoch {state.epoch + 1} - loss {logs['loss']:.4f} - acc {logs['acc']:.4f}")))
         self._reports += 1
         if self._chart is not None and self._reports % self.plot_every == 0:

@@ -84,7 +84,8 @@ def compare_runs(runs: list[str], settings: Settings) -> tuple[list[RunRecord], 
     records = [store.get(resolve_run_dir(r, settings).name) for r in runs]
     recipes = [validate(store.recipe(r.run_id)) for r in records]
     flat = [flatten_recipe(rc.to_dict()) for rc in recipes]
-    diff = {k: [f.get(k) for f in flat] for k in ["name", *differing_keys(flat)]}
+    names = ["name"] if len({str(f.get("name")) for f in flat}) > 1 else []  # only when the recipes' names differ
+    diff = {k: [f.get(k) for f in flat] for k in [*names, *differing_keys(flat)]}
     curves = [Curve(rc, store.history(r.run_id), r.run_id) for rc, r in zip(recipes, records)]
     return records, curves, diff
 

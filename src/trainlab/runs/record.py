@@ -252,10 +252,16 @@ def read_record(run_dir: Path) -> RunRecord:
         raise TrainlabError(f"{run_dir / 'run.json'}: {'.'.join(map(str, err['loc']))}: {err['msg']}; {fix}") from None
 
 
+LAST_RE = re.compile(r"^last(?:~(\d{1,6}))?$")
+
+
 def resolve_run_dir(run: str | os.PathLike, settings: Settings) -> Path:
-    """A run folder from an id (under the runs folder), a unique part of one, or a path; ids are
-    checked against path traversal."""
+    """A run folder from an id (under the runs folder), a unique part of one, `last` (the newest
+    run), `last~N` (the one N before it), or a path; ids are checked against path traversal."""
     text = str(run)
+    last = LAST_RE.match(text)
+    if last:
+        return newest_run(settings, int(last.group(1) or 0))
     path = Path(text).expanduser()
     if (path / "run.json").is_file():
         return path.resolve()
@@ -271,3 +277,15 @@ def resolve_run_dir(run: str | os.PathLike, settings: Settings) -> Path:
     if len(matches) > 1:
         raise RunNotFound(f"'{text}' matches {len(matches)} runs in {root}; give more of the id")
     raise RunNotFound(f"no run '{text}' in {root}; list runs with `trainlab runs` or pass --runs-dir")
+
+
+def newest_run(settings: Settings, back: int = 0) -> Path:
+    """The run started most recently (`back` = 0), or `back` runs before it: run ids begin with their
+    start time (YYYYmmdd-HHMMSS), so their order is the folders' name order."""
+    root = settings.runs_dir
+    stamped = re.compile(r"^\d{8}-\d{6}-")
+    runs = sorted(p for p in root.iterdir() if stamped.match(p.name) and (p / "run.json").is_file()) if root.is_dir() else []
+    if back >= len(runs):
+        have = f"only {len(runs)} run{'s' * (len(runs) != 1)}" if runs else "no runs yet"
+        raise RunNotFound(f"'last{f'~{back}' if back else ''}': {root} has {have}; train one with `trainlab train RECIPE`")
+    return runs[-1 - back]

@@ -161,7 +161,9 @@ def load_run(run: str | os.PathLike, settings: Settings | None = None, device: s
         raise RunNotFound(f"run {run_dir.name} has no model.safetensors (status {record.status}); it did not finish")
     if model is None:
         if record.custom_model:
-            raise TrainlabError(f"run {run_dir.name} trained a custom model ({record.custom_model}); pass model= to load it")
+            raise TrainlabError(f"run {run_dir.name} trained your own model ({record.custom_model}), which only your code "
+                                f"can build: load it from Python with trainlab.load_run('{run_dir.name}', "
+                                f"model={record.custom_model}())")
         with caller_state_kept():  # the initial weights draw from the caller's generators; they are replaced below
             model, _ = build_model(recipe.model, prep.input_shape, len(classes))
     try:

@@ -15,7 +15,7 @@ from trainlab.engine.checkpoint import CHECKPOINT
 from trainlab.engine.state import TrainState
 from trainlab.errors import NotResumable, StopRun, TrainlabError, first_line
 from trainlab.fileio import atomic_write
-from trainlab.history import best_epoch
+from trainlab.history import LiveCurve, best_epoch
 from trainlab.recipes import Recipe
 from trainlab.runs.events import EVENTS, EventLog
 from trainlab.runs.files import history_csv, new_run_id, now, open_index, read_recipe, save_weights, versions
@@ -62,6 +62,7 @@ class RunWriter(Callback):
         self.lock = RunLock(run_dir).acquire(run_dir.name)
         self.events = EventLog(run_dir / EVENTS)
         self.next_beat = 0.0
+        self.curve = LiveCurve()  # the live chart's smoothed training curve (history.py)
 
     @classmethod
     def create(cls, recipe: Recipe, settings: Settings, store, custom_model: str | None = None,
@@ -114,8 +115,12 @@ class RunWriter(Callback):
 
     def on_batch_end(self, state, batch, logs):
         done = state.epoch * state.steps_per_epoch + batch + 1
+        n = len(state.data.x_train)
+        seen = min((batch + 1) * self.recipe.batch_size, n)
+        smooth_loss, smooth_acc = self.curve.update(state.epoch, seen, n, logs["loss"], logs["acc"])
         self.events.append("batch", epoch=state.epoch + 1, step=batch + 1, steps=state.steps_per_epoch,
                            loss=logs["loss"], acc=logs["acc"], batch_loss=logs["batch_loss"],
+                           smooth_loss=smooth_loss, smooth_acc=smooth_acc,
                            progress=done / (self.recipe.epochs * state.steps_per_epoch))
         if time.monotonic() >= self.next_beat:
             self._beat()

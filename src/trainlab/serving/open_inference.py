@@ -172,7 +172,7 @@ def _images(req: InferRequest, rest: bytes, model) -> np.ndarray:
         if not isinstance(size, int) or size != count or size > len(rest):
             raise HTTPException(400, f"input images: binary_data_size {size!r}; {count} bytes are needed and "
                                      f"{len(rest)} came after the header")
-        return np.frombuffer(rest[:size], dtype=np.uint8).reshape(t.shape)
+        return np.frombuffer(bytearray(rest[:size]), dtype=np.uint8).reshape(t.shape)  # writable: torch takes it as is
     try:
         arr = np.asarray(t.data if t.data is not None else [])
         if arr.size and arr.dtype.kind not in "iu":  # UINT8 is whole numbers: 1.5, true or "7" are refused, never cast

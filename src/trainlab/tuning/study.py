@@ -192,8 +192,10 @@ def open_study(name: str, storage, base: Recipe, space: Space, sampler: str = "t
     """Create the study, or continue it when it exists with the same recipe and space."""
     meta = {"recipe": base.to_dict(), "space": space_digest(space), "space_yaml": space.to_dict(), "objective": space.objective,
             "heartbeat": getattr(storage, "heartbeat_interval", None)}  # what its trials beat with: when one is stale
-    study = optuna.create_study(storage=storage, study_name=name, direction=space.direction, load_if_exists=True,
-                                sampler=_sampler(sampler, space, seed, startup), pruner=_pruner(pruner, _max_epochs(base, space)))
+    with _quiet():  # "A new study created in RDB with name ...": trainlab says what it does itself
+        study = optuna.create_study(storage=storage, study_name=name, direction=space.direction, load_if_exists=True,
+                                    sampler=_sampler(sampler, space, seed, startup),
+                                    pruner=_pruner(pruner, _max_epochs(base, space)))
     have = study.user_attrs.get("trainlab")
     if have is None:
         study.set_user_attr("trainlab", meta)

@@ -48,14 +48,17 @@ function every(ms, fn) { fn(); const id = setInterval(fn, ms); cleanup.push(() =
 function makeChart(el, title, labels, opts = {}) {
   const series = [{label: opts.xlabel || "epoch"}];
   labels.forEach((l, i) => series.push({
-    label: l.label, stroke: l.color || COLORS[i % COLORS.length], width: l.width || 1.5, spanGaps: true,
+    label: l.label, stroke: l.color || COLORS[i % COLORS.length], width: l.width || 1.5, spanGaps: l.spanGaps ?? true,
     points: {show: !!l.points, size: 7, fill: l.color || COLORS[i % COLORS.length]}, dash: l.dash,
   }));
-  const width = Math.max(360, el.clientWidth - 16);
-  const plot = new uPlot({title, width, height: 280, series, scales: {x: {time: false}},
+  // as wide as its box (a phone's 390 px included), and again when the window changes
+  const size = () => ({width: Math.max(200, el.clientWidth - 16), height: el.clientWidth < 420 ? 220 : 280});
+  const plot = new uPlot({title, ...size(), series, scales: {x: {time: false}},
     axes: [{label: opts.xlabel || "epoch"}, {label: opts.ylabel || ""}], legend: {live: true}},
     [[], ...labels.map(() => [])], el);
-  cleanup.push(() => plot.destroy());
+  const resized = () => plot.setSize(size());
+  window.addEventListener("resize", resized);
+  cleanup.push(() => { window.removeEventListener("resize", resized); plot.destroy(); });
   return plot;
 }
 
@@ -114,8 +117,11 @@ function runPage(id) {
       <div class="card" style="flex:2;min-width:420px"><h2>Layers</h2><pre id="summary"></pre></div></div>
     <div class="row"><div class="card" style="flex:1;min-width:320px"><h2>Recipe</h2><pre id="recipe"></pre></div>
       <div class="card" style="flex:1;min-width:420px"><h2>History</h2><div id="history"></div></div></div>`;
-  const lossChart = makeChart($("#loss-chart"), "Loss", [{label: "loss (training, running)"}, {label: "val_loss", color: COLORS[1], points: true}]);
-  const accChart = makeChart($("#acc-chart"), "Accuracy", [{label: "acc (training, running)"}, {label: "val_acc", color: COLORS[1], points: true}]);
+  // The training line is the smoothed curve the run writes into each batch event (history.LiveCurve:
+  // the last batches' means, smoothed across epochs, so no restart or spike at an epoch boundary);
+  // runs recorded before it have only the epoch-to-date means, drawn with a break at each epoch.
+  const lossChart = makeChart($("#loss-chart"), "Loss", [{label: "loss (training, smoothed)", spanGaps: false}, {label: "val_loss", color: COLORS[1], points: true}]);
+  const accChart = makeChart($("#acc-chart"), "Accuracy", [{label: "acc (training, smoothed)", spanGaps: false}, {label: "val_acc", color: COLORS[1], points: true}]);
   const d = {x: [], loss: [], acc: [], vloss: [], vacc: []};
   let batches = 0, dirty = false, t0 = null, p0 = 0;
   const redraw = () => {
@@ -125,8 +131,15 @@ function runPage(id) {
     $("#acc-chart").dataset.valPoints = d.vacc.filter(v => v !== null && v !== undefined).length;
   };
   every(200, redraw);
+  let lastEpoch = null;
   const onBatch = e => {
-    d.x.push(e.epoch - 1 + e.step / e.steps); d.loss.push(e.loss); d.acc.push(e.acc); d.vloss.push(null); d.vacc.push(null);
+    const smooth = e.smooth_loss !== undefined && e.smooth_loss !== null;
+    if (!smooth && lastEpoch !== null && e.epoch !== lastEpoch) {  // an old run: break the line where the means restart
+      d.x.push(e.epoch - 1 + 0.5 / e.steps); d.loss.push(null); d.acc.push(null); d.vloss.push(null); d.vacc.push(null);
+    }
+    lastEpoch = e.epoch;
+    d.x.push(e.epoch - 1 + e.step / e.steps); d.loss.push(smooth ? e.smooth_loss : e.loss); d.acc.push(smooth ? e.smooth_acc : e.acc);
+    d.vloss.push(null); d.vacc.push(null);
     batches++; dirty = true;
     const now = e.t;
     if (t0 === null || e.progress < p0) { t0 = now; p0 = e.progress; }
