@@ -72,13 +72,24 @@ def _per_class(report) -> str:
             f"{rows}</table>")
 
 
+def _system_rows(system: dict | None) -> dict:
+    """What the run used of the machine (system/usage.py), as the environment table shows it."""
+    s = system or {}
+    rows = {"peak memory": f"{s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") else None,
+            "mean CPU use": f"{s['cpu_mean']:.2f} of {s.get('cpus_allowed', '?')} CPUs" if s.get("cpu_mean") is not None else None,
+            "starved by other programs": f"{100 * s['starved_fraction']:.0f}% of the time" if s.get("starved_fraction") else None,
+            "peak GPU memory": f"{s['peak_gpu_mem_mb']:.0f} MB" if s.get("peak_gpu_mem_mb") else None,
+            "mean GPU use": f"{s['gpu_util_mean']:.0f}%" if s.get("gpu_util_mean") is not None else None}
+    return rows
+
+
 def _environment(record) -> str:
     cpu = record.cpu or {}
     items = {"trainlab": record.versions.get("trainlab"), "torch": record.versions.get("torch"),
              "python": record.versions.get("python"), "machine": record.versions.get("platform"), "device": record.device, "seed": record.seed,
              "threads": record.threads, "precision": record.precision, "training step": record.train_step, "processes": record.processes, "CPUs allowed": cpu.get("allowed"),
              "busy elsewhere": cpu.get("busy_elsewhere"), "OpenMP wait policy": cpu.get("wait_policy"),
-             "started": record.started_at, "ended": record.ended_at,
+             "started": record.started_at, "ended": record.ended_at, **_system_rows(record.system),
              "train seconds": f"{record.metrics.train_seconds:.1f}" if record.metrics and record.metrics.train_seconds else None}
     return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in items.items() if v is not None) + "</table>"
 

@@ -98,4 +98,6 @@ def metric_rows(records: list[RunRecord]) -> dict[str, list]:
     list per row with a value per run (None where a run has none)."""
     rows: dict[str, list] = {"status": [r.status for r in records], "epochs": [r.epochs for r in records]}
     rows.update({k: [getattr(r.metrics or Metrics(), k) for r in records] for k in COMPARED_METRICS})
+    for k in ("peak_rss_mb", "cpu_mean", "starved_fraction"):  # what it used of the machine (system/usage.py)
+        rows[k] = [(r.system or {}).get(k) for r in records]
     return rows

@@ -156,6 +156,7 @@ class RunRecord(BaseModel):
     precision_reason: str | None = None  # why: the recipe set it, or what `auto` saw
     train_step: str | None = None  # the step strategy that trained it: autograd, fused-dense or cuda-graph (engine/strategy.py)
     cpu: dict | None = None  # what chose `threads`: CPUs allowed, busy elsewhere, share, OpenMP wait policy (cpus.py)
+    system: dict | None = None  # what it used of the machine: peak_rss_mb, cpu_mean, starved_fraction, GPU (system/usage.py)
     study: str | None = None  # the tuning study this run is a trial of (`trainlab tune`)
     trial: int | None = None  # its trial number in that study
 

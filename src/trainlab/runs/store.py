@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -23,7 +25,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     insert,
+    or_,
     select,
     update,
 )
@@ -36,7 +40,8 @@ from trainlab.history import HISTORY_COLUMNS, best_epoch
 from trainlab.runs.record import RunRecord
 from trainlab.settings import Settings
 
-SCHEMA_VERSION = 3  # 1: columns only; 2: + record_json, the whole RunRecord; 3: best_val_acc named val_acc_at_best
+SCHEMA_VERSION = 4  # 1: columns only; 2: + record_json, the whole RunRecord; 3: best_val_acc named val_acc_at_best;
+#                    4: + study, trial, dataset, peak_rss_mb, cpu_mean columns and indexes (the runs table, server-side)
 
 metadata = MetaData()
 schema_info = Table("schema_info", metadata, Column("version", Integer, nullable=False))
@@ -59,6 +64,9 @@ runs_table = Table(
     Column("run_dir", Text, nullable=False),
     Column("note", Text),
     Column("record_json", Text),
+    Column("study", String(200), index=True), Column("trial", Integer), Column("dataset", String(500), index=True),
+    Column("peak_rss_mb", Float), Column("cpu_mean", Float),
+    Index("ix_runs_started_at", "started_at"), Index("ix_runs_test_acc", "test_acc"),
 )
 epochs_table = Table(
     "epochs", metadata,
@@ -92,8 +100,32 @@ def _rename_val_acc_at_best(conn) -> None:
     conn.exec_driver_sql("ALTER TABLE runs RENAME COLUMN best_val_acc TO val_acc_at_best")
 
 
+def _add_query_columns(conn) -> None:
+    """Schema 4: what the runs table filters and sorts on, as columns (filled from each record)."""
+    for name, kind in (("study", "VARCHAR(200)"), ("trial", "INTEGER"), ("dataset", "VARCHAR(500)"),
+                       ("peak_rss_mb", "FLOAT"), ("cpu_mean", "FLOAT")):
+        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+    for name, cols in (("ix_runs_started_at", "started_at"), ("ix_runs_test_acc", "test_acc"), ("ix_runs_study", "study"),
+                       ("ix_runs_dataset", "dataset")):
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON runs ({cols})")
+    rows = conn.execute(select(runs_table.c.id, runs_table.c.record_json)).all()
+    for run_id, raw in rows:
+        try:
+            rec = json.loads(raw) if raw else {}
+        except ValueError:
+            continue
+        conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(**_query_values(rec)))
+
+
+def _query_values(rec: dict) -> dict:
+    """The schema-4 columns of a record (as run.json holds it)."""
+    system = rec.get("system") or {}
+    return {"study": rec.get("study"), "trial": rec.get("trial"), "dataset": (rec.get("dataset") or {}).get("name"),
+            "peak_rss_mb": system.get("peak_rss_mb"), "cpu_mean": system.get("cpu_mean")}
+
+
 # version -> function upgrading a database at that version to the next one
-MIGRATIONS: dict[int, callable] = {1: _add_record_json, 2: _rename_val_acc_at_best}
+MIGRATIONS: dict[int, callable] = {1: _add_record_json, 2: _rename_val_acc_at_best, 3: _add_query_columns}
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -181,7 +213,7 @@ class Store:
                    error=None, trainlab_version=v.get("trainlab"), torch_version=v.get("torch"),
                    python_version=v.get("python"), platform=v.get("platform"), device=record.device,
                    started_at=record.started_at, ended_at=None, epochs=record.epochs, run_dir=str(run_dir),
-                   record_json=record.model_dump_json())
+                   record_json=record.model_dump_json(), **_query_values(json.loads(record.model_dump_json())))
 
         def write():
             with self.engine.begin() as conn:
@@ -204,7 +236,7 @@ class Store:
         its epoch rows too, in the same transaction (one commit ends a run)."""
         m = record.metrics
         values = dict(status=record.status, error=record.error, ended_at=record.ended_at,
-                      record_json=record.model_dump_json())
+                      record_json=record.model_dump_json(), **_query_values(json.loads(record.model_dump_json())))
         if m is not None:
             values.update(test_acc=m.test_acc, test_loss=m.test_loss, train_seconds=m.train_seconds)
 
@@ -276,6 +308,54 @@ class Store:
             records = [r for r in records if r.study == study]
         return records[:limit] if limit else records
 
+    def query(self, q: "RunQuery") -> tuple[list[RunRecord], int]:
+        """One page of runs, filtered and sorted in the database (the dashboard's runs table: fast
+        with tens of thousands of runs), and how many match. `running`, `stale` and `missing` are
+        worked out from the records (a process that died, a folder deleted), among the few rows
+        the database names running, or every row for `missing`."""
+        cond = []
+        c = runs_table.c
+        for col, value in ((c.recipe, q.recipe), (c.dataset, q.dataset), (c.study, q.study)):
+            if value:
+                cond.append(col == value)
+        if q.status in ("running", "stale"):
+            cond.append(c.status == "running")
+        elif q.status and q.status != "missing":
+            cond.append(c.status == q.status)
+        if q.tag:
+            cond.append(c.id.in_(select(tags_table.c.run_id).where(tags_table.c.tag == q.tag)))
+        for col, low, high in ((c.test_acc, q.min_test_acc, q.max_test_acc), (c.val_acc_at_best, q.min_val_acc, q.max_val_acc)):
+            if low is not None:
+                cond.append(col >= low)
+            if high is not None:
+                cond.append(col <= high)
+        if q.text:
+            like = "%" + q.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            cond.append(or_(c.id.like(like, escape="\\"), c.recipe.like(like, escape="\\"), c.note.like(like, escape="\\"),
+                            c.dataset.like(like, escape="\\"), c.study.like(like, escape="\\"),
+                            c.id.in_(select(tags_table.c.run_id).where(tags_table.c.tag.like(like, escape="\\")))))
+        col = c[SORTABLE[q.sort]]
+        order = [col.desc().nulls_last() if q.descending else col.asc().nulls_last(), c.started_at.desc()]
+        computed = q.status in ("running", "stale", "missing")
+        with self.engine.connect() as conn:
+            base = select(runs_table).where(*cond).order_by(*order)
+            if computed:
+                rows = [dict(r._mapping) for r in conn.execute(base)]
+            else:
+                total = conn.execute(select(func.count()).select_from(runs_table).where(*cond)).scalar_one()
+                rows = [dict(r._mapping) for r in conn.execute(base.offset(q.offset).limit(q.limit))]
+            ids = [r["id"] for r in rows]
+            tags: dict[str, list[str]] = {}
+            for i in range(0, len(ids), 500):
+                for r in conn.execute(select(tags_table).where(tags_table.c.run_id.in_(ids[i:i + 500]))):
+                    tags.setdefault(r.run_id, []).append(r.tag)
+        records = [_to_record(r, sorted(tags.get(r["id"], []))) for r in rows]
+        if computed:
+            records = [r for r in records if r.live_status() == q.status]
+            total = len(records)
+            records = records[q.offset:q.offset + q.limit]
+        return records, total
+
     def get(self, run_id: str) -> RunRecord:
         with self.engine.connect() as conn:
             row = dict(self._require(conn, run_id)._mapping)
@@ -290,6 +370,35 @@ class Store:
     def recipe(self, run_id: str) -> dict:
         with self.engine.connect() as conn:
             return json.loads(self._require(conn, run_id).recipe_json)
+
+
+SORTABLE = {"started_at": "started_at", "recipe": "recipe", "status": "status", "epochs": "epochs", "test_acc": "test_acc",
+            "val_acc_at_best": "val_acc_at_best", "train_seconds": "train_seconds", "seconds": "train_seconds",
+            "peak_rss_mb": "peak_rss_mb", "cpu_mean": "cpu_mean", "run_id": "id", "dataset": "dataset", "study": "study"}
+
+
+@dataclass
+class RunQuery:
+    """What the runs table asks for: filters, a sort, a page."""
+
+    recipe: str | None = None
+    status: str | None = None
+    tag: str | None = None
+    dataset: str | None = None
+    study: str | None = None
+    text: str | None = None  # a part of the id, recipe, note, dataset, study or a tag
+    min_test_acc: float | None = None
+    max_test_acc: float | None = None
+    min_val_acc: float | None = None
+    max_val_acc: float | None = None
+    sort: str = "started_at"
+    descending: bool = True
+    offset: int = 0
+    limit: int = 100
+
+    def __post_init__(self):
+        if self.sort not in SORTABLE:
+            raise TrainlabError(f"sort {self.sort!r}: use one of {', '.join(SORTABLE)}")
 
 
 def _to_record(row: dict, tags: list[str]) -> RunRecord:

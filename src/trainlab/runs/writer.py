@@ -31,6 +31,7 @@ from trainlab.runs.record import (
 )
 from trainlab.settings import Settings
 from trainlab.system.signals import Interrupt
+from trainlab.system.usage import UsageSampler
 from trainlab.version import __version__
 
 
@@ -63,6 +64,7 @@ class RunWriter(Callback):
         self.events = EventLog(run_dir / EVENTS)
         self.next_beat = 0.0
         self.curve = LiveCurve()  # the live chart's smoothed training curve (history.py)
+        self.usage: UsageSampler | None = None  # CPU, memory, threads, GPU: `system` events and run.json's `system`
 
     @classmethod
     def create(cls, recipe: Recipe, settings: Settings, store, custom_model: str | None = None,
@@ -89,6 +91,7 @@ class RunWriter(Callback):
         return self.run_dir / CHECKPOINT
 
     def on_train_begin(self, state: TrainState) -> None:
+        self.usage = UsageSampler(state.device)
         live = dict(process=ProcessInfo.current(), heartbeat_at=now(), threads=torch.get_num_threads(),
                     processes=state.group.world if state.group is not None else 1, precision=state.precision,
                     train_step=state.train_step.kind)
@@ -122,6 +125,14 @@ class RunWriter(Callback):
                            loss=logs["loss"], acc=logs["acc"], batch_loss=logs["batch_loss"],
                            smooth_loss=smooth_loss, smooth_acc=smooth_acc,
                            progress=done / (self.recipe.epochs * state.steps_per_epoch))
+        self._usage(state, state.epoch + 1, batch + 1)
+
+    def _usage(self, state, epoch: int, step: int, every: float | None = None) -> None:
+        """A `system` event when the sampler has a new sample (every 2 s; at an epoch's end, 0.2 s)."""
+        sample = self.usage.maybe_sample(every) if self.usage is not None else None
+        if sample is not None:
+            self.events.append("system", epoch=epoch, step=step, steps=state.steps_per_epoch,
+                               threads_torch=torch.get_num_threads(), **sample)
         if time.monotonic() >= self.next_beat:
             self._beat()
 
@@ -142,6 +153,7 @@ class RunWriter(Callback):
             save_weights(state.model, self.run_dir / "best.safetensors",
                          {"recipe": self.recipe.to_yaml(), "epoch": logs["epoch"], self.recipe.monitor: logs[self.recipe.monitor]})
         self.events.append("epoch", **logs)
+        self._usage(state, logs["epoch"], state.steps_per_epoch, every=0.2)  # short runs get their samples too
         self._beat()
 
     def on_test_end(self, state, metrics):
@@ -189,7 +201,8 @@ class RunWriter(Callback):
         self.record = self.record.model_copy(update=dict(
             status=status, ended_at=now(), error=error, notes=list(state.notes), ood=state.ood, timings=timings,
             metrics=metrics, epochs=len(state.history), threads=self.record.threads,
-            cpu=_cpu_record(self.record.cpu, state.cpu)))
+            cpu=_cpu_record(self.record.cpu, state.cpu),
+            system=_system_record(self.record.system, self.usage.summary() if self.usage else None)))
         if status == "completed":
             self.record.save(self.run_dir)
             self.events.append("status", status=status, error=error, metrics=metrics and metrics.model_dump())
@@ -208,6 +221,26 @@ class RunWriter(Callback):
                 raise failures[0]
         if status == "completed":
             self.lock.release()
+
+
+def _system_record(recorded: dict | None, now: dict | None) -> dict | None:
+    """run.json's `system`: this process's usage, joined with what the run's earlier processes used
+    (a resumed run): the higher peaks, the sample-weighted means."""
+    if not recorded or not now:
+        return now or recorded
+    out = dict(now)
+    n0, n1 = recorded.get("samples") or 0, now.get("samples") or 0
+    for k in ("peak_rss_mb", "peak_gpu_mem_mb"):
+        values = [v for v in (recorded.get(k), now.get(k)) if v is not None]
+        out[k] = max(values) if values else None
+    for k in ("cpu_mean", "starved_fraction", "gpu_util_mean"):
+        a, b = recorded.get(k), now.get(k)
+        if a is not None and b is not None and n0 + n1:
+            out[k] = round((a * n0 + b * n1) / (n0 + n1), 3)
+        elif a is not None:
+            out[k] = a
+    out["samples"] = n0 + n1
+    return out
 
 
 def _cpu_record(recorded: dict | None, now: dict) -> dict | None:

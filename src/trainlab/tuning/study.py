@@ -77,14 +77,18 @@ class TrialRow:
     epochs: int | None = None
     test_acc: float | None = None
     error: str | None = None
+    intermediate: list[tuple[int, float]] = field(default_factory=list)  # (epoch, objective) as reported to the pruner
+    started: str | None = None
 
     @classmethod
     def of(cls, t: optuna.trial.FrozenTrial) -> "TrialRow":
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         a = t.user_attrs
         state = "interrupted" if a.get("interrupted") and t.state == TrialState.FAIL else t.state.name.lower()
+        steps = sorted((int(k), float(v)) for k, v in t.intermediate_values.items() if v is not None and math.isfinite(v))
         return cls(t.number, state, t.value if t.state == TrialState.COMPLETE else None, dict(t.params), a.get("run_id"),
-                   seconds, a.get("epochs"), a.get("test_acc"), a.get("error"))
+                   seconds, a.get("epochs"), a.get("test_acc"), a.get("error"), steps,
+                   t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None)
 
 
 @dataclass
@@ -464,12 +468,30 @@ def study_report(name: str, storage: str, heartbeat: int = TRIAL_HEARTBEAT_SECON
 
 def list_studies(storage: str) -> list[dict]:
     out = []
-    for s in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=True):
+    with _quiet():
+        summaries = optuna.get_all_study_summaries(open_storage(storage), include_best_trial=True)
+    for s in summaries:
         best = s.best_trial
+        meta = s.user_attrs.get("trainlab") or {}
         out.append({"study": s.study_name, "trials": s.n_trials, "direction": s.direction.name.lower(),
                     "best_value": best.value if best else None, "best_trial": best.number if best else None,
-                    "started": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None})
+                    "started": s.datetime_start.isoformat(timespec="seconds") if s.datetime_start else None,
+                    "recipe": (meta.get("recipe") or {}).get("name")})
     return out
+
+
+def importances(name: str, storage: str) -> dict[str, float]:
+    """Optuna's own parameter importances (its default evaluator, fANOVA) of a study's complete
+    trials; {} until at least 3 trials with different parameters have completed."""
+    study = load_study(name, storage)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if len(complete) < 3 or len({tuple(sorted(t.params.items())) for t in complete}) < 3:
+        return {}
+    try:
+        with _quiet():
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (ValueError, RuntimeError):  # a parameter with a single value, say: no importance to tell
+        return {}
 
 
 def plot_study(name: str, storage: str, out_dir: str | Path) -> list[Path]:

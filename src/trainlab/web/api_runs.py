@@ -19,6 +19,7 @@ from trainlab.runs.curves import curves_png
 from trainlab.runs.events import EVENTS, last_events, offset_after, read_events
 from trainlab.runs.files import read_history, read_recipe
 from trainlab.runs.record import ENDED, LIVE_STATUSES, Metrics, read_record
+from trainlab.runs.store import RunQuery
 from trainlab.runs.writer import check_resumable
 from trainlab.training.build import summarize
 from trainlab.web.deps import IndexDep, JobsDep, ReportsDep, RunDirDep, SettingsDep, checked_run_dir
@@ -36,8 +37,10 @@ def _row(record, runs_dir: Path) -> dict:
     d = record.model_dump(mode="json", include={"run_id", "recipe", "status", "tags", "started_at", "ended_at", "epochs",
                                                 "seed", "study", "trial", "error"})
     m, t = record.metrics or Metrics(), record.timings or {}
+    system = record.system or {}
     d.update(live_status=record.live_status(), val_acc_at_best=m.val_acc_at_best, test_acc=m.test_acc,
-             seconds=t.get("total_seconds"), dataset=record.dataset.name if record.dataset else None)
+             seconds=t.get("total_seconds"), dataset=record.dataset.name if record.dataset else None,
+             peak_rss_mb=system.get("peak_rss_mb"), cpu_mean=system.get("cpu_mean"))
     if record.status == "running":
         last = last_events(runs_dir / record.run_id / EVENTS)
         d["progress"] = (last.get("batch") or {}).get("progress", 0.0)
@@ -46,12 +49,22 @@ def _row(record, runs_dir: Path) -> dict:
 
 
 @router.get("/runs", response_model=RunsPage)
-def list_runs(s: SettingsDep, index: IndexDep, recipe: str | None = None, status: str | None = None,
-              tag: str | None = None, sort: str = "started_at", limit: int = Query(500, ge=1, le=5000)):
+def list_runs(s: SettingsDep, index: IndexDep, recipe: str | None = Query(None, max_length=200),
+              status: str | None = None, tag: str | None = Query(None, max_length=100),
+              dataset: str | None = Query(None, max_length=500), study: str | None = Query(None, max_length=200),
+              q: str | None = Query(None, max_length=200, description="a part of the id, recipe, note, dataset, study or a tag"),
+              min_test_acc: float | None = Query(None, ge=0, le=1), max_test_acc: float | None = Query(None, ge=0, le=1),
+              min_val_acc: float | None = Query(None, ge=0, le=1), max_val_acc: float | None = Query(None, ge=0, le=1),
+              sort: str = "started_at", desc: bool = True, offset: int = Query(0, ge=0, le=10**7),
+              limit: int = Query(100, ge=1, le=1000)):
+    """One page of the runs table, filtered and sorted in the run index (runs.store.Store.query)."""
     if status is not None and status not in LIVE_STATUSES:
         raise HTTPException(422, f"status {status[:40]!r}: use one of {', '.join(LIVE_STATUSES)}")
-    rows = index.list(recipe, status, sort, None, tag)
-    return {"runs": [_row(r, s.runs_dir) for r in rows[:limit]], "total": len(rows), "offset": 0, "limit": limit}
+    query = RunQuery(recipe=recipe, status=status, tag=tag, dataset=dataset, study=study, text=q or None,
+                     min_test_acc=min_test_acc, max_test_acc=max_test_acc, min_val_acc=min_val_acc, max_val_acc=max_val_acc,
+                     sort=sort, descending=desc, offset=offset, limit=limit)
+    rows, total = index.query(query)
+    return {"runs": [_row(r, s.runs_dir) for r in rows], "total": total, "offset": offset, "limit": limit}
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
@@ -188,6 +201,7 @@ def _regular(folder: Path, name: str) -> bool:
 
 
 MAX_REPORT_RUNS = 20
+MAX_COMPARED = 50
 
 
 @router.get("/report", response_class=HTMLResponse)
@@ -206,14 +220,18 @@ def report(s: SettingsDep, reports: ReportsDep, runs: str = Query(..., max_lengt
 
 
 @router.get("/compare", response_model=Comparison)
-def compare(s: SettingsDep, runs: str = Query(..., description="run ids, comma-separated")):
-    ids = [r for r in runs.split(",") if r]
+def compare(s: SettingsDep, runs: str = Query(..., max_length=12000, description="run ids, comma-separated")):
+    """Up to MAX_COMPARED runs: their curves, metrics, what they used of the machine, and only the recipe
+    keys whose values differ."""
+    ids = list(dict.fromkeys(r for r in runs.split(",") if r))
+    if not 2 <= len(ids) <= MAX_COMPARED:
+        raise HTTPException(422, f"runs: give 2 to {MAX_COMPARED} run ids, comma-separated ({len(ids)} given)")
     for r in ids:
         checked_run_dir(r, s)
     records, curves, diff = compare_runs(ids, s)
     return {"runs": [{"run_id": rec.run_id, "recipe": rec.recipe, "status": rec.status,
                       "test_acc": (rec.metrics or Metrics()).test_acc, "val_acc_at_best": (rec.metrics or Metrics()).val_acc_at_best,
-                      "history": c.history} for rec, c in zip(records, curves)],
+                      "history": c.history, "system": rec.system} for rec, c in zip(records, curves)],
             "differences": diff,
             "hidden": [{"run": records[i].run_id, "under": records[j].run_id, "epochs": len(curves[i].history)}
                        for i, j in hidden_curves([c.history for c in curves])]}

@@ -20,7 +20,7 @@ from trainlab.errors import RunNotFound, TrainlabError, first_line
 from trainlab.runs.files import open_runs_folder
 from trainlab.settings import Settings
 from trainlab.version import __version__
-from trainlab.web import api_data, api_health, api_predict, api_runs, api_train
+from trainlab.web import api_data, api_health, api_predict, api_runs, api_studies, api_train
 from trainlab.web.deps import MAX_UPLOAD_BYTES, DashboardModels, DatasetCache, ReportCache, RunCache
 from trainlab.web.finite_json import FiniteJSONResponse
 from trainlab.web.guard import RequestGuard, allowed_hosts
@@ -99,7 +99,8 @@ def create_app(settings: Settings, token: str | None = None, workers: int = 1, h
     app.state.reports = ReportCache(settings)
     install_errors(app)
     install_guard(app, host, allow_hosts, token, need_client_header=True)
-    for module in (api_runs, api_train, api_data, api_health, api_predict):
+    api_studies.init_state(app)
+    for module in (api_runs, api_train, api_data, api_health, api_predict, api_studies):
         app.include_router(module.router)
 
     @app.get("/healthz", response_model=Health)

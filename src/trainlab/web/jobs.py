@@ -35,16 +35,18 @@ class Job:
     stop_requested: bool = False
     ready: bool = False  # the worker's signal handlers are in place
     check: dict | None = None  # a data check (trainlab data check) instead of a training
-    progress: dict | None = None  # a check's last {stage, done, total}
-    report: str | None = None  # a finished check's report file
+    tune: dict | None = None  # a search (trainlab tune): preset, space, trials, timeout, study
+    progress: dict | None = None  # a check's or search's last {stage, done, total}
+    report: str | None = None  # a finished check's report file; a search's study name
 
     @property
     def kind(self) -> str:
-        return "check" if self.check is not None else "train"
+        return "check" if self.check is not None else "tune" if self.tune is not None else "train"
 
     def to_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "label": self.label, "state": self.state, "run_id": self.run_id,
-                "error": self.error, "created": self.created, "resume": self.resume, "progress": self.progress}
+                "error": self.error, "created": self.created, "resume": self.resume, "progress": self.progress,
+                "check": self.check, "tune": self.tune}
 
 
 class JobQueue:
@@ -68,9 +70,10 @@ class JobQueue:
             for t in self.threads:
                 t.start()
 
-    def submit(self, label: str, recipe: dict | None = None, resume: str | None = None, check: dict | None = None) -> Job:
+    def submit(self, label: str, recipe: dict | None = None, resume: str | None = None, check: dict | None = None,
+               tune: dict | None = None) -> Job:
         with self.lock:
-            job = Job(next(self.ids), label, recipe, resume, check=check)
+            job = Job(next(self.ids), label, recipe, resume, check=check, tune=tune)
             self.jobs[job.id] = job
             self._start_workers()
             self.lock.notify_all()
@@ -153,7 +156,8 @@ class JobQueue:
             if job.stop_requested:  # stopped between being picked and starting
                 job.state = "cancelled"
                 return
-        order = {"recipe": job.recipe, "resume": job.resume, "check": job.check, "settings": self.settings.model_dump(mode="json")}
+        order = {"recipe": job.recipe, "resume": job.resume, "check": job.check, "tune": job.tune,
+                 "settings": self.settings.model_dump(mode="json")}
         process = subprocess.Popen(self.worker_command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, errors="replace",
                                    env=training_child_environment(self.workers))

@@ -39,6 +39,8 @@ class JobInfo(BaseModel):
     created: float | None = None
     resume: str | None = None
     progress: JSON | None = None
+    check: JSON | None = Field(None, description="a data check's request: dataset, split, folds, limit")
+    tune: JSON | None = Field(None, description="a search's request: preset, space, trials, timeout, study")
 
 
 class JobAnswer(BaseModel):
@@ -257,7 +259,6 @@ class StudyRow(BaseModel):
     direction: str
     started: str | None = None
     recipe: str | None = None
-    running: int = 0
 
 
 class StudyList(BaseModel):

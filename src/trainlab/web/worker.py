@@ -45,6 +45,8 @@ def main() -> int:
             return 0
         if order.get("check") is not None:
             return check(order["check"], Settings(**order["settings"]), stop)
+        if order.get("tune") is not None:
+            return search(order["tune"], Settings(**order["settings"]), stop)
         settings, common = Settings(**order["settings"]), dict(progress="none", stop=stop, callbacks=[Announce()])
         run = resume(order["resume"], settings=settings, **common) if order.get("resume") else \
             train(recipe, settings=settings, **common)
@@ -55,6 +57,20 @@ def main() -> int:
         say(end="interrupted")
     except Exception as exc:  # the worker reports, the server shows it
         say(end="failed", error=first_line(exc, 500))
+    return 0
+
+
+def search(order: dict, settings, stop: threading.Event) -> int:
+    """A search started from the Studies page: its trials one after the other, progress after each."""
+    from trainlab.tuning.study import tune
+    trials = order.get("trials")
+
+    def report(row) -> None:
+        say(progress={"stage": "trial", "done": row.number + 1, "total": trials, "state": row.state, "value": row.value})
+
+    rep = tune(order["preset"], order["space"], trials=trials, timeout=order.get("timeout"), study=order.get("study"),
+               settings=settings, stop=stop, report=report, jobs=1, overrides=order.get("overrides") or None)
+    say(end="completed", report=rep.name)
     return 0
 
 

@@ -48,7 +48,7 @@ function every(ms, fn) { fn(); const id = setInterval(fn, ms); cleanup.push(() =
 function makeChart(el, title, labels, opts = {}) {
   const series = [{label: opts.xlabel || "epoch"}];
   labels.forEach((l, i) => series.push({
-    label: l.label, stroke: l.color || COLORS[i % COLORS.length], width: l.width || 1.5, spanGaps: l.spanGaps ?? true,
+    label: l.label, stroke: l.color || COLORS[i % COLORS.length], width: l.width ?? 1.5, spanGaps: l.spanGaps ?? true,
     points: {show: !!l.points, size: 7, fill: l.color || COLORS[i % COLORS.length]}, dash: l.dash,
   }));
   // as wide as its box (a phone's 390 px included), and again when the window changes
@@ -63,46 +63,88 @@ function makeChart(el, title, labels, opts = {}) {
 }
 
 // ------------------------------------------------------------------ Runs
+// The table is a page of the run index, filtered and sorted by the server (/api/v1/runs: fast with
+// tens of thousands of runs). It refreshes every 2 s by patching the cells of the rows it shows;
+// rows are rebuilt only when the page's runs change, so a click never lands on a replaced row.
 function runsPage() {
+  const statuses = ["", "running", "completed", "interrupted", "failed", "pruned", "stale", "missing"];
   main.innerHTML = `<h1>Runs</h1>
-    <div class="row card"><input id="filter" type="text" placeholder="filter: recipe, status, tag, id" size="36">
-    <button id="compare-btn" disabled>Compare selected</button><span class="muted" id="count"></span></div>
+    <div class="row card filters"><input id="filter" type="search" placeholder="search: id, recipe, tag, note, study" size="28">
+    <select id="f-status">${statuses.map(s => `<option value="${s}">${s || "any status"}</option>`).join("")}</select>
+    <input id="f-recipe" type="text" placeholder="recipe" size="12"><input id="f-study" type="text" placeholder="study" size="12">
+    <input id="f-dataset" type="text" placeholder="dataset" size="10">
+    <label class="muted">test acc ≥ <input id="f-min" type="number" min="0" max="1" step="0.01" style="width:5em"></label>
+    <button id="compare-btn" disabled>Compare selected</button></div>
+    <div class="row"><span class="muted" id="count"></span><button class="secondary" id="prev">‹ newer</button>
+      <button class="secondary" id="next">older ›</button></div>
     <div class="scroll"><table id="runs"><thead><tr><th></th>
       <th class="sortable" data-k="run_id">run</th><th class="sortable" data-k="recipe">recipe</th>
-      <th class="sortable" data-k="live_status">status</th><th>tags</th>
+      <th class="sortable" data-k="status">status</th><th class="sortable" data-k="study">study</th><th>tags</th>
       <th class="sortable num" data-k="val_acc_at_best">val acc (best epoch)</th><th class="sortable num" data-k="test_acc">test acc</th>
-      <th class="sortable num" data-k="seconds">duration</th><th class="sortable" data-k="started_at">age</th></tr></thead>
+      <th class="sortable num" data-k="seconds">duration</th><th class="sortable num" data-k="peak_rss_mb">peak memory</th>
+      <th class="sortable" data-k="started_at">age</th></tr></thead>
     <tbody></tbody></table></div>`;
   const selected = new Set();
-  let rows = [], sortKey = "started_at", desc = true;
-  const render = () => {
-    const f = $("#filter").value.toLowerCase();
-    const shown = rows.filter(r => !f || [r.run_id, r.recipe, r.live_status, ...(r.tags || [])].join(" ").toLowerCase().includes(f));
-    shown.sort((a, b) => {
-      const x = a[sortKey], y = b[sortKey];
-      const c = x === y ? 0 : x === null || x === undefined ? 1 : y === null || y === undefined ? -1 : x < y ? -1 : 1;
-      return desc ? -c : c;
-    });
-    $("#runs tbody").innerHTML = shown.map(r => `<tr data-id="${esc(r.run_id)}">
-      <td><input type="checkbox" class="pick" ${selected.has(r.run_id) ? "checked" : ""}></td>
+  const state = {sort: "started_at", desc: true, offset: 0, limit: 100, total: 0, ids: ""};
+  const cells = r => ({
+    status: `<span class="status ${esc(r.live_status)}">${esc(r.live_status)}</span>` + (r.live_status === "running"
+      ? ` <span class="bar" title="${pct(r.progress)}"><span style="width:${100 * (r.progress || 0)}%"></span></span> ${pct(r.progress)}` : ""),
+    study: r.study ? `<a href="#/study/${encodeURIComponent(r.study)}">${esc(r.study)}</a> #${r.trial ?? ""}` : "",
+    tags: (r.tags || []).map(esc).join(", "), val: fmt(r.val_acc_at_best), test: fmt(r.test_acc), dur: dur(r.seconds),
+    mem: r.peak_rss_mb ? `${Math.round(r.peak_rss_mb)} MB` : "–", age: age(r.started_at)});
+  const row = r => {
+    const c = cells(r);
+    return `<tr data-id="${esc(r.run_id)}"><td><input type="checkbox" class="pick" ${selected.has(r.run_id) ? "checked" : ""}></td>
       <td><a href="#/run/${esc(r.run_id)}">${esc(r.run_id)}</a></td><td>${esc(r.recipe)}</td>
-      <td><span class="status ${esc(r.live_status)}">${esc(r.live_status)}</span>
-        ${r.live_status === "running" ? `<span class="bar" title="${pct(r.progress)}"><span style="width:${100 * (r.progress || 0)}%"></span></span> ${pct(r.progress)}` : ""}</td>
-      <td>${(r.tags || []).map(esc).join(", ")}</td><td class="num">${fmt(r.val_acc_at_best)}</td><td class="num">${fmt(r.test_acc)}</td>
-      <td class="num">${dur(r.seconds)}</td><td>${age(r.started_at)}</td></tr>`).join("");
-    $("#count").textContent = `${shown.length} of ${rows.length} runs`;
-    $("#compare-btn").disabled = selected.size < 2;
+      <td data-c="status">${c.status}</td><td data-c="study">${c.study}</td><td data-c="tags">${c.tags}</td>
+      <td class="num" data-c="val">${c.val}</td><td class="num" data-c="test">${c.test}</td><td class="num" data-c="dur">${c.dur}</td>
+      <td class="num" data-c="mem">${c.mem}</td><td data-c="age">${c.age}</td></tr>`;
   };
-  $("#filter").oninput = render;
+  const query = () => {
+    const p = new URLSearchParams({sort: state.sort, desc: state.desc, offset: state.offset, limit: state.limit});
+    const add = (k, v) => { if (v) p.set(k, v); };
+    add("q", $("#filter").value.trim()); add("status", $("#f-status").value); add("recipe", $("#f-recipe").value.trim());
+    add("study", $("#f-study").value.trim()); add("dataset", $("#f-dataset").value.trim()); add("min_test_acc", $("#f-min").value);
+    return "/runs?" + p;
+  };
+  const render = page => {
+    state.total = page.total;
+    const ids = page.runs.map(r => r.run_id).join("\n");
+    const body = $("#runs tbody");
+    if (ids !== state.ids) {  // other runs on this page: rebuild it
+      body.innerHTML = page.runs.map(row).join("");
+      state.ids = ids;
+    } else {  // the same runs: only their changing cells
+      page.runs.forEach(r => {
+        const tr = body.querySelector(`tr[data-id="${CSS.escape(r.run_id)}"]`);
+        const c = cells(r);
+        for (const [k, v] of Object.entries(c)) { const td = tr && tr.querySelector(`[data-c="${k}"]`); if (td && td.innerHTML !== v) td.innerHTML = v; }
+      });
+    }
+    const last = Math.min(state.offset + page.runs.length, page.total);
+    $("#count").textContent = page.total ? `runs ${state.offset + 1}–${last} of ${page.total.toLocaleString()}` : "no runs match";
+    $("#prev").disabled = state.offset === 0; $("#next").disabled = last >= page.total;
+    $("#compare-btn").disabled = selected.size < 2 || selected.size > 50;
+    $("#compare-btn").textContent = selected.size > 50 ? "Compare: at most 50" : `Compare selected${selected.size ? ` (${selected.size})` : ""}`;
+  };
+  const load = async () => { try { const p = await api(query()); if ($("#runs")) render(p); } catch (e) { toast(e.message); } };
+  let typing = null;
+  const changed = () => { state.offset = 0; clearTimeout(typing); typing = setTimeout(load, 250); };
+  for (const id of ["#filter", "#f-recipe", "#f-study", "#f-dataset", "#f-min"]) $(id).oninput = changed;
+  $("#f-status").onchange = changed;
+  $("#prev").onclick = () => { state.offset = Math.max(0, state.offset - state.limit); load(); };
+  $("#next").onclick = () => { state.offset += state.limit; load(); };
   document.querySelectorAll("#runs th.sortable").forEach(th => th.onclick = () => {
-    desc = sortKey === th.dataset.k ? !desc : true; sortKey = th.dataset.k; render();
+    state.desc = state.sort === th.dataset.k ? !state.desc : true; state.sort = th.dataset.k; state.offset = 0; load();
   });
   $("#runs tbody").onchange = e => {
     const id = e.target.closest("tr").dataset.id;
-    e.target.checked ? selected.add(id) : selected.delete(id); render();
+    e.target.checked ? selected.add(id) : selected.delete(id);
+    $("#compare-btn").disabled = selected.size < 2 || selected.size > 50;
+    $("#compare-btn").textContent = selected.size > 50 ? "Compare: at most 50" : `Compare selected (${selected.size})`;
   };
   $("#compare-btn").onclick = () => { location.hash = "#/compare/" + [...selected].join(","); };
-  every(2000, async () => { try { rows = (await api("/runs")).runs; render(); } catch (e) { toast(e.message); } });
+  every(2000, load);
 }
 
 // ------------------------------------------------------------------ Run
@@ -112,6 +154,7 @@ function runPage(id) {
       <button id="stop-btn" class="danger" hidden>Stop</button><button id="resume-btn" hidden>Resume</button>
       <a class="button secondary" id="report-link" href="/api/v1/report?runs=${encodeURIComponent(id)}" download>Download report</a></div>
     <div class="charts"><div class="chart" id="loss-chart"></div><div class="chart" id="acc-chart"></div></div>
+    <div class="charts machine"><div class="chart" id="cpu-chart"></div><div class="chart" id="mem-chart"></div></div>
     <div class="row" style="margin-top:14px"><div class="card" style="flex:1;min-width:320px"><h2>Results</h2><div id="results"></div>
       <h2>Files</h2><div id="files"></div></div>
       <div class="card" style="flex:2;min-width:420px"><h2>Layers</h2><pre id="summary"></pre></div></div>
@@ -123,6 +166,20 @@ function runPage(id) {
   const lossChart = makeChart($("#loss-chart"), "Loss", [{label: "loss (training, smoothed)", spanGaps: false}, {label: "val_loss", color: COLORS[1], points: true}]);
   const accChart = makeChart($("#acc-chart"), "Accuracy", [{label: "acc (training, smoothed)", spanGaps: false}, {label: "val_acc", color: COLORS[1], points: true}]);
   const d = {x: [], loss: [], acc: [], vloss: [], vacc: []};
+  // what the run used of the machine (`system` events, system/usage.py): its own CPU use against the
+  // CPUs other programs kept busy (a starved run shows its share falling), memory, GPU where there is one
+  const cpuChart = makeChart($("#cpu-chart"), "CPU", [{label: "this run (CPUs)"}, {label: "other programs (CPUs)", color: COLORS[4]},
+                                                      {label: "GPU use (%/100)", color: COLORS[2]}], {ylabel: "CPUs"});
+  const memChart = makeChart($("#mem-chart"), "Memory", [{label: "resident (MB)"}, {label: "GPU (MB)", color: COLORS[2]}],
+                             {ylabel: "MB"});
+  const sys = {x: [], cpu: [], others: [], gpu: [], rss: [], gmem: []};
+  const onSystem = e => {
+    sys.x.push(e.epoch - 1 + e.step / e.steps); sys.cpu.push(e.cpu ?? null); sys.others.push(e.busy_elsewhere ?? null);
+    sys.gpu.push(e.gpu_util === undefined ? null : e.gpu_util / 100); sys.rss.push(e.rss_mb ?? null); sys.gmem.push(e.gpu_mem_mb ?? null);
+    cpuChart.setData([sys.x, sys.cpu, sys.others, sys.gpu]); memChart.setData([sys.x, sys.rss, sys.gmem]);
+    $("#cpu-chart").dataset.points = sys.x.length;
+    $("#cpu-chart").dataset.lastOthers = e.busy_elsewhere ?? "";
+  };
   let batches = 0, dirty = false, t0 = null, p0 = 0;
   const redraw = () => {
     if (!dirty) return; dirty = false;
@@ -173,6 +230,10 @@ function runPage(id) {
       <tr><td>val acc at best epoch</td><td class="num">${fmt(m.val_acc_at_best)}</td></tr>
       <tr><td>test acc</td><td class="num" id="test-acc">${fmt(m.test_acc)}</td></tr><tr><td>test loss</td><td class="num">${fmt(m.test_loss)}</td></tr>
       <tr><td>epochs</td><td class="num">${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr>` +
+      (rec.train_step ? `<tr><td>training step</td><td>${esc(rec.train_step)}</td></tr>` : "") +
+      (rec.system?.peak_rss_mb ? `<tr><td>peak memory</td><td class="num" id="peak-mem">${Math.round(rec.system.peak_rss_mb)} MB</td></tr>` : "") +
+      (rec.system?.cpu_mean !== undefined && rec.system?.cpu_mean !== null ? `<tr><td>mean CPU use</td><td class="num">${rec.system.cpu_mean.toFixed(2)} of ${rec.system.cpus_allowed} CPUs` +
+        (rec.system.starved_fraction ? ` · starved ${Math.round(100 * rec.system.starved_fraction)}% of the time` : "") + `</td></tr>` : "") +
       (rec.precision ? `<tr><td>precision</td><td title="${esc(rec.precision_reason ?? "")}">${esc(rec.precision)}</td></tr>` : "") + `</table>
       ${rec.status === "completed" ? `<p><a href="#/errors/${esc(id)}">Errors →</a> · <a href="#/try/${esc(id)}">Try it →</a></p>` : ""}`;
     $("#files").innerHTML = info.files.map(f => `<a href="/api/v1/runs/${esc(id)}/files/${esc(f)}" download>${esc(f)}</a>`).join(" · ") || "–";
@@ -184,6 +245,7 @@ function runPage(id) {
   };
   const es = new EventSource(`/api/v1/runs/${encodeURIComponent(id)}/events`);
   es.addEventListener("batch", m => onBatch(JSON.parse(m.data)));
+  es.addEventListener("system", m => onSystem(JSON.parse(m.data)));
   es.addEventListener("epoch", m => { onEpoch(JSON.parse(m.data)); loadDetails().catch(() => {}); });
   es.addEventListener("status", m => { const e = JSON.parse(m.data); if (e.status !== "running") loadDetails().catch(() => {}); });
   es.addEventListener("end", () => { es.close(); redraw(); loadDetails().catch(() => {}); });
@@ -213,7 +275,7 @@ async function comparePage(ids) {
     <div class="card" style="margin-top:14px"><h2>Results <a class="button secondary" id="report-link" href="/api/v1/report?runs=${encodeURIComponent(ids)}" download>Download report</a></h2><div id="cmp-results"></div><h2>Settings that differ</h2><div id="cmp-diff"></div></div>`;
   let c;
   try { c = await api(`/compare?runs=${encodeURIComponent(ids)}`); } catch (e) { main.innerHTML = `<div class="error-line">${esc(e.message)}</div>`; return; }
-  const names = c.runs.map(r => `${r.recipe} (${r.run_id.slice(-6)})`);
+  const names = c.runs.map((r, i) => c.runs.length <= 8 ? `${r.recipe} (${r.run_id.slice(-6)})` : `${i + 1}. ${r.recipe}`);
   const n = Math.max(...c.runs.map(r => r.history.length));
   const x = Array.from({length: n}, (_, i) => i + 1);
   for (const [el, key, title] of [["#cmp-vacc", "val_acc", "Validation accuracy"], ["#cmp-vloss", "val_loss", "Validation loss"],
@@ -225,11 +287,15 @@ async function comparePage(ids) {
   const nameOf = id => names[c.runs.findIndex(r => r.run_id === id)];
   $("#cmp-hidden").innerHTML = (c.hidden || []).map(h => `<div class="card note">${esc(nameOf(h.run))} lies under
     ${esc(nameOf(h.under))}: the same values for all its ${h.epochs} epochs, so its line is hidden by the other one.</div>`).join("");
-  $("#cmp-results").innerHTML = `<table><tr><th>run</th><th>status</th><th class="num">val acc (best epoch)</th><th class="num">test acc</th></tr>` +
-    c.runs.map((r, i) => `<tr><td><span style="color:${COLORS[i % COLORS.length]}">■</span> <a href="#/run/${esc(r.run_id)}">${esc(names[i])}</a></td>
-      <td>${esc(r.status)}</td><td class="num">${fmt(r.val_acc_at_best)}</td><td class="num">${fmt(r.test_acc)}</td></tr>`).join("") + "</table>";
+  $("#cmp-results").innerHTML = `<table><tr><th>run</th><th>status</th><th class="num">val acc (best epoch)</th><th class="num">test acc</th>
+    <th class="num">peak memory</th><th class="num">mean CPU use</th></tr>` +
+    c.runs.map((r, i) => `<tr><td><span style="color:${COLORS[i % COLORS.length]}">■</span> <a href="#/run/${esc(r.run_id)}" title="${esc(r.run_id)}">${esc(r.run_id)}</a></td>
+      <td>${esc(r.status)}</td><td class="num">${fmt(r.val_acc_at_best)}</td><td class="num">${fmt(r.test_acc)}</td>
+      <td class="num">${r.system?.peak_rss_mb ? Math.round(r.system.peak_rss_mb) + " MB" : "–"}</td>
+      <td class="num">${r.system?.cpu_mean !== undefined && r.system?.cpu_mean !== null ? r.system.cpu_mean.toFixed(2) : "–"}</td></tr>`).join("") + "</table>";
   const keys = Object.keys(c.differences);
-  $("#cmp-diff").innerHTML = `<table class="diff"><tr><th>setting</th>${names.map(esc).map(nm => `<th>${nm}</th>`).join("")}</tr>` +
+  if (!keys.length) { $("#cmp-diff").innerHTML = `<p class="muted">The recipes are the same.</p>`; return; }
+  $("#cmp-diff").innerHTML = `<table class="diff"><tr><th>setting</th>${names.map(esc).map((nm, i) => `<th title="${esc(c.runs[i].run_id)}">${nm}</th>`).join("")}</tr>` +
     keys.map(k => `<tr><td>${esc(k)}</td>${c.differences[k].map(v => `<td class="changed">${esc(typeof v === "object" ? JSON.stringify(v) : v)}</td>`).join("")}</tr>`).join("") + "</table>";
 }
 
@@ -287,6 +353,13 @@ async function healthPage(jobArg) {
     try { r = await api(`/health/checks/${encodeURIComponent(jobArg)}`); } catch (e) { setText("#h-status", e.message); return; }
     if (!$("#h-status")) return;  // the user moved on
     const j = r.job, p = j.progress;
+    if (j.check && !poll.filled) {  // the form shows the check it is showing, not its defaults
+      poll.filled = true;
+      const ds = $("#h-ds");
+      if (![...ds.options].some(o => o.value === j.check.dataset)) ds.add(new Option(j.check.dataset, j.check.dataset));
+      ds.value = j.check.dataset; $("#h-split").value = j.check.split || "all";
+      $("#h-folds").value = j.check.folds || 5; $("#h-limit").value = j.check.limit ?? "";
+    }
     setText("#h-status", j.state === "completed" ? "" : `${j.label}: ${j.state}${p ? ` · ${p.stage} ${p.done}/${p.total}` : ""}${j.error ? ` · ${j.error}` : ""}`);
     if (r.report) { showHealth(r.report); return; }
     if (["queued", "starting", "running"].includes(j.state)) timer = setTimeout(poll, 1000);
@@ -540,12 +613,181 @@ async function trainPage() {
   await loadPreset();
 }
 
+// ------------------------------------------------------------------ Studies
+// Optuna studies, drawn with the same chart library as the rest of the page (no second app to run
+// and guard): the trials table, the optimisation history, every trial's intermediate curve (a pruned
+// trial's curve ends where the pruner cut it, dashed), parallel coordinates and Optuna's importances.
+async function studiesPage() {
+  const [presets, list] = await Promise.all([api("/presets"), api("/studies")]);
+  main.innerHTML = `<h1>Studies</h1>
+    <div class="card"><h2>Start a search</h2><div class="row">
+      <label>recipe <select id="s-preset">${presets.presets.map(p => `<option ${p.name === "walk-1-baseline" ? "selected" : ""}>${esc(p.name)}</option>`).join("")}</select></label>
+      <label>space <select id="s-space">${["walk", "mlp", "cnn", "fast"].map(n => `<option>${n}</option>`).join("")}</select></label>
+      <label>trials <input id="s-trials" type="number" min="1" max="1000" value="10" style="width:5em"></label>
+      <label>or minutes <input id="s-minutes" type="number" min="1" placeholder="no limit" style="width:6em"></label>
+      <button id="s-start">Start a search</button><span class="muted" id="s-status"></span></div></div>
+    <div class="card"><div class="scroll"><table id="studies"><thead><tr><th>study</th><th>recipe</th><th class="num">trials</th>
+      <th class="num">best value</th><th class="num">best trial</th><th>direction</th><th>started</th></tr></thead><tbody></tbody></table></div>
+      <p class="muted">Storage: <code>${esc(list.storage)}</code></p></div>`;
+  $("#s-start").onclick = async () => {
+    const minutes = parseFloat($("#s-minutes").value), trials = parseInt($("#s-trials").value, 10);
+    try {
+      const r = await post("/studies", {preset: $("#s-preset").value, space: $("#s-space").value,
+        trials: Number.isFinite(trials) ? trials : null, timeout: Number.isFinite(minutes) ? 60 * minutes : null});
+      location.hash = "#/study/" + encodeURIComponent(r.job.tune.study);
+    } catch (e) { setText("#s-status", e.message); }
+  };
+  const render = rows => {
+    const body = $("#studies tbody");
+    if (!body) return;
+    body.innerHTML = rows.map(s => `<tr><td><a href="#/study/${encodeURIComponent(s.study)}">${esc(s.study)}</a></td>
+      <td>${esc(s.recipe ?? "")}</td><td class="num">${s.trials}</td><td class="num">${fmt(s.best_value)}</td>
+      <td class="num">${s.best_trial ?? "–"}</td><td>${esc(s.direction)}</td><td>${age(s.started)}</td></tr>`).join("")
+      || `<tr><td colspan="7" class="muted">No study yet: start one above, or run trainlab tune RECIPE --space SPACE.</td></tr>`;
+  };
+  render(list.studies);
+  every(3000, async () => { try { render((await api("/studies")).studies); } catch (e) { toast(e.message); } });
+}
+
+const STATE_COLORS = {complete: COLORS[0], pruned: COLORS[4], fail: "#999", running: COLORS[2], interrupted: COLORS[6]};
+
+function studyPage(name) {
+  main.innerHTML = `<h1>Study <span id="study-name">${esc(name)}</span></h1>
+    <div class="card" id="study-head">Loading…</div>
+    <div class="charts"><div class="chart" id="history-chart"></div><div class="chart" id="steps-chart"></div></div>
+    <div class="card"><h2>Parallel coordinates</h2><div id="parcoords" class="scroll"></div></div>
+    <div class="row"><div class="card" style="flex:1;min-width:300px"><h2>Parameter importances</h2><div id="importances"></div></div>
+      <div class="card" style="flex:2;min-width:320px"><h2>Best trial</h2><div id="best"></div></div></div>
+    <div class="card"><h2>Trials</h2><div class="scroll"><table id="trials"></table></div></div>`;
+  let charts = null, shown = "";
+  const refresh = async () => {
+    let st;
+    try { st = await api(`/studies/${encodeURIComponent(name)}`); } catch (e) { setText("#study-head", e.message); return; }
+    if (!$("#study-head")) return;
+    const key = JSON.stringify([st.trials.map(t => [t.number, t.state, t.value, t.intermediate.length]), st.importances]);
+    if (key === shown) return;  // nothing new: leave the page as it is
+    shown = key;
+    const counts = Object.entries(st.counts).map(([k, n]) => `${n} ${k}`).join(", ");
+    $("#study-head").innerHTML = `recipe <b>${esc(st.recipe)}</b> · ${esc(st.direction)} <b>${esc(st.objective)}</b> · trials: ${esc(counts || "none")}
+      <span class="muted"> · storage <code>${esc(st.storage)}</code></span>`;
+    charts = charts || {
+      history: makeChart($("#history-chart"), "Optimisation history", [{label: "trial value", points: true, spanGaps: true, width: 0},
+        {label: "best so far", color: COLORS[1]}], {xlabel: "trial"}),
+      steps: null};
+    drawHistory(st, charts.history);
+    charts.steps = drawSteps(st, charts.steps);
+    drawParcoords(st);
+    drawImportances(st);
+    drawBest(st);
+    drawTrials(st);
+  };
+  every(2000, refresh);
+}
+
+function drawHistory(st, chart) {
+  const done = st.trials.filter(t => t.value !== null && t.value !== undefined);
+  const better = st.direction === "maximize" ? Math.max : Math.min;
+  let best = null;
+  const x = [], v = [], b = [];
+  for (const t of st.trials) {
+    x.push(t.number); v.push(t.value ?? null);
+    if (t.value !== null && t.value !== undefined) best = best === null ? t.value : better(best, t.value);
+    b.push(best);
+  }
+  chart.setData([x, v, b]);
+  $("#history-chart").dataset.points = done.length;
+}
+
+function drawSteps(st, old) {
+  // one line per trial: the objective it reported at each epoch; a pruned trial's line ends where it was cut
+  if (old) old.destroy();
+  const el = $("#steps-chart");
+  el.innerHTML = "";
+  const trials = st.trials.filter(t => t.intermediate.length);
+  const epochs = [...new Set(trials.flatMap(t => t.intermediate.map(p => p[0])))].sort((a, b) => a - b);
+  const series = trials.map(t => ({label: `#${t.number} ${t.state}`, color: STATE_COLORS[t.state] || COLORS[3],
+    dash: t.state === "pruned" ? [6, 4] : undefined, width: t.state === "pruned" ? 1.5 : 1}));
+  const chart = makeChart(el, "Intermediate values (per epoch)", series, {xlabel: "epoch"});
+  const data = [epochs, ...trials.map(t => { const m = new Map(t.intermediate); return epochs.map(e => m.has(e) ? m.get(e) : null); })];
+  chart.setData(data);
+  el.dataset.trials = trials.length;
+  el.dataset.pruned = trials.filter(t => t.state === "pruned").map(t => t.intermediate.length).join(",");
+  return chart;
+}
+
+function drawParcoords(st) {
+  // one vertical axis per parameter and one for the objective; each complete trial a line across them
+  const trials = st.trials.filter(t => t.value !== null && t.value !== undefined);
+  const axes = [...st.params, st.objective];
+  const el = $("#parcoords");
+  el.dataset.lines = trials.length;
+  if (!trials.length) { el.innerHTML = `<p class="muted">No complete trial yet.</p>`; return; }
+  const W = Math.max(320, 140 * axes.length), H = 260, pad = 30;
+  const val = (t, a) => a === st.objective ? t.value : t.params[a];
+  const scales = axes.map(a => {
+    const vals = trials.map(t => val(t, a));
+    if (vals.every(v => typeof v === "number")) {
+      const logs = vals.every(v => v > 0) && Math.max(...vals) / Math.min(...vals) > 50;
+      const f = v => logs ? Math.log10(v) : v;
+      const lo = Math.min(...vals.map(f)), hi = Math.max(...vals.map(f));
+      return {pos: v => hi === lo ? H / 2 : H - pad - (f(v) - lo) / (hi - lo) * (H - 2 * pad), lo: Math.min(...vals), hi: Math.max(...vals)};
+    }
+    const cats = [...new Set(vals.map(String))];
+    return {pos: v => cats.length === 1 ? H / 2 : H - pad - cats.indexOf(String(v)) / (cats.length - 1) * (H - 2 * pad), cats};
+  });
+  const xs = axes.map((_, i) => 40 + i * (W - 80) / Math.max(1, axes.length - 1));
+  const values = trials.map(t => t.value), vlo = Math.min(...values), vhi = Math.max(...values);
+  const shade = v => { const q = vhi === vlo ? 1 : (v - vlo) / (vhi - vlo); const good = st.direction === "maximize" ? q : 1 - q;
+                       return `hsl(${Math.round(10 + 200 * good)}, 70%, 45%)`; };
+  const lines = trials.map(t => `<polyline fill="none" stroke="${shade(t.value)}" stroke-width="1.5" opacity="0.8"
+      points="${axes.map((a, i) => `${xs[i].toFixed(1)},${scales[i].pos(val(t, a)).toFixed(1)}`).join(" ")}"><title>trial ${t.number}: ${esc(st.objective)} ${t.value.toFixed(4)}</title></polyline>`).join("");
+  const axisSvg = axes.map((a, i) => `<line x1="${xs[i]}" x2="${xs[i]}" y1="${pad}" y2="${H - pad}" stroke="#888"/>
+      <text x="${xs[i]}" y="16" text-anchor="middle" font-size="11">${esc(a.split(".").slice(-2).join("."))}</text>
+      <text x="${xs[i]}" y="${H - 8}" text-anchor="middle" font-size="10" fill="#666">${esc(scales[i].cats ? scales[i].cats.join(" · ").slice(0, 30) : `${+scales[i].lo.toPrecision(3)} – ${+scales[i].hi.toPrecision(3)}`)}</text>`).join("");
+  el.innerHTML = `<svg width="${W}" height="${H}" role="img" aria-label="parallel coordinates">${axisSvg}${lines}</svg>`;
+}
+
+function drawImportances(st) {
+  const items = Object.entries(st.importances || {}).sort((a, b) => b[1] - a[1]);
+  $("#importances").innerHTML = items.length ? `<div class="probs">${items.map(([k, v]) => `<div class="p"><span class="name" title="${esc(k)}">${esc(k.split(".").slice(-2).join("."))}</span>
+    <span class="pbar" style="width:${Math.max(2, 200 * v)}px"></span><span>${(100 * v).toFixed(0)}%</span></div>`).join("")}</div>`
+    : `<p class="muted">Optuna estimates them once 3 trials with different parameters have completed.</p>`;
+}
+
+function drawBest(st) {
+  const b = st.best, el = $("#best");
+  if (!b) { el.innerHTML = `<p class="muted">No complete trial yet.</p>`; return; }
+  el.innerHTML = `<p>Trial <b>${b.number}</b>: ${esc(st.objective)} <b>${b.value.toFixed(4)}</b>${b.test_acc !== null && b.test_acc !== undefined ? ` · test acc ${b.test_acc.toFixed(4)}` : ""}
+    ${b.run_id ? ` · run <a href="#/run/${esc(b.run_id)}">${esc(b.run_id)}</a>` : ""}</p>
+    <p>${Object.entries(b.params).map(([k, v]) => `<code>${esc(k)}=${esc(typeof v === "number" ? +v.toPrecision(4) : v)}</code>`).join(" ")}</p>
+    <button id="train-best">Train this recipe</button> <button class="secondary" id="show-best">Show its recipe</button>
+    <span class="muted" id="best-status"></span><pre id="best-yaml" hidden>${esc(st.best_recipe_yaml || "")}</pre>`;
+  $("#show-best").onclick = () => { $("#best-yaml").hidden = !$("#best-yaml").hidden; };
+  $("#train-best").onclick = async () => {
+    try {
+      const r = await post("/train", {recipe_yaml: st.best_recipe_yaml});
+      setText("#best-status", `job ${r.job.id} queued: follow it on the Train page`);
+      $("#best-status").dataset.job = r.job.id;
+    } catch (e) { setText("#best-status", e.message); }
+  };
+}
+
+function drawTrials(st) {
+  const cols = ["#", "state", st.objective, ...st.params.map(p => p.split(".").slice(-2).join(".")), "epochs", "duration", "run"];
+  $("#trials").innerHTML = `<tr>${cols.map(c => `<th>${esc(c)}</th>`).join("")}</tr>` + st.trials.map(t =>
+    `<tr data-state="${esc(t.state)}"><td class="num">${t.number}</td><td><span class="status ${t.state === "complete" ? "completed" : t.state === "pruned" ? "interrupted" : esc(t.state)}">${esc(t.state)}</span></td>
+     <td class="num">${fmt(t.value)}</td>${st.params.map(p => `<td class="num">${esc(typeof t.params[p] === "number" ? +t.params[p].toPrecision(4) : t.params[p] ?? "–")}</td>`).join("")}
+     <td class="num">${t.epochs ?? (t.intermediate.length || "–")}</td><td class="num">${dur(t.seconds)}</td>
+     <td>${t.run_id ? `<a href="#/run/${esc(t.run_id)}">${esc(t.run_id)}</a>` : "–"}</td></tr>`).join("");
+}
+
 // ------------------------------------------------------------------ router
 async function route() {
   cleanup.forEach(f => { try { f(); } catch { /* already gone */ } });
   cleanup = [];
   const [page, arg] = (location.hash.replace(/^#\/?/, "") || "runs").split("/");
-  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page || (page === "run" && a.dataset.page === "runs")));
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page ||
+    (page === "run" && a.dataset.page === "runs") || (page === "study" && a.dataset.page === "studies")));
   const arg2 = arg ? decodeURIComponent(arg) : undefined;
   try {
     if (page === "run" && arg2) runPage(arg2);
@@ -555,6 +797,8 @@ async function route() {
     else if (page === "errors") await errorsPage(arg2);
     else if (page === "try") await tryPage(arg2);
     else if (page === "train") await trainPage();
+    else if (page === "studies") await studiesPage();
+    else if (page === "study" && arg2) studyPage(arg2);
     else runsPage();
   } catch (e) { main.innerHTML = `<div class="error-line">${esc(e.message)}</div>`; }
 }
