@@ -193,27 +193,42 @@ def draw_digit(page, digit: int, seed: int = 3) -> None:
         page.mouse.up()
 
 
-NARROW_PAGES = ["#/runs", "#/train", "#/compare", "#/data/mnist", "#/health", "#/errors", "#/try"]
+NARROW_PAGES = ["#/runs", "#/train", "#/compare", "#/data/mnist", "#/health", "#/errors", "#/try", "#/studies", "#/run/{run}",
+                "#/compare/{run},{other}"]
 
 
 def test_a_phone_sized_window_never_scrolls_sideways(dashboard, page, tmp_path_factory):
-    """At 420 px every page fits its width (wide tables scroll inside their card), and the long Train
-    form keeps Start on screen."""
-    url = dashboard[0]
-    page.set_viewport_size({"width": 420, "height": 800})
+    """At a phone's 390 x 844 every page fits its width (wide tables scroll inside their card; charts
+    shrink to their box), the report file too, and the long Train form keeps Start on screen."""
+    url, runs, _ = dashboard
+    ids = sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file())
+    page.set_viewport_size({"width": 390, "height": 844})
     for route in NARROW_PAGES:
-        page.goto(url + route)
+        if "{run}" in route and len(ids) < 2:
+            continue
+        page.goto(url + route.format(run=ids[-1] if ids else "", other=ids[0] if ids else ""))
         page.wait_for_selector("main h1")
-        page.wait_for_timeout(300)
+        page.wait_for_timeout(500)
         wide = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
         culprits = page.evaluate("""[...document.querySelectorAll('body, body *')].filter(e =>
             e.getBoundingClientRect().width > window.innerWidth + 1).slice(0, 6).map(e =>
             e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().width))""")
         assert wide <= 1, f"{route}: the page is {wide} px wider than the window: {culprits}"
+        if route.startswith("#/run/"):
+            shoot(page, "phone-run", tmp_path_factory)
+        if route.startswith("#/compare/"):
+            shoot(page, "phone-compare", tmp_path_factory)
+    if ids:  # the report file, opened on the phone
+        report = runs.parent / "report.html"
+        report.write_bytes(urllib.request.urlopen(url + f"api/v1/report?runs={ids[-1]}", timeout=60).read())
+        page.goto(report.as_uri())
+        page.wait_for_selector("#charts .uplot")
+        assert page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth") <= 1
+        shoot(page, "phone-report", tmp_path_factory)
     page.goto(url + "#/train")
     page.wait_for_selector("#f-data-limit_train")
     box = page.locator("#start").bounding_box()
-    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 800, box
+    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 844, box
     shoot(page, "narrow-train", tmp_path_factory)
     # a list field that is not JSON is refused before anything is sent, naming the field
     page.fill("#f-model-layers", "[{")
@@ -248,3 +263,87 @@ def test_data_health_relabels_an_image_into_the_corrections_file(dashboard, page
     assert saved["dataset"] == "mnist"
     assert saved["corrections"][-1] | {"when": None} == {"split": split, "index": index, "action": "relabel", "label": "3",
                                                          "when": None}
+
+
+PRUNE_SPACE = "objective: val_acc\nparams:\n  optimizer.lr: {choice: [0.01, 1.0e-7]}\n"
+# RandomSampler(seed=294) draws lr 0.01 three times then 1e-7 in worker 0 (seed 294) and in worker 1
+# (seed 295): each 1e-7 trial starts after its worker's three complete ones, so the median pruner
+# (3 startup trials) cuts it, whatever the timing of the two workers
+
+
+def test_a_search_from_the_cli_grows_on_the_study_page(dashboard, page, tmp_path_factory):
+    """`trainlab tune --jobs 2` in a terminal: its Study page's table, history and parallel coordinates
+    grow while it runs, a pruned trial's intermediate curve is cut short, and Train this recipe
+    starts a dashboard job that completes."""
+    url, runs, env = dashboard
+    page.set_viewport_size({"width": 1280, "height": 900})
+    folder = runs.parent
+    (folder / "space.yaml").write_text(PRUNE_SPACE)
+    (folder / "prune.yaml").write_text(json.dumps({**MNIST_TINY, "name": "prune-me", "epochs": 3,
+                                                   "data": {**MNIST_TINY["data"], "limit_train": 6000}}))
+    page.goto(url + "#/study/browser-search")
+    tune = subprocess.Popen([sys.executable, "-m", "trainlab", "tune", str(folder / "prune.yaml"), "--space", str(folder / "space.yaml"),
+                             "--trials", "8", "--jobs", "2", "--sampler", "random", "--seed", "294", "--study", "browser-search",
+                             "--no-plots"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        page.wait_for_function("document.querySelectorAll('#trials tr[data-state=complete]').length >= 1", timeout=120_000)
+        first = page.locator("#trials tr[data-state]").count()
+        lines_first = int(page.get_attribute("#parcoords", "data-lines") or 0)
+        hist_first = int(page.get_attribute("#history-chart", "data-points") or 0)
+        page.wait_for_function(f"document.querySelectorAll('#trials tr[data-state=complete]').length >= 6", timeout=180_000)
+        assert page.locator("#trials tr[data-state]").count() >= max(first, 6)
+        assert int(page.get_attribute("#parcoords", "data-lines")) > lines_first
+        assert int(page.get_attribute("#history-chart", "data-points")) > hist_first
+        out, err = tune.communicate(timeout=300)
+        assert tune.returncode == 0, err
+    finally:
+        if tune.poll() is None:
+            tune.kill()
+    page.wait_for_function("document.querySelectorAll('#trials tr[data-state=pruned]').length === 2", timeout=30_000)
+    cut = [int(n) for n in page.get_attribute("#steps-chart", "data-pruned").split(",")]
+    assert len(cut) == 2 and all(n < 3 for n in cut)  # the pruned curves end early; complete ones have 3 epochs
+    page.wait_for_selector("#importances")
+    shoot(page, "study", tmp_path_factory)
+    page.click("#show-best")
+    assert "prune-me-tuned" in page.inner_text("#best-yaml")
+    page.click("#train-best")
+    page.wait_for_function("document.querySelector('#best-status').dataset.job", timeout=30_000)
+    job = page.get_attribute("#best-status", "data-job")
+    deadline = time.time() + 180
+    while True:
+        state = json.loads(urllib.request.urlopen(url + f"api/v1/jobs/{job}", timeout=10).read())["state"]
+        if state not in ("queued", "starting", "running") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert state == "completed"
+    page.goto(url + "#/studies")
+    page.wait_for_selector("#studies tr:has-text('browser-search')")
+
+
+def test_a_run_beside_a_busy_program_shows_it_on_its_run_page(dashboard, page, tmp_path_factory):
+    """A run trained in a terminal while another program keeps a CPU busy (started once the run sends
+    its first sample): its Run page charts the other program's load and the run's own share."""
+    url, runs, env = dashboard
+    recipe = runs.parent / "busy.yaml"
+    recipe.write_text(json.dumps({**TERMINAL_RECIPE, "name": "beside-busy", "epochs": 8}))
+    term = subprocess.Popen([sys.executable, "-m", "trainlab", "train", str(recipe), "-q", "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    busy = None
+    try:
+        deadline = time.time() + 120
+        while busy is None and time.time() < deadline and term.poll() is None:
+            logs = list(runs.glob("*beside-busy*/events.jsonl"))
+            if logs and '"system"' in logs[0].read_text():
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(0.05)
+        out, err = term.communicate(timeout=300)
+    finally:
+        if busy is not None:
+            busy.kill()
+    assert term.returncode == 0 and busy is not None, err
+    run_id = json.loads(out.strip().splitlines()[-1])["run_id"]
+    page.goto(url + f"#/run/{run_id}")
+    page.wait_for_function("Number(document.querySelector('#cpu-chart').dataset.points || 0) >= 2", timeout=30_000)
+    assert float(page.get_attribute("#cpu-chart", "data-max-others")) >= 0.5
+    page.wait_for_selector("#peak-mem")
+    shoot(page, "run-busy", tmp_path_factory)

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 import trainlab
 from trainlab.errors import TrainlabError
-from trainlab.runs.store import Store
+from trainlab.runs.store import SCHEMA_VERSION, Store
 
 TINY = ["--epochs", "2", "--set", "data.limit_train=1500", "--set", "data.limit_test=300", "--quiet", "--json"]
 
@@ -180,7 +180,7 @@ def test_a_schema_v2_index_is_upgraded_and_old_metrics_files_read(tmp_path):
                           "best_epoch, run_dir) VALUES ('r1', 'mnist-mlp', 'd', '{}', 0, 'completed', 3, 0.97, 2, '/x')"))
     store = Store(url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 3
+        assert conn.execute(text("SELECT version FROM schema_info")).scalar() == SCHEMA_VERSION
         assert conn.execute(text("SELECT val_acc_at_best FROM runs WHERE id = 'r1'")).scalar() == 0.97
     (row,) = store.list(sort="val_acc_at_best")
     assert row.metrics.val_acc_at_best == 0.97 and row.metrics["best_epoch"] == 2

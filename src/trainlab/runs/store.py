@@ -102,9 +102,12 @@ def _rename_val_acc_at_best(conn) -> None:
 
 def _add_query_columns(conn) -> None:
     """Schema 4: what the runs table filters and sorts on, as columns (filled from each record)."""
+    from sqlalchemy import inspect
+    have = {c["name"] for c in inspect(conn).get_columns("runs")}
     for name, kind in (("study", "VARCHAR(200)"), ("trial", "INTEGER"), ("dataset", "VARCHAR(500)"),
                        ("peak_rss_mb", "FLOAT"), ("cpu_mean", "FLOAT")):
-        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
     for name, cols in (("ix_runs_started_at", "started_at"), ("ix_runs_test_acc", "test_acc"), ("ix_runs_study", "study"),
                        ("ix_runs_dataset", "dataset")):
         conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON runs ({cols})")

@@ -197,6 +197,11 @@ class RunWriter(Callback):
         # curves.png is drawn on first view (curves_png): matplotlib would hold the command ~1 s
 
     def _mark(self, state: TrainState, status: str, error: str | None, metrics: dict | None) -> None:
+        if self.usage is not None and self.usage.samples == 0:  # a run shorter than one sampling interval: one now
+            try:
+                self._usage(state, max(1, len(state.history)), state.steps_per_epoch, every=0.0)
+            except Exception:  # noqa: BLE001 - a full disk here must not hide how the run ended
+                pass
         timings = {k: getattr(metrics, k) for k in ("data_seconds", "train_seconds", "total_seconds")} if metrics else None
         self.record = self.record.model_copy(update=dict(
             status=status, ended_at=now(), error=error, notes=list(state.notes), ood=state.ood, timings=timings,

@@ -178,7 +178,9 @@ function runPage(id) {
     sys.gpu.push(e.gpu_util === undefined ? null : e.gpu_util / 100); sys.rss.push(e.rss_mb ?? null); sys.gmem.push(e.gpu_mem_mb ?? null);
     cpuChart.setData([sys.x, sys.cpu, sys.others, sys.gpu]); memChart.setData([sys.x, sys.rss, sys.gmem]);
     $("#cpu-chart").dataset.points = sys.x.length;
-    $("#cpu-chart").dataset.lastOthers = e.busy_elsewhere ?? "";
+    const el = $("#cpu-chart");
+    el.dataset.maxOthers = Math.max(Number(el.dataset.maxOthers || 0), e.busy_elsewhere || 0);
+    el.dataset.minCpu = Math.min(Number(el.dataset.minCpu ?? Infinity), e.cpu ?? Infinity);
   };
   let batches = 0, dirty = false, t0 = null, p0 = 0;
   const redraw = () => {
