@@ -33,7 +33,7 @@ from trainlab.runs.run import Run
 from trainlab.runs.writer import RunWriter
 from trainlab.settings import Settings, load_settings
 from trainlab.system.cpus import cpu_sample
-from trainlab.system.devices import pick_device
+from trainlab.system.devices import pick_device, warm_up
 from trainlab.system.process_wide import caller_state_kept
 from trainlab.training.build import build, progress_callback, resolve_recipe, standard_callbacks
 from trainlab.training.threads import match_threads, training_threads
@@ -162,6 +162,7 @@ def run_training(start: Start, settings: Settings, where: torch.device, group: G
     """Build, fit and finish one run as `start` says; the finished `Run`."""
     main = group is None or group.is_main
     t0, sample = time.perf_counter(), cpu_sample()
+    warm_up(where)  # CUDA's context comes up while the data loads
     state = build(start.recipe, settings, where, session.model, session.dataset, session.progress != "none" and main,
                   group=group, precision=start.precision)
     data_seconds = time.perf_counter() - t0

@@ -168,15 +168,21 @@ function runPage(id) {
   const d = {x: [], loss: [], acc: [], vloss: [], vacc: []};
   // what the run used of the machine (`system` events, system/usage.py): its own CPU use against the
   // CPUs other programs kept busy (a starved run shows its share falling), memory, GPU where there is one
-  const cpuChart = makeChart($("#cpu-chart"), "CPU", [{label: "this run (CPUs)"}, {label: "other programs (CPUs)", color: COLORS[4]},
-                                                      {label: "GPU use (%/100)", color: COLORS[2]}], {ylabel: "CPUs"});
-  const memChart = makeChart($("#mem-chart"), "Memory", [{label: "resident (MB)"}, {label: "GPU (MB)", color: COLORS[2]}],
-                             {ylabel: "MB"});
+  // the charts are made with the first sample: GPU lines only for a run that has a GPU
+  let cpuChart = null, memChart = null, gpu = false;
   const sys = {x: [], cpu: [], others: [], gpu: [], rss: [], gmem: []};
   const onSystem = e => {
+    if (!cpuChart) {
+      gpu = e.gpu_mem_mb !== undefined;
+      cpuChart = makeChart($("#cpu-chart"), "CPU", [{label: "this run (CPUs)"}, {label: "other programs (CPUs)", color: COLORS[4]},
+        ...(gpu ? [{label: "GPU use (%/100)", color: COLORS[2]}] : [])], {ylabel: "CPUs"});
+      memChart = makeChart($("#mem-chart"), "Memory", [{label: "resident (MB)"}, ...(gpu ? [{label: "GPU (MB)", color: COLORS[2]}] : [])],
+        {ylabel: "MB"});
+    }
     sys.x.push(e.epoch - 1 + e.step / e.steps); sys.cpu.push(e.cpu ?? null); sys.others.push(e.busy_elsewhere ?? null);
     sys.gpu.push(e.gpu_util === undefined ? null : e.gpu_util / 100); sys.rss.push(e.rss_mb ?? null); sys.gmem.push(e.gpu_mem_mb ?? null);
-    cpuChart.setData([sys.x, sys.cpu, sys.others, sys.gpu]); memChart.setData([sys.x, sys.rss, sys.gmem]);
+    cpuChart.setData(gpu ? [sys.x, sys.cpu, sys.others, sys.gpu] : [sys.x, sys.cpu, sys.others]);
+    memChart.setData(gpu ? [sys.x, sys.rss, sys.gmem] : [sys.x, sys.rss]);
     $("#cpu-chart").dataset.points = sys.x.length;
     const el = $("#cpu-chart");
     el.dataset.maxOthers = Math.max(Number(el.dataset.maxOthers || 0), e.busy_elsewhere || 0);
@@ -228,13 +234,13 @@ function runPage(id) {
       $("#eta").textContent = rec.timings ? `trained in ${dur(rec.timings.train_seconds)} (${dur(rec.timings.total_seconds)} in all)` : "";
     }
     $("#results").innerHTML = `<table><tr><td>recipe</td><td>${esc(rec.recipe)}</td></tr><tr><td>dataset</td><td>${esc(rec.dataset?.name)}</td></tr>
-      <tr><td>final val acc</td><td class="num" id="final-val-acc">${fmt(m.val_acc ?? last.val_acc)}</td></tr>
-      <tr><td>val acc at best epoch</td><td class="num">${fmt(m.val_acc_at_best)}</td></tr>
-      <tr><td>test acc</td><td class="num" id="test-acc">${fmt(m.test_acc)}</td></tr><tr><td>test loss</td><td class="num">${fmt(m.test_loss)}</td></tr>
-      <tr><td>epochs</td><td class="num">${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr>` +
+      <tr><td>final val acc</td><td id="final-val-acc">${fmt(m.val_acc ?? last.val_acc)}</td></tr>
+      <tr><td>val acc at best epoch</td><td>${fmt(m.val_acc_at_best)}</td></tr>
+      <tr><td>test acc</td><td id="test-acc">${fmt(m.test_acc)}</td></tr><tr><td>test loss</td><td>${fmt(m.test_loss)}</td></tr>
+      <tr><td>epochs</td><td>${rec.epochs ?? "–"}</td></tr><tr><td>device</td><td>${esc(rec.device)}</td></tr>` +
       (rec.train_step ? `<tr><td>training step</td><td>${esc(rec.train_step)}</td></tr>` : "") +
-      (rec.system?.peak_rss_mb ? `<tr><td>peak memory</td><td class="num" id="peak-mem">${Math.round(rec.system.peak_rss_mb)} MB</td></tr>` : "") +
-      (rec.system?.cpu_mean !== undefined && rec.system?.cpu_mean !== null ? `<tr><td>mean CPU use</td><td class="num">${rec.system.cpu_mean.toFixed(2)} of ${rec.system.cpus_allowed} CPUs` +
+      (rec.system?.peak_rss_mb ? `<tr><td>peak memory</td><td id="peak-mem">${Math.round(rec.system.peak_rss_mb)} MB</td></tr>` : "") +
+      (rec.system?.cpu_mean !== undefined && rec.system?.cpu_mean !== null ? `<tr><td>mean CPU use</td><td>${rec.system.cpu_mean.toFixed(2)} of ${rec.system.cpus_allowed} CPUs` +
         (rec.system.starved_fraction ? ` · starved ${Math.round(100 * rec.system.starved_fraction)}% of the time` : "") + `</td></tr>` : "") +
       (rec.precision ? `<tr><td>precision</td><td title="${esc(rec.precision_reason ?? "")}">${esc(rec.precision)}</td></tr>` : "") + `</table>
       ${rec.status === "completed" ? `<p><a href="#/errors/${esc(id)}">Errors →</a> · <a href="#/try/${esc(id)}">Try it →</a></p>` : ""}`;
@@ -707,8 +713,9 @@ function drawSteps(st, old) {
   el.innerHTML = "";
   const trials = st.trials.filter(t => t.intermediate.length);
   const epochs = [...new Set(trials.flatMap(t => t.intermediate.map(p => p[0])))].sort((a, b) => a - b);
+  // a pruned trial: dashed, its points drawn, so even a curve cut after one epoch shows where it stopped
   const series = trials.map(t => ({label: `#${t.number} ${t.state}`, color: STATE_COLORS[t.state] || COLORS[3],
-    dash: t.state === "pruned" ? [6, 4] : undefined, width: t.state === "pruned" ? 1.5 : 1}));
+    dash: t.state === "pruned" ? [6, 4] : undefined, width: t.state === "pruned" ? 1.5 : 1, points: t.state === "pruned"}));
   const chart = makeChart(el, "Intermediate values (per epoch)", series, {xlabel: "epoch"});
   const data = [epochs, ...trials.map(t => { const m = new Map(t.intermediate); return epochs.map(e => m.has(e) ? m.get(e) : null); })];
   chart.setData(data);
