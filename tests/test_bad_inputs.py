@@ -146,6 +146,8 @@ def test_bad_flags(world, tmp_path):
         (["datasets", "fetch", "mnsit"], "did you mean 'mnist'"),
         # the command line's own errors (typer): one line too, with where to look
         (["train", "mnist-mlp", "--nproc", "0"], "Invalid value for '--nproc'"),
+        # checked before any rank starts: one line, not one from each process
+        (["train", "walk-5-relu", "--nproc", "2", "--set", "data.limit=5"], "data.limit: unknown key"),
         (["train", "mnist-mlp", "--nosuch"], "No such option: --nosuch"),
         (["serve", "x", "--port", "70000"], "Invalid value for '--port'"),
         (["runs", "show"], "Missing argument 'run'"),

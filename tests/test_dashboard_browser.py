@@ -290,7 +290,7 @@ def test_a_search_from_the_cli_grows_on_the_study_page(dashboard, page, tmp_path
         first = page.locator("#trials tr[data-state]").count()
         lines_first = int(page.get_attribute("#parcoords", "data-lines") or 0)
         hist_first = int(page.get_attribute("#history-chart", "data-points") or 0)
-        page.wait_for_function(f"document.querySelectorAll('#trials tr[data-state=complete]').length >= 6", timeout=180_000)
+        page.wait_for_function("document.querySelectorAll('#trials tr[data-state=complete]').length >= 6", timeout=180_000)
         assert page.locator("#trials tr[data-state]").count() >= max(first, 6)
         assert int(page.get_attribute("#parcoords", "data-lines")) > lines_first
         assert int(page.get_attribute("#history-chart", "data-points")) > hist_first

@@ -219,10 +219,13 @@ def test_cifar_archive_refuses_code_in_pickles(tmp_path):
         read_cifar10_archive(path)
 
 
-def test_cifar_missing_offline_points_at_the_jpeg_tree(tmp_path):
-    (tmp_path / "cifar10-jpeg.zip").write_bytes(b"")
-    with pytest.raises(DataError, match="data.source="):
+def test_cifar_missing_offline_names_both_copies_and_a_broken_jpeg_copy_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz \(or its image-tree copy cifar10-jpeg.zip\)"):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
+    (tmp_path / "cifar10-jpeg.zip").write_bytes(b"")  # cut short: the copy is used, and its failure is one line
+    with pytest.raises(DataError, match=r"its image-tree copy .*cifar10-jpeg.zip could not be read .*replace it") as e:
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+    assert "\n" not in str(e.value)
 
 
 # --- image trees -------------------------------------------------------------------------------

@@ -164,6 +164,13 @@ def test_export_prepare_full_takes_any_photo_and_agrees_with_predict(runs, tmp_p
     assert np.allclose([w["probability"] for w in want], onnx_preds.probs.max(1), atol=1e-3)
     with pytest.raises(TrainlabError, match="takes photos"):
         served.predict(np.zeros((1, 28, 28, 1), np.uint8))
+    # what no photo is: one line each, never onnxruntime's error (trust round 4, #38)
+    for bad, why in ((np.zeros((20, 20, 2), np.uint8), "1, 3 or 4 channels"), (np.zeros((20, 20, 5), np.uint8), "channels"),
+                     (np.zeros((0, 0, 3), np.uint8), "empty image"), (np.full((20, 20), 300, np.uint16), "0-255"),
+                     (np.full((20, 20), 0.5), "uint8")):
+        with pytest.raises(TrainlabError, match=why):
+            served.predict_photos([bad])
+    assert len(served.predict_photos([np.zeros((20, 20, 3), np.uint8)]).probs) == 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -286,3 +286,30 @@ except Interrupt:
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.stdout.split() == ["held", "True", "delivered"], (p.stdout, p.stderr)
+
+
+def test_a_held_ctrl_c_is_not_delivered_again_once_the_command_stopped_on_it():
+    """A Ctrl-C held for another thread's import, then honoured by training's start (arm_callback),
+    used to be delivered a second time later: "interrupted" twice, or a traceback at exit."""
+    code = """
+import os, signal, sys, threading, time
+import trainlab.system.signals as sg
+from trainlab.system.signals import Interrupt, StopSignals
+busy = threading.Event()
+sg.importing = lambda: not busy.is_set()  # another thread imports until released
+handler = StopSignals()
+handler.install()
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(0)  # the handler runs here: held, not raised
+print("held", handler.interrupted.is_set(), flush=True)
+try:
+    handler.interrupt()  # what training's start does with a held Ctrl-C
+except Interrupt:
+    print("stopped", flush=True)
+busy.set()  # the import ends: the held signal must stay dropped
+for _ in range(50):
+    time.sleep(0.01)
+print("once", flush=True)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.stdout.split() == ["held", "True", "stopped", "once"] and p.stderr == "", (p.stdout, p.stderr)

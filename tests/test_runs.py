@@ -95,7 +95,7 @@ def test_compare_names_what_differs(tiny_train, tmp_path):
     b = tiny_train({"optimizer.lr": 0.03, "batch_size": 32})
     records, curves, diff = compare_runs([a.run_id, b.run_id], load_settings(runs_dir=tmp_path / "runs"))
     assert [r.run_id for r in records] == [a.run_id, b.run_id]
-    assert diff == {"name": ["tiny", "tiny"], "optimizer.lr": [0.01, 0.03], "batch_size": [16, 32]}
+    assert diff == {"optimizer.lr": [0.01, 0.03], "batch_size": [16, 32]}  # the same name is not a difference
     assert [len(c.history) for c in curves] == [3, 3]
     with pytest.raises(TrainlabError, match="two or more"):
         compare_runs([a.run_id], load_settings(runs_dir=tmp_path / "runs"))

@@ -87,7 +87,7 @@ def test_a_users_own_module_trains_on_the_recipe(data_dir, tmp_path):
     run = small_train(data_dir=data_dir, model=Tiny(), runs_dir=tmp_path, epochs=3)
     assert isinstance(run.model, Tiny) and run.metrics["test_acc"] > 0.7
     assert json.loads((run.run_dir / "run.json").read_text())["custom_model"] == "Tiny"
-    with pytest.raises(TrainlabError, match="custom model"):
+    with pytest.raises(TrainlabError, match=r"trained your own model \(Tiny\).*model=Tiny\(\)"):
         trainlab.load_run(run.run_dir)
     assert trainlab.load_run(run.run_dir, model=Tiny(), data_dir=data_dir).evaluate().accuracy == pytest.approx(run.metrics["test_acc"])
 

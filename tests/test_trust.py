@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import MNIST_TINY, write_tree
 from fastapi.testclient import TestClient
@@ -411,18 +410,7 @@ def test_a_recipe_name_cannot_break_the_reports_script(world, tmp_path):
     assert "<" not in data and json.loads(data)
 
 
-def test_a_photo_graph_refuses_what_no_photo_is(world, tmp_path):
-    import trainlab
-    from trainlab.errors import TrainlabError
-    _, settings, run = world
-    report = trainlab.export_onnx(run.run_id, tmp_path / "full.onnx", settings=settings, prepare="full", check_images=20)
-    onnx_run = trainlab.OnnxRun(report.path)
-    for bad, why in ((np.zeros((20, 20, 2), np.uint8), "1, 3 or 4 channels"), (np.zeros((20, 20, 5), np.uint8), "channels"),
-                     (np.zeros((0, 0, 3), np.uint8), "empty image"), (np.full((20, 20), 300, np.uint16), "0-255"),
-                     (np.full((20, 20), 0.5), "uint8")):
-        with pytest.raises(TrainlabError, match=why):
-            onnx_run.predict_photos([bad])
-    assert len(onnx_run.predict_photos([np.zeros((20, 20, 3), np.uint8)]).probs) == 1
+# A photo graph's refusals of what no photo is: tests/test_export.py, on the graph it exports anyway.
 
 
 def test_a_diverged_run_answers_nothing_anywhere(world, client, tmp_path):

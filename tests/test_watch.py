@@ -193,8 +193,14 @@ def test_a_search_started_from_the_page_runs_as_a_job(data_dir, tmp_path):
     from trainlab.web.app import create_app
     settings = load_settings(runs_dir=tmp_path / "runs", data_dir=data_dir, offline=True)
     with TestClient(create_app(settings), base_url="http://127.0.0.1", headers=PAGE) as client:
-        job = client.post("/api/v1/studies", json={"preset": "walk-5-relu", "space": "walk", "trials": 1,
-                                                   "study": "from-the-page"}).json()["job"]
+        refused = client.post("/api/v1/studies", json={"preset": "walk-5-relu", "space": "walk", "trials": 1,
+                                                       "overrides": {"data.name": "/etc"}})
+        assert refused.status_code == 403 and "recipes from the page may use" in refused.json()["error"]
+        bad = client.post("/api/v1/studies", json={"preset": "walk-5-relu", "space": "walk", "trials": 1,
+                                                   "overrides": {"optimizer.lrr": 0.1}})
+        assert bad.status_code == 422 and "did you mean 'lr'" in bad.json()["error"], bad.text
+        job = client.post("/api/v1/studies", json={"preset": "walk-5-relu", "space": "walk", "trials": 1, "study": "from-the-page",
+                                                   "overrides": {"data.limit_train": 3000, "epochs": 2}}).json()["job"]
         assert job["kind"] == "tune" and job["tune"]["study"] == "from-the-page"
         stop = threading.Event()
         deadline = time.monotonic() + 300

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -88,9 +89,21 @@ def test_compare_shows_the_differences(served):
     c = client.get(f"/api/v1/compare?runs={a.run_id},{b.run_id}").json()
     assert c["differences"]["optimizer.lr"] == [0.003, 0.01] and c["differences"]["seed"] == [0, 1]
     assert [len(r["history"]) for r in c["runs"]] == [2, 2] and c["hidden"] == []
-    same = client.get(f"/api/v1/compare?runs={a.run_id},{a.run_id}").json()  # one run twice: its lines coincide
-    assert same["hidden"] == [{"run": a.run_id, "under": a.run_id, "epochs": 2}]
-    assert "two or more" in one_line_error(client.get(f"/api/v1/compare?runs={a.run_id}"), 422)
+    from trainlab.runs.admin import reindex
+    from trainlab.runs.store import open_store
+    twin = a.run_dir.parent / f"{a.run_id}-twin"  # a run with the same curves: drawn under the other's
+    shutil.copytree(a.run_dir, twin)
+    record = json.loads((twin / "run.json").read_text())
+    (twin / "run.json").write_text(json.dumps({**record, "run_id": twin.name}))
+    try:
+        assert reindex(served[3])[0] == [twin.name]
+        same = client.get(f"/api/v1/compare?runs={a.run_id},{twin.name}").json()
+    finally:
+        open_store(served[3]).remove(twin.name)
+        shutil.rmtree(twin)
+    assert same["hidden"] == [{"run": a.run_id, "under": twin.name, "epochs": 2}]
+    assert "2 to 50 run ids" in one_line_error(client.get(f"/api/v1/compare?runs={a.run_id}"), 422)
+    assert "1 distinct" in one_line_error(client.get(f"/api/v1/compare?runs={a.run_id},{a.run_id}"), 422)
 
 
 def test_data_samples(served):
@@ -259,10 +272,12 @@ def test_stop_reaches_a_run_training_in_a_terminal(served, tmp_path):
     assert "not running" in one_line_error(client.post(f"/api/v1/runs/{row['run_id']}/stop"), 422)
 
 
-def test_a_missing_dataset_error_keeps_its_fix(served):
+def test_a_missing_dataset_error_keeps_its_fix(served, tmp_path):
     """The Data page shows the whole line (it used to end mid-sentence at 160 characters)."""
-    client = served[0]
-    msg = one_line_error(client.get("/api/v1/datasets/cifar10/samples"), 422)
+    from trainlab.web.app import create_app
+    bare = served[3].with_(data_dir=tmp_path, cache_dir=tmp_path / "cache", system_data_dir=tmp_path / "none")
+    with TestClient(create_app(bare), raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
+        msg = one_line_error(client.get("/api/v1/datasets/cifar10/samples"), 422)
     assert len(msg) > 160 and "Fix:" in msg and "or install it under" in msg, msg
 
 

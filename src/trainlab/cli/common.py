@@ -94,8 +94,8 @@ def arm_callback():
 
     class Arm(Callback):
         def on_train_begin(self, state):
-            if handler.interrupted.is_set():  # a Ctrl-C during start-up that some import swallowed
-                raise Interrupt
+            if handler.interrupted.is_set():  # a Ctrl-C during start-up, held or swallowed by some import
+                handler.interrupt()
             handler.armed.set()
 
         def on_test_end(self, state, metrics):

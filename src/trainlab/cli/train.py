@@ -42,19 +42,22 @@ def train(
     """Train a recipe and save the run (recipe, history, metrics, weights, checkpoints, events)."""
     from trainlab.training.api import resume as resume_fn
     from trainlab.training.api import train as train_fn
-    if nproc > 1:
-        from trainlab.training.launcher import launch_ranks
-        args = [*([recipe] if recipe else []), *[f"--set={s}" for s in set_ or []],
-                *options(epochs=epochs, seed=seed, resume=resume, checkpoint_every=checkpoint_every, data_dir=data_dir,
-                          runs_dir=runs_dir, db=db, device=device), *(["--quiet"] if quiet else []),
-                *(["--json"] if json_out else []), *(["--no-save"] if no_save else [])]
-        raise typer.Exit(launch_ranks(nproc, args))
     if resume is None and recipe is None:
         fail("give a recipe (see `trainlab recipes`) or --resume RUN_ID")
     if resume is not None and (recipe is not None or set_ or epochs is not None or seed is not None or no_save):
         fail("--resume continues a run with its own recipe; drop the recipe, --set, --epochs, --seed and --no-save")
     if not 0 < checkpoint_every < float("inf"):
         fail(f"--checkpoint-every {checkpoint_every}: give a positive, finite number of seconds")
+    if nproc > 1:
+        from trainlab.recipes import load_recipe
+        from trainlab.training.launcher import launch_ranks
+        if recipe is not None:  # a bad recipe is one line here, not one line from every rank
+            load_recipe(recipe, set_ or [], epochs=epochs, seed=seed)
+        args = [*([recipe] if recipe else []), *[f"--set={s}" for s in set_ or []],
+                *options(epochs=epochs, seed=seed, resume=resume, checkpoint_every=checkpoint_every, data_dir=data_dir,
+                          runs_dir=runs_dir, db=db, device=device), *(["--quiet"] if quiet else []),
+                *(["--json"] if json_out else []), *(["--no-save"] if no_save else [])]
+        raise typer.Exit(launch_ranks(nproc, args))
     common = dict(settings=settings_for(data_dir, runs_dir, db), device=device, progress="none" if quiet else "auto",
                   checkpoint_every=checkpoint_every)
     if resume is not None:

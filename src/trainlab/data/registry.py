@@ -134,13 +134,11 @@ def locate(spec: DatasetSpec, settings: Settings, download: bool | None = None, 
 
 
 def _fixes(spec: DatasetSpec, dirs: list[Path], settings: Settings) -> str:
-    hint = ""
-    if spec.name == "cifar10":
-        jpeg = next((d / "cifar10-jpeg.zip" for d in dirs if (d / "cifar10-jpeg.zip").is_file()), None)
-        hint = f"; or use the image tree beside it with --set data.source={jpeg}" if jpeg else ""
-    return (f"pass --data-dir DIR or set TRAINLAB_DATA to a folder holding {spec.name}/{spec.files[0].name}, "
+    copy = TREE_COPIES.get(spec.name)
+    also = f" (or its image-tree copy {copy})" if copy else ""
+    return (f"pass --data-dir DIR or set TRAINLAB_DATA to a folder holding {spec.name}/{spec.files[0].name}{also}, "
             f"run `trainlab datasets fetch {spec.name}` with internet access, "
-            f"or install it under {settings.system_data_dir / spec.name}{hint}")
+            f"or install it under {settings.system_data_dir / spec.name}")
 
 
 def fetch(spec: DatasetSpec, remote: RemoteFile, settings: Settings, progress: bool = False) -> Path:
@@ -272,7 +270,11 @@ def load_dataset(name: str, *, source: str | None = None, settings: Settings | N
         return _load_from_source(spec, source, test_fraction, split_seed, settings.cache_dir)
     copy = image_tree_copy(spec, settings)
     if copy is not None and not all(_find_file(search_dirs(spec, settings), f.name) for f in spec.files):
-        ds = _load_from_source(spec, str(copy), test_fraction, split_seed, settings.cache_dir)
+        try:
+            ds = _load_from_source(spec, str(copy), test_fraction, split_seed, settings.cache_dir)
+        except DataError as exc:
+            raise DataError(f"{spec.name}: its image-tree copy {copy} could not be read ({exc}); replace it with a good "
+                            f"copy, or remove it and {_fixes(spec, search_dirs(spec, settings), settings)}") from None
         ds.notes = [*ds.notes, f"note: {spec.name} from its image-tree copy {copy} (the {spec.files[0].name} archive is "
                                f"not here); JPEG is lossy, so accuracies run a little below the original pixels'"]
         return ds

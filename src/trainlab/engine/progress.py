@@ -10,6 +10,10 @@ from trainlab.history import LiveCurve
 
 
 def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel. A kernel has imported IPython long before: when it is not
+    loaded, this is no notebook (and importing it to ask would cost a CLI run ~0.2 s)."""
+    if "IPython" not in sys.modules:
+        return False
     try:
         from IPython import get_ipython  # type: ignore
     except ImportError:

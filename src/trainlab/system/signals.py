@@ -47,6 +47,7 @@ class StopSignals:
             self.armed.set()
         self.received: list[int] = []
         self.interrupted = threading.Event()  # a signal came while not armed: whatever follows ends as "interrupted"
+        self.raised = threading.Event()  # Interrupt was raised: a held signal is not delivered again
 
     def __call__(self, signum: int, frame) -> None:
         self.received.append(signum)
@@ -57,12 +58,18 @@ class StopSignals:
         if importing():
             threading.Thread(target=self._deliver_after_imports, args=(signum,), daemon=True).start()
             return
+        self.interrupt()
+
+    def interrupt(self):
+        """Stop at once: raise `Interrupt` (once: a signal still held for an import is then dropped)."""
+        self.raised.set()
         raise Interrupt
 
     def _deliver_after_imports(self, signum: int) -> None:
-        while importing():
+        while importing() and not self.raised.is_set():
             time.sleep(0.01)
-        os.kill(os.getpid(), signum)
+        if not self.raised.is_set():  # the command may have stopped on `interrupted` meanwhile
+            os.kill(os.getpid(), signum)
 
     @property
     def exit_status(self) -> int:

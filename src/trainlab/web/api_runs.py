@@ -225,7 +225,7 @@ def compare(s: SettingsDep, runs: str = Query(..., max_length=12000, description
     keys whose values differ."""
     ids = list(dict.fromkeys(r for r in runs.split(",") if r))
     if not 2 <= len(ids) <= MAX_COMPARED:
-        raise HTTPException(422, f"runs: give 2 to {MAX_COMPARED} run ids, comma-separated ({len(ids)} given)")
+        raise HTTPException(422, f"runs: give 2 to {MAX_COMPARED} run ids, comma-separated ({len(ids)} distinct given)")
     for r in ids:
         checked_run_dir(r, s)
     records, curves, diff = compare_runs(ids, s)

@@ -13,10 +13,11 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from trainlab.errors import TrainlabError
-from trainlab.recipes import preset_names
-from trainlab.tuning.space import space_names
+from trainlab.recipes import load_recipe, preset_names
+from trainlab.tuning.space import load_space, space_names
 from trainlab.tuning.study import importances, list_studies, storage_url, study_report
-from trainlab.web.deps import JobsDep, SettingsDep
+from trainlab.web.api_train import check_data_paths
+from trainlab.web.deps import DataRootsDep, JobsDep, SettingsDep
 from trainlab.web.schemas import JSON, JobAnswer, StudyList
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
@@ -43,6 +44,7 @@ class SearchRequest(BaseModel):
     trials: int | None = Field(10, ge=1, le=1000, description="trials to run")
     timeout: float | None = Field(None, gt=0, le=7 * 86400, description="seconds after which no new trial starts")
     study: str | None = Field(None, max_length=200, description="a study name (default PRESET-SPACE; the same name continues it)")
+    overrides: dict = Field(default_factory=dict, description="recipe changes for every trial, {'data.limit_train': 5000, ...}")
 
 
 def _storage(settings) -> str | None:
@@ -97,8 +99,9 @@ def study(name: str, s: SettingsDep, request: Request):
 
 
 @router.post("/studies", status_code=202, response_model=JobAnswer)
-def start_search(body: SearchRequest, queue: JobsDep):
-    """A search as a dashboard job (one trial after another, in a worker process)."""
+def start_search(body: SearchRequest, s: SettingsDep, roots: DataRootsDep, queue: JobsDep):
+    """A search as a dashboard job (one trial after another, in a worker process); the recipe with its
+    overrides and the space are checked here, so a mistake is a 422 now, not a failed job later."""
     if body.preset not in preset_names():
         raise HTTPException(422, f"preset {body.preset[:60]!r}: use one of {', '.join(preset_names())}")
     if body.space not in space_names():
@@ -107,6 +110,9 @@ def start_search(body: SearchRequest, queue: JobsDep):
         raise HTTPException(422, "study: letters, digits, '.', '_' and '-'")
     if body.trials is None and body.timeout is None:
         raise HTTPException(422, "give a budget: trials, timeout, or both")
+    base = load_recipe(body.preset, body.overrides)
+    check_data_paths(base, s, roots)
+    load_space(body.space).check(base)
     order = body.model_dump()
     order["study"] = body.study or f"{body.preset}-{body.space}"
     job = queue.submit(f"search {order['study']}", tune=order)
