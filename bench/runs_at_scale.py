@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -32,7 +33,9 @@ from recipes import machine  # noqa: E402
 
 def build(runs: Path, n: int) -> list[str]:
     from trainlab.runs.record import DatasetInfo, Metrics, RunRecord
+    from trainlab.recipes import apply_overrides, load_recipe
     from trainlab.runs.store import Store
+    base = load_recipe("mnist-mlp").to_dict()  # a real recipe: Compare validates what it shows
     runs.mkdir(parents=True)
     store = Store(f"sqlite:///{runs / 'trainlab.db'}")
     ids = []
@@ -47,7 +50,7 @@ def build(runs: Path, n: int) -> list[str]:
         folder = runs / run_id
         folder.mkdir()
         (folder / "run.json").write_text(rec.model_dump_json())
-        recipe = {"name": rec.recipe, "optimizer": {"name": "adam", "lr": 0.001 * (1 + i % 5)}, "epochs": 12, "batch_size": 64 + i % 3}
+        recipe = apply_overrides(base, {"name": rec.recipe, "optimizer.lr": 0.001 * (1 + i % 5), "batch_size": 64 + i % 3})
         store.record_start(rec, recipe, folder)
         history = [{"epoch": e, "loss": 1 / e, "acc": 1 - 0.5 / e, "val_loss": 1.1 / e, "val_acc": 1 - 0.6 / e, "lr": 0.001,
                     "seconds": 1.0} for e in range(1, 13)]
@@ -62,8 +65,11 @@ def timed(url: str, repeat: int) -> dict:
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=120) as r:
-            body = r.read()
+        try:
+            with urllib.request.urlopen(url, timeout=120) as r:
+                body = r.read()
+        except urllib.error.HTTPError as exc:
+            raise SystemExit(f"{url}: {exc.code} {exc.read()[:300]!r}") from None
         times.append(1000 * (time.perf_counter() - t0))
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "bytes": len(body)}
 

@@ -94,6 +94,30 @@ def test_a_foreign_host_header_is_refused(site, method, path):
     assert "evil.example" in refused(r) and "--allow-host" in refused(r)
 
 
+def test_every_api_route_of_both_servers_is_guarded(site, tmp_path):
+    """Not a list kept by hand: every route the dashboard and the predict server have under /api/ and
+    /v2 (the Studies routes included) refuses a foreign Host and a request the browser marks as
+    cross-site, whatever its method, before the route runs."""
+    import re
+
+    from trainlab.serving.server import create_serve_app
+    from trainlab.web.app import create_app
+    client, run, settings, _ = site
+    checked = []
+    for app in (create_app(settings), create_serve_app(settings.with_(serve_run=run.run_id))):
+        with TestClient(app, raise_server_exceptions=False, base_url=BASE) as c:
+            for route, methods in app.openapi()["paths"].items():  # every route the app declares
+                if not route.startswith(("/api/", "/v2")):
+                    continue
+                path = re.sub(r"\{[^}]+\}", "x", route)
+                for method in sorted(m.upper() for m in methods):
+                    assert "evil.example" in refused(c.request(method, path, headers={"Host": "evil.example", **PAGE}))
+                    assert "cross-site" in refused(c.request(method, path, headers={"Sec-Fetch-Site": "cross-site", **PAGE}))
+                    checked.append((method, route))
+    assert ("POST", "/api/v1/studies") in checked and ("GET", "/api/v1/studies/{name}") in checked
+    assert any(p.startswith("/v2") for _, p in checked) and len(checked) > 30
+
+
 def test_loopback_names_and_allowed_hosts_are_served(site):
     from trainlab.web.app import create_app
     client, _, settings, _ = site
