@@ -154,7 +154,7 @@ function runPage(id) {
       <button id="stop-btn" class="danger" hidden>Stop</button><button id="resume-btn" hidden>Resume</button>
       <a class="button secondary" id="report-link" href="/api/v1/report?runs=${encodeURIComponent(id)}" download>Download report</a></div>
     <div class="charts"><div class="chart" id="loss-chart"></div><div class="chart" id="acc-chart"></div></div>
-    <div class="charts machine"><div class="chart" id="cpu-chart"></div><div class="chart" id="mem-chart"></div></div>
+    <div class="charts machine" id="machine" style="display:none"><div class="chart" id="cpu-chart"></div><div class="chart" id="mem-chart"></div></div>
     <div class="row" style="margin-top:14px"><div class="card" style="flex:1;min-width:320px"><h2>Results</h2><div id="results"></div>
       <h2>Files</h2><div id="files"></div></div>
       <div class="card" style="flex:2;min-width:420px"><h2>Layers</h2><pre id="summary"></pre></div></div>
@@ -172,7 +172,8 @@ function runPage(id) {
   let cpuChart = null, memChart = null, gpu = false;
   const sys = {x: [], cpu: [], others: [], gpu: [], rss: [], gmem: []};
   const onSystem = e => {
-    if (!cpuChart) {
+    if (!cpuChart) {  // shown from the first sample (~2 s in; never for a run recorded before samples existed)
+      $("#machine").style.display = "";
       gpu = e.gpu_mem_mb !== undefined;
       cpuChart = makeChart($("#cpu-chart"), "CPU", [{label: "this run (CPUs)"}, {label: "other programs (CPUs)", color: COLORS[4]},
         ...(gpu ? [{label: "GPU use (%/100)", color: COLORS[2]}] : [])], {ylabel: "CPUs"});
